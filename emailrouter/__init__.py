@@ -1,0 +1,3 @@
+"""emailrouter: routes contact-centre customer email the way the work instruction says."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,3 @@
+from emailrouter.cli import main
+
+raise SystemExit(main())

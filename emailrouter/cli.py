@@ -1,0 +1,99 @@
+"""Command line: check, explain."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+
+from emailrouter import __version__
+from emailrouter.config import Config, find_config, load_config
+from emailrouter.errors import ConfigError
+from emailrouter.explain import as_json, as_text
+from emailrouter.pipeline import route
+
+
+def _load(args: argparse.Namespace) -> Config | None:
+    try:
+        return load_config(find_config(args.config), directory=getattr(args, "directory", None))
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(f"error: {problem}", file=sys.stderr)
+        return None
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    config = _load(args)
+    if config is None:
+        return 1
+    for warning in config.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    seg = config.segmentation
+    print(
+        f"OK {config.path}: {len(config.table.rows)} rules ({config.table.hit_policy} hit), "
+        f"{len(seg.directory)} directory entries, {len(seg.domain_rules)} domain rules, "
+        f"{len(config.signals.intent_signals) + len(config.signals.hard_signals)} signals, "
+        f"{len(config.units)} units, {len(config.templates.names)} templates; version {config.version}"
+    )
+    return 0
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    config = _load(args)
+    if config is None:
+        return 1
+    now = datetime.now(UTC)
+    results = []
+    status = 0
+    for name in args.files:
+        try:
+            raw = Path(name).read_bytes()
+        except OSError as exc:
+            print(f"error: {name}: {exc.strerror or exc}", file=sys.stderr)
+            status = 2
+            continue
+        routing = route(raw, config, now)
+        if args.json:
+            results.append(as_json(routing, name, config.version))
+        else:
+            print(as_text(routing, name))
+            print()
+    if args.json:
+        out = results[0] if len(results) == 1 and len(args.files) == 1 else results
+        print(json.dumps(out, ensure_ascii=False, indent=2))
+    return status
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="emailrouter", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"emailrouter {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def with_config(p: argparse.ArgumentParser) -> None:
+        p.add_argument(
+            "-c",
+            "--config",
+            help="main config file (default: $EMAILROUTER_CONFIG, "
+            "./config/emailrouter.yaml, /etc/emailrouter/emailrouter.yaml)",
+        )
+
+    check = sub.add_parser("check", help="validate config, rules, directory and templates")
+    with_config(check)
+    check.set_defaults(func=cmd_check)
+
+    explain = sub.add_parser("explain", help="show what the router would do with .eml files; sends nothing")
+    with_config(explain)
+    explain.add_argument("--directory", help="use this customer directory CSV instead of the configured one")
+    explain.add_argument("--json", action="store_true", help="one JSON object per file (an array for several)")
+    explain.add_argument("files", nargs="+", metavar="FILE.eml")
+    explain.set_defaults(func=cmd_explain)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    status: int = args.func(args)
+    return status

@@ -1,0 +1,641 @@
+"""Config files -> typed, frozen objects, validated once. Every problem names file, line and key.
+
+`load_config(path)` reads the main file (`emailrouter.yaml`), then the files it names: the decision
+table, the signals, the customer directory and the reply templates. It either returns a `Config`
+or raises `ConfigError` listing every problem found.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+from emailrouter.classify import Signal, Signals, phrase_pattern
+from emailrouter.decide import CONDITION_FACTS, HIT_POLICIES, Row, Table
+from emailrouter.directory import Directory, DomainTable, load_directory
+from emailrouter.errors import ConfigError, Problem
+from emailrouter.model import (
+    INTENTS,
+    LANGUAGES,
+    SEGMENT_SOURCES,
+    UNKNOWN_SEGMENT,
+    Action,
+    Escalate,
+    Forward,
+    Language,
+    OpenTicket,
+    Reply,
+    RouterIdentity,
+    Unit,
+)
+from emailrouter.segment import DomainRule, SegmentRules
+from emailrouter.templates import TemplateSet, load_templates, reply_context
+from emailrouter.yamlfile import LineDict, LineList, load_yaml
+
+T = TypeVar("T")
+_ADDRESS = re.compile(
+    r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)+$"
+)
+_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
+DEFAULT_CONFIG_PATHS = (Path("config/emailrouter.yaml"), Path("/etc/emailrouter/emailrouter.yaml"))
+
+
+@dataclass(frozen=True)
+class Config:
+    path: Path
+    router: RouterIdentity
+    units: dict[str, Unit]
+    segmentation: SegmentRules
+    signals: Signals
+    table: Table
+    templates: TemplateSet
+    version: str  # hash of every file read: changes whenever any of them does
+    warnings: tuple[Problem, ...] = ()
+
+    @property
+    def own_addresses(self) -> frozenset[str]:
+        return frozenset({self.router.address.lower(), *(u.address.lower() for u in self.units.values())})
+
+
+class _Reader:
+    """Typed access to one YAML file's data; each failure is recorded as a problem, never raised."""
+
+    def __init__(self, file: str, problems: list[Problem]) -> None:
+        self.file = file
+        self.problems = problems
+
+    def fail(self, node: Any, key: str | int | None, path: str, reason: str, *, warning: bool = False) -> None:
+        line: int | None = None
+        if isinstance(node, LineDict):
+            line = node.lines.get(str(key), node.line) if key is not None else node.line
+        elif isinstance(node, LineList):
+            line = node.lines[key] if isinstance(key, int) and key < len(node.lines) else node.line
+        self.problems.append(Problem(self.file, line, path, reason, warning))
+
+    def get(self, node: LineDict, key: str, path: str, kind: type[T], *, required: bool = True) -> T | None:
+        full = f"{path}.{key}" if path else key
+        if key not in node:
+            if required:
+                self.fail(node, None, full, "missing")
+            return None
+        value = node[key]
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):
+            self.fail(node, key, full, f"expected {_kind_name(kind)}, got {_describe(value)}")
+            return None
+        return value
+
+    def known_keys(self, node: LineDict, path: str, allowed: set[str]) -> None:
+        for key in node:
+            if key not in allowed:
+                full = f"{path}.{key}" if path else key
+                self.fail(node, key, full, f"unknown key (expected one of: {', '.join(sorted(allowed))})")
+
+    def items(self, node: LineList, path: str) -> Iterator[tuple[int, str, Any]]:
+        for i, item in enumerate(node):
+            yield i, f"{path}[{i}]", item
+
+
+def _kind_name(kind: type) -> str:
+    return {
+        str: "a string",
+        float: "a number",
+        int: "a whole number",
+        bool: "true or false",
+        LineDict: "a mapping",
+        LineList: "a list",
+    }.get(kind, kind.__name__)
+
+
+def _describe(value: Any) -> str:
+    if value is None:
+        return "nothing"
+    if isinstance(value, LineDict):
+        return "a mapping"
+    if isinstance(value, LineList):
+        return "a list"
+    return f"{type(value).__name__} {value!r}"
+
+
+def _read(path: Path, display: str, problems: list[Problem]) -> str | None:
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        problems.append(Problem(display, None, "", "file not found"))
+    except (OSError, UnicodeDecodeError) as exc:
+        problems.append(Problem(display, None, "", f"cannot read: {exc}"))
+    return None
+
+
+def find_config(explicit: str | None) -> Path:
+    """The config to use: -c, then $EMAILROUTER_CONFIG, then ./config/, then /etc/emailrouter/."""
+    if explicit:
+        return Path(explicit)
+    if env := os.environ.get("EMAILROUTER_CONFIG"):
+        return Path(env)
+    for candidate in DEFAULT_CONFIG_PATHS:
+        if candidate.exists():
+            return candidate
+    return DEFAULT_CONFIG_PATHS[0]
+
+
+# --------------------------------------------------------------------------- main file
+
+
+def _router(r: _Reader, doc: LineDict) -> RouterIdentity | None:
+    node = r.get(doc, "router", "", LineDict)
+    if node is None:
+        return None
+    r.known_keys(node, "router", {"address", "name", "reference_prefix"})
+    address = r.get(node, "address", "router", str)
+    name = r.get(node, "name", "router", str, required=False) or "emailrouter"
+    prefix = r.get(node, "reference_prefix", "router", str, required=False) or "ER"
+    if address is not None and not _ADDRESS.match(address):
+        r.fail(node, "address", "router.address", f"not an email address: {address!r}")
+        return None
+    if not re.fullmatch(r"[A-Z0-9]{1,10}", prefix):
+        r.fail(node, "reference_prefix", "router.reference_prefix", "use 1-10 capital letters or digits")
+    return RouterIdentity(address, name, prefix) if address else None
+
+
+def _localised(r: _Reader, node: LineDict, key: str, path: str) -> dict[str, str] | None:
+    """A text given once for every language, or as {id: ..., en: ...}."""
+    value = node.get(key)
+    full = f"{path}.{key}"
+    if isinstance(value, str):
+        return {lang: value for lang in LANGUAGES}
+    if isinstance(value, LineDict):
+        out: dict[str, str] = {}
+        for lang in LANGUAGES:
+            text = r.get(value, lang, full, str)
+            if text is not None:
+                out[lang] = text
+        r.known_keys(value, full, set(LANGUAGES))
+        return out if len(out) == len(LANGUAGES) else None
+    r.fail(
+        node,
+        key if key in node else None,
+        full,
+        "missing"
+        if value is None
+        else f"expected a string or a mapping of {'/'.join(LANGUAGES)}, got {_describe(value)}",
+    )
+    return None
+
+
+def _units(r: _Reader, doc: LineDict) -> dict[str, Unit]:
+    node = r.get(doc, "units", "", LineDict)
+    units: dict[str, Unit] = {}
+    if node is None:
+        return units
+    for key, value in node.items():
+        path = f"units.{key}"
+        if not _KEY.match(key):
+            r.fail(node, key, path, "unit keys may use letters, digits, _ and - only")
+            continue
+        if not isinstance(value, LineDict):
+            r.fail(node, key, path, f"expected a mapping with address, name, next_steps, got {_describe(value)}")
+            continue
+        r.known_keys(value, path, {"address", "name", "next_steps"})
+        address = r.get(value, "address", path, str)
+        if address is not None and not _ADDRESS.match(address):
+            r.fail(value, "address", f"{path}.address", f"not an email address: {address!r}")
+            address = None
+        name = _localised(r, value, "name", path)
+        next_steps = _localised(r, value, "next_steps", path)
+        if address and name and next_steps:
+            units[key] = Unit(key, address, name, next_steps)
+    return units
+
+
+def _segmentation(r: _Reader, doc: LineDict, directory: Directory) -> SegmentRules | None:
+    node = r.get(doc, "segmentation", "", LineDict)
+    if node is None:
+        return None
+    r.known_keys(node, "segmentation", {"segments", "default", "domain_rules"})
+    segments: dict[str, str] = {}
+    seg_node = r.get(node, "segments", "segmentation", LineDict)
+    for code, text in (seg_node or {}).items():
+        if not re.fullmatch(r"[A-Z]{2,10}", code):
+            r.fail(seg_node, code, f"segmentation.segments.{code}", "segment codes are 2-10 capital letters")
+        segments[code] = str(text)
+    default = r.get(node, "default", "segmentation", str)
+    if default is not None and segments and default not in segments:
+        r.fail(node, "default", "segmentation.default", f"unknown segment {default!r} (known: {', '.join(segments)})")
+    table: DomainTable[DomainRule] = DomainTable()
+    rules = r.get(node, "domain_rules", "segmentation", LineList, required=False) or LineList()
+    for i, path, item in r.items(rules, "segmentation.domain_rules"):
+        if not isinstance(item, LineDict):
+            r.fail(rules, i, path, f"expected a mapping with match and segment, got {_describe(item)}")
+            continue
+        r.known_keys(item, path, {"match", "segment"})
+        match = r.get(item, "match", path, str)
+        seg = r.get(item, "segment", path, str)
+        if seg is not None and seg not in segments:
+            r.fail(item, "segment", f"{path}.segment", f"unknown segment {seg!r} (known: {', '.join(segments)})")
+            seg = None
+        parsed = DomainTable.parse_pattern(match) if match is not None else None
+        if match is not None and parsed is None:
+            r.fail(item, "match", f"{path}.match", f"not a domain or *.domain: {match!r}")
+        if parsed and seg and not table.add(parsed[0], parsed[1], DomainRule(match or "", seg, item.line)):
+            r.fail(item, "match", f"{path}.match", f"{match!r} is listed twice")
+    if not segments or default is None:
+        return None
+    return SegmentRules(segments, default, table, r.file, directory)
+
+
+# --------------------------------------------------------------------------- signals file
+
+
+_MATCHERS = ("keywords", "phrases", "regex", "caps_ratio", "exclamation_run")
+
+
+def _signal(r: _Reader, item: Any, path: str, group: str | None, names: set[str]) -> Signal | None:
+    if not isinstance(item, LineDict):
+        r.fail(item, None, path, f"expected a mapping, got {_describe(item)}")
+        return None
+    allowed = {"name", "weight", "keywords", "phrases", "regex", "caps_ratio", "min_letters", "exclamation_run"}
+    if group is None:
+        allowed.add("intent")
+    r.known_keys(item, path, allowed)
+    name = r.get(item, "name", path, str)
+    weight = r.get(item, "weight", path, float)
+    if name is not None:
+        if name in names:
+            r.fail(item, "name", f"{path}.name", f"signal name {name!r} is used twice")
+        names.add(name)
+    if group is None:
+        intent = r.get(item, "intent", path, str)
+        if intent is not None and intent not in INTENTS[:3]:
+            r.fail(item, "intent", f"{path}.intent", f"unknown intent {intent!r} (known: {', '.join(INTENTS[:3])})")
+            intent = None
+        group = intent
+    kinds = [k for k in _MATCHERS if k in item]
+    if not kinds:
+        r.fail(item, None, path, f"no way to match: give one of {', '.join(_MATCHERS)}")
+        return None
+    if len(kinds) > 1 and not set(kinds) <= {"keywords", "phrases"}:
+        r.fail(item, kinds[1], path, f"give only one of {', '.join(kinds)} per signal")
+        return None
+    keywords: frozenset[str] = frozenset()
+    pattern = None
+    on_folded = True
+    caps_ratio = None
+    exclamation_run = None
+    min_letters = 0
+    phrases: list[str] = []
+    for kind in kinds:
+        full = f"{path}.{kind}"
+        if kind in ("keywords", "phrases", "regex"):
+            values = item[kind]
+            if (
+                not isinstance(values, LineList)
+                or not values
+                or not all(isinstance(v, str) and v.strip() for v in values)
+            ):
+                r.fail(item, kind, full, "expected a non-empty list of strings")
+                return None
+            if kind == "keywords":
+                bad = [v for v in values if len(v.split()) != 1]
+                if bad:
+                    r.fail(item, kind, full, f"keywords are single words; use phrases for {bad[0]!r}")
+                keywords = frozenset(v.casefold() for v in values)
+            elif kind == "phrases":
+                phrases = list(values)
+            else:
+                compiled = []
+                for j, expr in enumerate(values):
+                    try:
+                        compiled.append(re.compile(expr))
+                    except re.error as exc:
+                        r.fail(values, j, f"{full}[{j}]", f"bad regex {expr!r}: {exc}")
+                        return None
+                pattern = re.compile("|".join(f"(?:{c.pattern})" for c in compiled), re.IGNORECASE)
+                on_folded = False
+        elif kind == "caps_ratio":
+            caps_ratio = r.get(item, "caps_ratio", path, float)
+            if caps_ratio is not None and not 0 < caps_ratio <= 1:
+                r.fail(item, "caps_ratio", full, "must be between 0 and 1")
+            min_letters = r.get(item, "min_letters", path, int, required=False) or 0
+        else:
+            exclamation_run = r.get(item, "exclamation_run", path, int)
+            if exclamation_run is not None and exclamation_run < 1:
+                r.fail(item, "exclamation_run", full, "must be 1 or more")
+    if phrases:
+        pattern = phrase_pattern(phrases)
+    if name is None or weight is None or group is None:
+        return None
+    return Signal(name, group, weight, keywords, pattern, on_folded, caps_ratio, min_letters, exclamation_run)
+
+
+def _signals(r: _Reader, doc: LineDict) -> Signals | None:
+    names: set[str] = set()
+    r.known_keys(doc, "", {"intent", "hard_complaint", "language"})
+    intent = r.get(doc, "intent", "", LineDict)
+    hard = r.get(doc, "hard_complaint", "", LineDict)
+    language = r.get(doc, "language", "", LineDict)
+    if intent is None or hard is None or language is None:
+        return None
+    r.known_keys(intent, "intent", {"threshold", "margin", "signals"})
+    r.known_keys(hard, "hard_complaint", {"threshold", "signals"})
+    r.known_keys(language, "language", {"default", "english_min", "english", "indonesian"})
+    intent_signals = [
+        _signal(r, item, path, None, names)
+        for _, path, item in r.items(r.get(intent, "signals", "intent", LineList) or LineList(), "intent.signals")
+    ]
+    hard_signals = [
+        _signal(r, item, path, "hard", names)
+        for _, path, item in r.items(
+            r.get(hard, "signals", "hard_complaint", LineList) or LineList(), "hard_complaint.signals"
+        )
+    ]
+    threshold = r.get(intent, "threshold", "intent", float)
+    margin = r.get(intent, "margin", "intent", float, required=False) or 0.0
+    hard_threshold = r.get(hard, "threshold", "hard_complaint", float)
+    default_language = r.get(language, "default", "language", str, required=False) or "id"
+    if default_language not in LANGUAGES:
+        r.fail(
+            language,
+            "default",
+            "language.default",
+            f"unknown language {default_language!r} (known: {', '.join(LANGUAGES)})",
+        )
+    words: dict[str, frozenset[str]] = {}
+    for key in ("english", "indonesian"):
+        values = r.get(language, key, "language", LineList)
+        words[key] = frozenset(str(v).casefold() for v in values or ())
+    english_min = r.get(language, "english_min", "language", int, required=False) or 1
+    if threshold is None or hard_threshold is None or None in intent_signals or None in hard_signals:
+        return None
+    lang: Language = "en" if default_language == "en" else "id"
+    return Signals(
+        intent_signals=tuple(s for s in intent_signals if s is not None),
+        intent_threshold=threshold,
+        intent_margin=margin,
+        hard_signals=tuple(s for s in hard_signals if s is not None),
+        hard_threshold=hard_threshold,
+        default_language=lang,
+        english_words=words["english"],
+        indonesian_words=words["indonesian"],
+        english_min=english_min,
+    )
+
+
+# --------------------------------------------------------------------------- rules file
+
+
+def _action(r: _Reader, item: Any, path: str, units: dict[str, Unit], templates: TemplateSet) -> Action | None:
+    if not isinstance(item, LineDict):
+        r.fail(item, None, path, f"expected a mapping such as 'forward: UNIT', got {_describe(item)}")
+        return None
+    kinds = [k for k in ("forward", "escalate", "ticket", "reply") if k in item]
+    if len(kinds) != 1:
+        r.fail(item, None, path, "give exactly one of forward, escalate, ticket, reply")
+        return None
+    kind = kinds[0]
+    r.known_keys(item, path, {kind, "unit"} if kind == "reply" else {kind})
+    target = r.get(item, kind, path, str)
+    if target is None:
+        return None
+
+    def unit_ok(key: str, field: str) -> bool:
+        if key not in units:
+            r.fail(
+                item, field, f"{path}.{field}", f"unknown unit {key!r} (known: {', '.join(sorted(units)) or 'none'})"
+            )
+            return False
+        return True
+
+    if kind == "reply":
+        missing = [lang for lang in LANGUAGES if not templates.has(target, lang)]
+        if missing:
+            files = ", ".join(templates.file_of(target, lang) for lang in missing)
+            r.fail(item, "reply", f"{path}.reply", f"unknown template {target!r}: missing {files}")
+            return None
+        unit = r.get(item, "unit", path, str, required=False)
+        if unit is not None and not unit_ok(unit, "unit"):
+            return None
+        return Reply(target, unit)
+    if not unit_ok(target, kind):
+        return None
+    if kind == "forward":
+        return Forward(target)
+    if kind == "escalate":
+        return Escalate(target)
+    return OpenTicket(target)
+
+
+def _table(
+    r: _Reader, doc: LineDict, segments: set[str], units: dict[str, Unit], templates: TemplateSet
+) -> Table | None:
+    r.known_keys(doc, "", {"hit_policy", "rows"})
+    policy = r.get(doc, "hit_policy", "", str, required=False) or "first"
+    if policy not in HIT_POLICIES:
+        r.fail(doc, "hit_policy", "hit_policy", f"unknown hit policy {policy!r} (known: {', '.join(HIT_POLICIES)})")
+    rows_node = r.get(doc, "rows", "", LineList)
+    if rows_node is None:
+        return None
+    if not rows_node:
+        r.fail(doc, "rows", "rows", "the table has no rows")
+        return None
+    allowed_values: dict[str, set[Any]] = {
+        "segment": {*segments, UNKNOWN_SEGMENT},
+        "segment_source": set(SEGMENT_SOURCES),
+        "intent": set(INTENTS),
+        "hard": {True, False},
+        "language": set(LANGUAGES),
+        "has_attachments": {True, False},
+    }
+    rows: list[Row] = []
+    ids: dict[str, int] = {}
+    ok = True
+    for i, path, item in r.items(rows_node, "rows"):
+        if not isinstance(item, LineDict):
+            r.fail(rows_node, i, path, f"expected a mapping with id, when, actions, got {_describe(item)}")
+            ok = False
+            continue
+        r.known_keys(item, path, {"id", "description", "when", "actions"})
+        row_id = r.get(item, "id", path, str)
+        if row_id is not None:
+            if row_id in ids:
+                r.fail(item, "id", f"{path}.id", f"row id {row_id!r} is used twice (first at line {ids[row_id]})")
+            ids[row_id] = item.lines["id"]
+        when_node = r.get(item, "when", path, LineDict, required=False) or LineDict()
+        when: dict[str, frozenset[Any]] = {}
+        for fact, value in when_node.items():
+            full = f"{path}.when.{fact}"
+            if fact not in CONDITION_FACTS:
+                r.fail(when_node, fact, full, f"unknown fact (known: {', '.join(CONDITION_FACTS)})")
+                ok = False
+                continue
+            values = list(value) if isinstance(value, LineList) else [value]
+            bad = [v for v in values if v not in allowed_values[fact] or type(v) is not CONDITION_FACTS[fact]]
+            if bad or not values:
+                known = ", ".join(str(v).lower() for v in sorted(allowed_values[fact], key=str))
+                r.fail(when_node, fact, full, f"unknown value {bad[0] if bad else value!r} (known: {known})")
+                ok = False
+                continue
+            when[fact] = frozenset(values)
+        actions_node = r.get(item, "actions", path, LineList)
+        actions: list[Action] = []
+        for _, apath, aitem in r.items(actions_node or LineList(), f"{path}.actions"):
+            action = _action(r, aitem, apath, units, templates)
+            if action is None:
+                ok = False
+            else:
+                actions.append(action)
+        if actions_node is not None and not actions_node:
+            r.fail(item, "actions", f"{path}.actions", "a row needs at least one action")
+            ok = False
+        if row_id is None or actions_node is None:
+            ok = False
+            continue
+        rows.append(
+            Row(row_id, r.get(item, "description", path, str, required=False) or "", when, tuple(actions), item.line)
+        )
+    if rows and rows[-1].when:
+        last = rows_node[-1]
+        r.fail(
+            last,
+            "when",
+            f"rows[{len(rows_node) - 1}].when",
+            "the last row must have no conditions, so that it catches every mail (no mail is ever dropped)",
+        )
+        ok = False
+    if not ok or policy not in HIT_POLICIES:
+        return None
+    return Table(policy, tuple(rows), r.file)
+
+
+# --------------------------------------------------------------------------- everything
+
+
+def _sample_render(
+    config_units: dict[str, Unit], router: RouterIdentity, templates: TemplateSet, display: str, problems: list[Problem]
+) -> None:
+    """Render every template in every language with sample data, as `check` promises."""
+    unit = next(iter(config_units.values()), None)
+    for name in sorted(templates.names):
+        for lang in LANGUAGES:
+            if not templates.has(name, lang):
+                problems.append(
+                    Problem(
+                        f"{display}/{name}.{lang}.txt",
+                        None,
+                        name,
+                        f"template {name!r} has no {lang} version",
+                        warning=True,
+                    )
+                )
+                continue
+            context = reply_context(
+                router=router,
+                language=lang,
+                customer_name="Budi Santoso",
+                customer_address="budi@example.com",
+                original_subject="Internet mati",
+                unit=unit,
+                reference=f"{router.reference_prefix}-SAMPLE00",
+                segment="DCS",
+            )
+            try:
+                templates.render(name, lang, context)
+            except Exception as exc:  # a template error of any kind is a config problem
+                problems.append(
+                    Problem(
+                        f"{display}/{name}.{lang}.txt", getattr(exc, "lineno", None), name, f"does not render: {exc}"
+                    )
+                )
+
+
+def load_config(path: str | Path, *, directory: str | Path | None = None) -> Config:
+    """Load and validate the whole configuration. Raises ConfigError naming every problem."""
+    path = Path(path)
+    problems: list[Problem] = []
+    digest = hashlib.sha256()
+    display = str(path)
+    text = _read(path, display, problems)
+    if text is None:
+        raise ConfigError(problems)
+    digest.update(text.encode())
+    doc = load_yaml(text, display, problems)
+    if not isinstance(doc, LineDict):
+        if doc is not None or not problems:
+            problems.append(Problem(display, 1, "", "expected a mapping at the top level"))
+        raise ConfigError(problems)
+    r = _Reader(display, problems)
+    r.known_keys(doc, "", {"router", "files", "segmentation", "units"})
+    base = path.parent
+    files = r.get(doc, "files", "", LineDict) or LineDict()
+    r.known_keys(files, "files", {"rules", "signals", "directory", "templates"})
+
+    def file_path(key: str) -> tuple[Path, str] | None:
+        name = r.get(files, key, "files", str)
+        if name is None:
+            return None
+        p = base / name
+        return p, str(p)
+
+    router = _router(r, doc)
+    units = _units(r, doc)
+
+    # the directory first: segmentation needs it
+    seg_codes = doc.get("segmentation", {}).get("segments", {}) if isinstance(doc.get("segmentation"), LineDict) else {}
+    segments = set(seg_codes) if isinstance(seg_codes, LineDict) else set()
+    dir_file = (Path(directory), str(directory)) if directory is not None else file_path("directory")
+    customer_directory = Directory()
+    if dir_file is not None:
+        dir_text = _read(dir_file[0], dir_file[1], problems)
+        if dir_text is not None:
+            digest.update(dir_text.encode())
+            customer_directory = load_directory(dir_text, dir_file[1], segments, problems)
+    segmentation = _segmentation(r, doc, customer_directory)
+
+    templates = TemplateSet(base, {})
+    if (tpl := file_path("templates")) is not None:
+        templates = load_templates(tpl[0], tpl[1], problems)
+        for p in sorted(tpl[0].glob("*.txt")) if tpl[0].is_dir() else []:
+            digest.update(p.name.encode() + b"\0" + p.read_bytes())
+        if router is not None:
+            _sample_render(units, router, templates, tpl[1], problems)
+
+    signals = None
+    if (sig := file_path("signals")) is not None and (sig_text := _read(sig[0], sig[1], problems)) is not None:
+        digest.update(sig_text.encode())
+        sig_doc = load_yaml(sig_text, sig[1], problems)
+        if isinstance(sig_doc, LineDict):
+            signals = _signals(_Reader(sig[1], problems), sig_doc)
+        elif sig_doc is not None:
+            problems.append(Problem(sig[1], 1, "", "expected a mapping at the top level"))
+
+    table = None
+    if (rules := file_path("rules")) is not None and (rules_text := _read(rules[0], rules[1], problems)) is not None:
+        digest.update(rules_text.encode())
+        rules_doc = load_yaml(rules_text, rules[1], problems)
+        if isinstance(rules_doc, LineDict):
+            table = _table(_Reader(rules[1], problems), rules_doc, segments, units, templates)
+        elif rules_doc is not None:
+            problems.append(Problem(rules[1], 1, "", "expected a mapping at the top level"))
+
+    errors = [p for p in problems if not p.warning]
+    if errors or router is None or segmentation is None or signals is None or table is None:
+        if not errors:
+            problems.append(Problem(display, None, "", "configuration incomplete"))
+        raise ConfigError(problems)
+    return Config(
+        path=path,
+        router=router,
+        units=units,
+        segmentation=segmentation,
+        signals=signals,
+        table=table,
+        templates=templates,
+        version=digest.hexdigest()[:12],
+        warnings=tuple(p for p in problems if p.warning),
+    )

@@ -1,0 +1,72 @@
+"""The decision table: rows of conditions and actions, evaluated purely over the facts of one mail."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from dataclasses import dataclass
+from typing import Literal
+
+from emailrouter.model import Action, Classification, Decision, Facts, MessageView, Segmentation
+
+HitPolicy = Literal["first", "collect"]
+HIT_POLICIES: tuple[HitPolicy, ...] = ("first", "collect")
+# The facts a row may test, and the YAML type of their values.
+CONDITION_FACTS: dict[str, type] = {
+    "segment": str,
+    "segment_source": str,
+    "intent": str,
+    "hard": bool,
+    "language": str,
+    "has_attachments": bool,
+}
+
+
+@dataclass(frozen=True)
+class Row:
+    id: str
+    description: str
+    when: dict[str, frozenset[str | bool]]  # fact -> accepted values; a missing fact matches anything
+    actions: tuple[Action, ...]
+    line: int
+
+    def matches(self, facts: Facts) -> bool:
+        return all(facts.get(name) in accepted for name, accepted in self.when.items())
+
+
+@dataclass(frozen=True)
+class Table:
+    hit_policy: HitPolicy
+    rows: tuple[Row, ...]  # the last row has no conditions: it catches everything
+    file: str
+
+
+def facts_of(view: MessageView, seg: Segmentation, cls: Classification) -> Facts:
+    return Facts(
+        segment=seg.segment,
+        segment_source=seg.source,
+        intent=cls.intent,
+        hard=cls.hard,
+        language=cls.language,
+        has_attachments=bool(view.attachments),
+    )
+
+
+def reference_for(view: MessageView, prefix: str) -> str:
+    """A stable reference number: the same mail always gets the same one (so does a re-run)."""
+    key = view.message_id.encode("utf-8", "replace") if view.message_id else view.raw
+    digest = hashlib.sha256(key).digest()
+    return f"{prefix}-{base64.b32encode(digest).decode('ascii')[:8]}"
+
+
+def decide(facts: Facts, table: Table, reference: str) -> Decision:
+    """Apply the table. Always returns a decision: the last row matches everything."""
+    matched = [row for row in table.rows if row.matches(facts)]
+    if table.hit_policy == "first":
+        matched = matched[:1]
+    elif len(matched) > 1:  # collect: the catch-all only takes what nothing else took
+        matched = matched[:-1] if matched[-1] is table.rows[-1] else matched
+    actions: list[Action] = []
+    for row in matched:
+        actions.extend(a for a in row.actions if a not in actions)
+    return Decision(matched[0].id, tuple(r.id for r in matched), tuple(actions), reference)

@@ -1,0 +1,45 @@
+"""One exception root, split by whether retrying can help."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class EmailRouterError(Exception):
+    """Root of every error emailrouter raises on purpose."""
+
+
+class PermanentError(EmailRouterError):
+    """Retrying the same thing will fail the same way (bad config, 5xx, bad credentials)."""
+
+
+class TransientError(EmailRouterError):
+    """Retrying later may succeed (connection lost, 4xx, timeouts)."""
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with a config file, located as precisely as we can."""
+
+    file: str
+    line: int | None
+    key: str
+    reason: str
+    warning: bool = False
+
+    def __str__(self) -> str:
+        where = f"{self.file}:{self.line}" if self.line is not None else self.file
+        kind = "warning: " if self.warning else ""
+        return f"{where}: {self.key}: {kind}{self.reason}" if self.key else f"{where}: {kind}{self.reason}"
+
+
+class ConfigError(PermanentError):
+    """The configuration cannot be used. Carries every problem found, each with file, line and key."""
+
+    def __init__(self, problems: list[Problem]) -> None:
+        self.problems = [p for p in problems if not p.warning]
+        super().__init__("\n".join(str(p) for p in self.problems))
+
+
+class ComposeError(PermanentError):
+    """An outgoing message could not be built safely (for example a header would carry CR/LF)."""

@@ -1,0 +1,72 @@
+"""Describe a routing without doing anything: as JSON for machines, as text for people."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from emailrouter.pipeline import Routing
+
+
+def as_json(routing: Routing, file: str, config_version: str) -> dict[str, Any]:
+    view, seg, cls, dec = routing.view, routing.segmentation, routing.classification, routing.decision
+    return {
+        "file": file,
+        "message_id": view.message_id,
+        "sender": view.sender.address if view.sender else None,
+        "sender_problem": view.sender_problem,
+        "subject": view.subject,
+        "segment": seg.segment,
+        "segment_source": seg.source,
+        "segment_detail": seg.detail,
+        "customer_name": seg.customer_name,
+        "accounts": list(seg.accounts),
+        "intent": cls.intent,
+        "intent_scores": cls.intent_scores,
+        "hard_complaint": cls.hard,
+        "hard_score": cls.hard_score,
+        "hard_threshold": cls.hard_threshold,
+        "language": cls.language,
+        "signals": [
+            {"name": s.name, "group": s.group, "weight": s.weight, "matched": list(s.matched)} for s in cls.signals
+        ],
+        "rule": dec.rule,
+        "rules": list(dec.rules),
+        "reference": dec.reference,
+        "actions": [o.describe() for o in routing.outgoing],
+        "suppressed": [s.describe() for s in routing.suppressed],
+        "attachments": [
+            {"filename": a.filename, "content_type": a.content_type, "size": a.size} for a in view.attachments
+        ],
+        "defects": list(view.defects),
+        "config_version": config_version,
+    }
+
+
+def as_text(routing: Routing, file: str) -> str:
+    view, seg, cls, dec = routing.view, routing.segmentation, routing.classification, routing.decision
+    sender = view.sender.address if view.sender else f"(none: {view.sender_problem})"
+    lines = [
+        f"== {file}",
+        f"  from:       {sender}",
+        f"  subject:    {view.subject or '(no subject)'}",
+        f"  segment:    {seg.segment}  <- {seg.source}: {seg.detail}",
+        f"  intent:     {cls.intent}  (" + ", ".join(f"{k} {v:g}" for k, v in cls.intent_scores.items()) + ")",
+        f"  hard:       {'YES' if cls.hard else 'no'}  (score {cls.hard_score:g} / threshold {cls.hard_threshold:g})",
+        f"  language:   {cls.language}",
+    ]
+    for hit in cls.signals:
+        lines.append(f"  signal:     {hit.name} [{hit.group}] +{hit.weight:g}: {', '.join(hit.matched)}")
+    if view.quoted:
+        lines.append(f"  quoted:     {len(view.quoted.splitlines())} line(s) of history ignored")
+    if view.attachments:
+        lines.append(
+            "  attached:   " + ", ".join(f"{a.filename or '(unnamed)'} ({a.content_type})" for a in view.attachments)
+        )
+    for defect in view.defects:
+        lines.append(f"  defect:     {defect}")
+    lines.append(f"  rule:       {dec.rule}")
+    for o in routing.outgoing:
+        lines.append(f"  -> {o.action.type:<9} to {', '.join(o.to)}: {o.subject}")
+    for skipped in routing.suppressed:
+        lines.append(f"  -x {skipped.action.type:<9} suppressed: {skipped.reason}")
+    return "\n".join(lines)

@@ -1,0 +1,243 @@
+"""Plain, typed data passed between the stages: parse -> segment -> classify -> decide -> compose."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from email.message import EmailMessage, Message
+from typing import ClassVar, Literal
+
+Intent = Literal["fault", "information", "request", "unknown"]
+INTENTS: tuple[Intent, ...] = ("fault", "information", "request", "unknown")
+Language = Literal["id", "en"]
+LANGUAGES: tuple[Language, ...] = ("id", "en")
+UNKNOWN_SEGMENT = "unknown"
+SEGMENT_SOURCES = ("address", "account", "directory-domain", "domain-rule", "default", "none")
+
+
+# --------------------------------------------------------------------------- parse
+
+
+@dataclass(frozen=True)
+class Sender:
+    """The customer's address, parsed strictly."""
+
+    address: str  # lower-cased domain, local part as written
+    name: str
+
+    @property
+    def domain(self) -> str:
+        return self.address.rpartition("@")[2]
+
+
+@dataclass(frozen=True)
+class Attachment:
+    filename: str | None
+    content_type: str
+    size: int
+
+
+@dataclass(frozen=True)
+class MessageView:
+    """What the router knows about one incoming mail. Built by `parse.parse`, never raises."""
+
+    raw: bytes = field(repr=False)
+    message_id: str | None
+    subject: str
+    sender: Sender | None
+    sender_problem: str | None  # why there is no sender, if there is none
+    date: str | None
+    in_reply_to: str | None
+    references: tuple[str, ...]
+    text: str  # what the customer wrote
+    quoted: str  # quoted history, kept apart: it never counts as a signal
+    html_only: bool
+    attachments: tuple[Attachment, ...]
+    defects: tuple[str, ...]
+    headers: tuple[tuple[str, str], ...] = field(repr=False)  # (lower-case name, decoded value)
+    message: Message | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def size(self) -> int:
+        return len(self.raw)
+
+    def header_values(self, name: str) -> list[str]:
+        name = name.lower()
+        return [value for key, value in self.headers if key == name]
+
+
+# --------------------------------------------------------------------------- segment
+
+
+@dataclass(frozen=True)
+class Segmentation:
+    segment: str
+    source: str  # one of SEGMENT_SOURCES
+    detail: str  # human-readable: what matched, and where it is configured
+    customer_name: str | None = None
+    accounts: tuple[str, ...] = ()  # account numbers from the directory found in the mail
+
+
+# --------------------------------------------------------------------------- classify
+
+
+@dataclass(frozen=True)
+class SignalHit:
+    name: str
+    group: str  # fault | information | request | hard
+    weight: float
+    matched: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Classification:
+    intent: Intent
+    intent_scores: dict[str, float]
+    hard: bool
+    hard_score: float
+    hard_threshold: float
+    signals: tuple[SignalHit, ...]
+    language: Language
+
+    @property
+    def hard_signals(self) -> tuple[SignalHit, ...]:
+        return tuple(s for s in self.signals if s.group == "hard")
+
+
+# --------------------------------------------------------------------------- decide
+
+
+@dataclass(frozen=True)
+class Facts:
+    """The facts a decision-table row can test."""
+
+    segment: str
+    segment_source: str
+    intent: Intent
+    hard: bool
+    language: Language
+    has_attachments: bool
+
+    def get(self, name: str) -> str | bool:
+        value: str | bool = getattr(self, name)
+        return value
+
+
+@dataclass(frozen=True)
+class Forward:
+    """Send the mail to a unit, original attached, Reply-To the customer."""
+
+    type: ClassVar[str] = "forward"
+    unit: str
+
+    def describe(self) -> str:
+        return f"forward to {self.unit}"
+
+
+@dataclass(frozen=True)
+class Reply:
+    """Answer the customer from a template; `unit` is the unit the reply tells them about."""
+
+    type: ClassVar[str] = "reply"
+    template: str
+    unit: str | None = None
+
+    def describe(self) -> str:
+        about = f" (about {self.unit})" if self.unit else ""
+        return f"reply with template {self.template}{about}"
+
+
+@dataclass(frozen=True)
+class Escalate:
+    """Escalation notice to a coordination unit: why it is hard, original attached."""
+
+    type: ClassVar[str] = "escalate"
+    unit: str
+
+    def describe(self) -> str:
+        return f"escalate to {self.unit}"
+
+
+@dataclass(frozen=True)
+class OpenTicket:
+    """A structured trouble-ticket request to a ticketing mailbox."""
+
+    type: ClassVar[str] = "ticket"
+    unit: str
+
+    def describe(self) -> str:
+        return f"open a ticket via {self.unit}"
+
+
+Action = Forward | Reply | Escalate | OpenTicket
+
+
+@dataclass(frozen=True)
+class Decision:
+    rule: str  # id of the first row that matched
+    rules: tuple[str, ...]  # every row that contributed (more than one only with hit policy collect)
+    actions: tuple[Action, ...]
+    reference: str  # ticket / reference number quoted to the customer
+
+
+# --------------------------------------------------------------------------- compose
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    """One composed message and the action it carries out."""
+
+    action: Action
+    message: EmailMessage = field(compare=False)
+
+    @property
+    def to(self) -> list[str]:
+        return [str(a.addr_spec) for a in self.message["To"].addresses]
+
+    @property
+    def subject(self) -> str:
+        return str(self.message["Subject"])
+
+    def describe(self) -> dict[str, object]:
+        unit = None if isinstance(self.action, Reply) else self.action.unit
+        return {
+            "type": self.action.type,
+            "unit": unit,
+            "to": self.to,
+            "subject": self.subject,
+            "message_id": str(self.message["Message-ID"]),
+        }
+
+
+@dataclass(frozen=True)
+class Suppressed:
+    """An action the plan had but that will not be carried out, and why."""
+
+    action: Action
+    reason: str
+
+    def describe(self) -> dict[str, str]:
+        return {"type": self.action.type, "reason": self.reason}
+
+
+# --------------------------------------------------------------------------- config pieces
+
+
+@dataclass(frozen=True)
+class Unit:
+    """A mailbox the router sends to; its name and next steps are shown to customers."""
+
+    key: str
+    address: str
+    name: dict[str, str]  # language -> name
+    next_steps: dict[str, str]  # language -> what happens next
+
+
+@dataclass(frozen=True)
+class RouterIdentity:
+    address: str
+    name: str
+    reference_prefix: str
+
+    @property
+    def domain(self) -> str:
+        return self.address.rpartition("@")[2]

@@ -1,0 +1,357 @@
+"""bytes -> MessageView. Never raises: whatever is wrong with a mail becomes a recorded defect.
+
+- headers are decoded (RFC 2047, any charset; an unknown charset is decoded with replacement
+  characters and recorded as a defect);
+- the sender is parsed strictly: an ambiguous or malformed From: gives no sender at all;
+- the customer's own text is kept apart from the quoted history of a reply;
+- attachments are listed (name, type, size).
+"""
+
+from __future__ import annotations
+
+import codecs
+import email
+import email.errors
+import re
+from email.header import decode_header
+from email.headerregistry import HeaderRegistry
+from email.message import Message
+from email.policy import compat32
+from email.utils import getaddresses
+from html.parser import HTMLParser
+
+from emailrouter.model import Attachment, MessageView, Sender
+
+MAX_DEPTH = 20  # MIME nesting we follow
+MAX_PARTS = 500  # MIME leaves we look at
+MAX_HEADER_CHARS = 16_384  # per header value, after unfolding
+
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f\x85\u2028\u2029]")
+_FOLD = re.compile(r"\r?\n[ \t]")
+_MSGID = re.compile(r"<[^<>\s]{1,900}>")
+_DOMAIN = re.compile(
+    r"^(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$"
+)
+_LOCAL = re.compile(r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]{1,64}$")
+_REGISTRY = HeaderRegistry()
+
+# Where a reply's quoted history starts.
+_ON_WROTE = re.compile(r"^\s*On\b.{0,300}\bwrote\s*:\s*$", re.IGNORECASE)
+_PADA_MENULIS = re.compile(r"^\s*Pada\b.{0,300}\bmenulis\s*:\s*$", re.IGNORECASE)
+_ORIGINAL = re.compile(r"^\s*-{2,}\s*(?:Original Message|Pesan Asli|Pesan Awal)\s*-{2,}\s*$", re.IGNORECASE)
+_OUTLOOK_FROM = re.compile(r"^\s*\*?(?:From|Dari)\s*:\*?\s+\S", re.IGNORECASE)
+_OUTLOOK_SENT = re.compile(r"^\s*\*?(?:Sent|Date|Terkirim|Dikirim|Tanggal)\s*:\*?\s+\S", re.IGNORECASE)
+
+
+def _bytes_of(value: str) -> bytes:
+    """compat32 keeps undecodable header bytes as surrogate escapes; get them back."""
+    return value.encode("ascii", "surrogateescape")
+
+
+def _decode_bytes(data: bytes, charset: str | None, where: str, defects: list[str]) -> str:
+    """Decode with the declared charset; unknown or wrong charsets decode with replacement, as a defect."""
+    if charset:
+        charset = charset.strip().strip('"').lower()
+        if charset in ("us-ascii", "ascii") and not data.isascii():
+            charset = "utf-8"  # the most common lie
+        try:
+            codecs.lookup(charset)
+        except LookupError:
+            defects.append(f"{where}: unknown charset {charset!r}")
+            return data.decode("utf-8", "replace")
+        try:
+            return data.decode(charset)
+        except UnicodeDecodeError:
+            defects.append(f"{where}: text is not valid {charset}")
+            return data.decode(charset, "replace")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        return data.decode("cp1252", "replace")
+
+
+def decode_header_value(value: str, where: str, defects: list[str]) -> str:
+    """Unfold and decode one header value (RFC 2047 encoded words, raw 8-bit bytes)."""
+    value = _FOLD.sub(" ", value)[:MAX_HEADER_CHARS]
+    if not value.isascii():
+        value = _decode_bytes(_bytes_of(value), None, where, defects)
+    if "=?" not in value:
+        return value.strip()
+    try:
+        chunks = decode_header(value)
+    except (email.errors.HeaderParseError, ValueError, LookupError) as exc:
+        defects.append(f"{where}: undecodable encoded word ({exc})")
+        return value.strip()
+    out = []
+    for chunk, charset in chunks:
+        out.append(chunk if isinstance(chunk, str) else _decode_bytes(chunk, charset, where, defects))
+    return "".join(out).strip()
+
+
+def clean_line(value: str) -> str:
+    """A single line: control characters (CR and LF above all) become spaces."""
+    return " ".join(_CONTROL.sub(" ", value).split())
+
+
+def parse_sender(raw_values: list[str]) -> tuple[Sender | None, str | None]:
+    """The sender, strictly: exactly one From header holding exactly one well-formed address.
+
+    Two parsers must agree (the strict header registry and the lenient getaddresses); where they
+    do not, the header is ambiguous and we do not guess (the CVE-2023-27043 class of confusion).
+    """
+    if not raw_values:
+        return None, "no From: header"
+    if len(raw_values) > 1:
+        return None, "more than one From: header"
+    raw = _FOLD.sub(" ", raw_values[0]).strip()
+    if not raw:
+        return None, "empty From: header"
+    if not raw.isascii():
+        return None, "From: header contains raw 8-bit bytes"
+    try:
+        header = _REGISTRY("from", raw)
+    except Exception as exc:  # the registry raises a variety of errors on garbage
+        return None, f"unparseable From: header ({type(exc).__name__})"
+    addresses = header.addresses  # type: ignore[attr-defined]
+    if len(addresses) != 1:
+        return None, f"From: holds {len(addresses)} addresses"
+    serious = [d for d in header.defects if not isinstance(d, email.errors.ObsoleteHeaderDefect)]
+    if serious:
+        return None, f"malformed From: header ({serious[0]})"
+    address = addresses[0]
+    local, domain = address.username, address.domain
+    if not local or not domain or not _LOCAL.match(local) or not _DOMAIN.match(domain):
+        return None, "From: address is not a plain user@domain"
+    lenient = getaddresses([raw])
+    if len(lenient) != 1 or lenient[0][1].lower() != f"{local}@{domain}".lower():
+        return None, "From: header is ambiguous (parsers disagree on the address)"
+    return Sender(f"{local}@{domain.lower()}", clean_line(address.display_name)), None
+
+
+class _HTMLText(HTMLParser):
+    """Just enough HTML to text: blocks become lines, blockquotes become '> ' quoted lines."""
+
+    _BLOCK = frozenset(
+        {
+            "p",
+            "div",
+            "br",
+            "li",
+            "tr",
+            "h1",
+            "h2",
+            "h3",
+            "h4",
+            "h5",
+            "h6",
+            "table",
+            "ul",
+            "ol",
+            "section",
+            "article",
+            "header",
+            "footer",
+            "hr",
+            "pre",
+            "title",
+        }
+    )
+    _SKIP = frozenset({"script", "style", "head", "template"})
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.lines: list[str] = []
+        self.current: list[str] = []
+        self.skip = 0
+        self.quote = 0
+
+    def _newline(self) -> None:
+        line = " ".join("".join(self.current).split())
+        if line or (self.lines and self.lines[-1]):
+            self.lines.append(("> " * self.quote + line) if line else "")
+        self.current = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag in self._SKIP:
+            self.skip += 1
+        elif tag == "blockquote":
+            self._newline()
+            self.quote += 1
+        elif tag in self._BLOCK:
+            self._newline()
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in self._SKIP:
+            self.skip = max(0, self.skip - 1)
+        elif tag == "blockquote":
+            self._newline()
+            self.quote = max(0, self.quote - 1)
+        elif tag in self._BLOCK:
+            self._newline()
+
+    def handle_data(self, data: str) -> None:
+        if not self.skip:
+            self.current.append(data.replace("\xa0", " "))
+
+
+def html_to_text(html: str) -> str:
+    parser = _HTMLText()
+    try:
+        parser.feed(html)
+        parser.close()
+    except Exception:  # HTMLParser is lenient; this is belt and braces
+        return re.sub(r"<[^>]*>", " ", html)
+    parser._newline()
+    return "\n".join(parser.lines).strip()
+
+
+def split_quoted(text: str) -> tuple[str, str]:
+    """(what the customer wrote, the quoted history of earlier mails)."""
+    lines = text.splitlines()
+    own: list[str] = []
+    quoted: list[str] = []
+    for i, line in enumerate(lines):
+        if _starts_history(lines, i):
+            quoted.extend(lines[i:])
+            break
+        (quoted if line.lstrip().startswith(">") else own).append(line)
+    return "\n".join(own).strip(), "\n".join(quoted).strip()
+
+
+def _starts_history(lines: list[str], i: int) -> bool:
+    line = lines[i]
+    stripped = line.strip()
+    if not stripped:
+        return False
+    if _ORIGINAL.match(line):
+        return True
+    head = stripped[:5].lower()
+    if head.startswith(("on ", "pada ")):
+        if _ON_WROTE.match(line) or _PADA_MENULIS.match(line):
+            return True
+        # clients wrap long attribution lines: "On Mon, ... Budi <\nbudi@x.com> wrote:"
+        joined = line + " " + (lines[i + 1] if i + 1 < len(lines) else "")
+        return bool(_ON_WROTE.match(joined) or _PADA_MENULIS.match(joined))
+    if _OUTLOOK_FROM.match(line):
+        return any(_OUTLOOK_SENT.match(following) for following in lines[i + 1 : i + 5])
+    return False
+
+
+def _payload_size(part: Message) -> int:
+    payload = part.get_payload()
+    if isinstance(payload, list):
+        return sum(_payload_size(p) for p in payload if isinstance(p, Message))
+    if not isinstance(payload, str):
+        return 0
+    cte = str(part.get("Content-Transfer-Encoding", "")).strip().lower()
+    if cte == "base64":
+        stripped = len(payload) - sum(payload.count(c) for c in "\r\n \t")
+        return max(0, stripped * 3 // 4 - payload.rstrip().count("=", -3))
+    return len(payload)
+
+
+def _leaves(msg: Message, defects: list[str]) -> list[Message]:
+    leaves: list[Message] = []
+    stack: list[tuple[Message, int]] = [(msg, 0)]
+    while stack:
+        part, depth = stack.pop()
+        if len(leaves) >= MAX_PARTS:
+            defects.append(f"more than {MAX_PARTS} MIME parts: the rest is ignored")
+            break
+        payload = part.get_payload()
+        if part.get_content_maintype() == "multipart" and isinstance(payload, list):
+            if depth >= MAX_DEPTH:
+                defects.append(f"MIME nesting deeper than {MAX_DEPTH}: the rest is ignored")
+                continue
+            stack.extend((p, depth + 1) for p in reversed(payload) if isinstance(p, Message))
+        else:
+            leaves.append(part)
+    return leaves
+
+
+def _body(msg: Message, defects: list[str]) -> tuple[str, bool, tuple[Attachment, ...]]:
+    plain: list[str] = []
+    html: list[str] = []
+    attachments: list[Attachment] = []
+    for part in _leaves(msg, defects):
+        ctype = part.get_content_type()
+        filename = part.get_filename()
+        if filename is not None:
+            filename = clean_line(decode_header_value(str(filename), "attachment name", defects))
+        disposition = part.get_content_disposition()
+        if (
+            disposition == "attachment"
+            or filename
+            or part.get_content_maintype() != "text"
+            or ctype not in ("text/plain", "text/html")
+        ):
+            attachments.append(Attachment(filename, ctype, _payload_size(part)))
+            continue
+        data = part.get_payload(decode=True)
+        if not isinstance(data, bytes):
+            continue
+        text = _decode_bytes(data, part.get_content_charset(), f"{ctype} part", defects)
+        (plain if ctype == "text/plain" else html).append(text)
+    if plain:
+        return "\n".join(plain), False, tuple(attachments)
+    if html:
+        return "\n".join(html_to_text(h) for h in html), True, tuple(attachments)
+    return "", False, tuple(attachments)
+
+
+def parse(raw: bytes) -> MessageView:
+    """Parse one mail. Never raises; problems are listed in `defects`."""
+    defects: list[str] = []
+    try:
+        msg = email.message_from_bytes(raw, policy=compat32)
+    except Exception as exc:  # compat32 is lenient, but a parser bug must not lose a mail
+        defects.append(f"unparseable message: {type(exc).__name__}")
+        msg = Message()
+    defects.extend(type(d).__name__ for d in msg.defects)
+    headers: list[tuple[str, str]] = []
+    raw_from: list[str] = []
+    for name, value in msg.raw_items():
+        key = name.lower()
+        if key == "from":
+            raw_from.append(str(value))
+        headers.append((key, decode_header_value(str(value), name, defects)))
+
+    def first(key: str) -> str | None:
+        return next((v for k, v in headers if k == key), None)
+
+    subject = first("subject") or ""
+    if _CONTROL.search(subject):
+        defects.append("Subject: control characters (such as CR/LF) replaced by spaces")
+    subject = clean_line(subject)
+    sender, problem = parse_sender(raw_from)
+    try:
+        text, html_only, attachments = _body(msg, defects)
+    except Exception as exc:  # a broken MIME structure leaves us with the headers
+        defects.append(f"unreadable body: {type(exc).__name__}")
+        text, html_only, attachments = "", False, ()
+    own, quoted = split_quoted(text.replace("\r\n", "\n"))
+    message_id = _first_msgid(first("message-id"))
+    return MessageView(
+        raw=raw,
+        message_id=message_id,
+        subject=subject,
+        sender=sender,
+        sender_problem=problem,
+        date=clean_line(first("date") or "") or None,
+        in_reply_to=_first_msgid(first("in-reply-to")),
+        references=tuple(_MSGID.findall(first("references") or "")),
+        text=own,
+        quoted=quoted,
+        html_only=html_only,
+        attachments=attachments,
+        defects=tuple(defects),
+        headers=tuple(headers),
+        message=msg,
+    )
+
+
+def _first_msgid(value: str | None) -> str | None:
+    if not value:
+        return None
+    m = _MSGID.search(value)
+    return m.group(0) if m else None

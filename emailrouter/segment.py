@@ -1,0 +1,82 @@
+"""Which segment a customer belongs to, and which source decided it. Pure.
+
+Precedence: directory address > account number in the mail > directory domain
+> YAML domain rule > configured default.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from emailrouter.directory import Directory, DomainTable, normalise_address
+from emailrouter.model import UNKNOWN_SEGMENT, MessageView, Segmentation
+
+_TOKEN = re.compile(r"[A-Za-z0-9]+")
+
+
+@dataclass(frozen=True)
+class DomainRule:
+    match: str
+    segment: str
+    line: int
+
+
+@dataclass(frozen=True)
+class SegmentRules:
+    """The segmentation part of the config."""
+
+    segments: dict[str, str]  # code -> description
+    default: str
+    domain_rules: DomainTable[DomainRule]
+    config_file: str
+    directory: Directory
+
+
+def find_accounts(view: MessageView, directory: Directory) -> list[str]:
+    """Directory account numbers that appear as whole tokens in the subject or the customer's text."""
+    if not directory.accounts:
+        return []
+    found: list[str] = []
+    for source in (view.subject, view.text):
+        for token in _TOKEN.findall(source):
+            if token in directory.accounts and token not in found:
+                found.append(token)
+    return found
+
+
+def segment(view: MessageView, rules: SegmentRules) -> Segmentation:
+    """Decide the segment of the mail's sender."""
+    if view.sender is None:
+        return Segmentation(UNKNOWN_SEGMENT, "none", f"no usable sender: {view.sender_problem}")
+    directory = rules.directory
+    accounts = tuple(find_accounts(view, directory))
+    entry = directory.addresses.get(normalise_address(view.sender.address))
+    if entry is not None:
+        return Segmentation(
+            entry.segment, "address", f"address {entry.match} in {entry.where} ({entry.name})", entry.name, accounts
+        )
+    if accounts:
+        entry = directory.accounts[accounts[0]]
+        also = f"; also mentioned: {', '.join(accounts[1:])}" if len(accounts) > 1 else ""
+        return Segmentation(
+            entry.segment,
+            "account",
+            f"account number {accounts[0]} in {entry.where} ({entry.name}){also}",
+            entry.name,
+            accounts,
+        )
+    found = directory.domains.lookup(view.sender.domain)
+    if found is not None:
+        pattern, entry = found
+        return Segmentation(
+            entry.segment, "directory-domain", f"domain {pattern} in {entry.where} ({entry.name})", entry.name, accounts
+        )
+    rule = rules.domain_rules.lookup(view.sender.domain)
+    if rule is not None:
+        pattern, domain_rule = rule
+        where = f"{rules.config_file}:{domain_rule.line}"
+        return Segmentation(domain_rule.segment, "domain-rule", f"domain rule {pattern} in {where}", None, accounts)
+    return Segmentation(
+        rules.default, "default", f"no directory entry or domain rule for {view.sender.domain}: default", None, accounts
+    )

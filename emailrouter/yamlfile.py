@@ -1,0 +1,84 @@
+"""YAML loading that remembers line numbers, so every config error can name file, line and key."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import yaml
+
+from emailrouter.errors import Problem
+
+
+class LineDict(dict[str, Any]):
+    """A mapping from YAML that knows the line of itself and of each key."""
+
+    line: int = 0
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lines: dict[str, int] = {}
+
+
+class LineList(list[Any]):
+    """A sequence from YAML that knows the line of itself and of each item."""
+
+    line: int = 0
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lines: list[int] = []
+
+
+class _Loader(yaml.SafeLoader):
+    problems: list[Problem]
+    filename: str
+
+
+def _construct_mapping(loader: _Loader, node: yaml.MappingNode) -> LineDict:
+    loader.flatten_mapping(node)
+    mapping = LineDict()
+    mapping.line = node.start_mark.line + 1
+    for key_node, value_node in node.value:
+        key = loader.construct_object(key_node, deep=True)
+        line = key_node.start_mark.line + 1
+        if not isinstance(key, str):
+            key = str(key)
+        if key in mapping:
+            loader.problems.append(
+                Problem(loader.filename, line, key, f"duplicate key (first at line {mapping.lines[key]})")
+            )
+        mapping[key] = loader.construct_object(value_node, deep=True)
+        mapping.lines[key] = line
+    return mapping
+
+
+def _construct_sequence(loader: _Loader, node: yaml.SequenceNode) -> LineList:
+    seq = LineList()
+    seq.line = node.start_mark.line + 1
+    for child in node.value:
+        seq.append(loader.construct_object(child, deep=True))
+        seq.lines.append(child.start_mark.line + 1)
+    return seq
+
+
+_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_SEQUENCE_TAG, _construct_sequence)
+
+
+def load_yaml(text: str, filename: str, problems: list[Problem]) -> Any:
+    """Parse YAML text; syntax errors and duplicate keys become problems (and None is returned)."""
+    loader = _Loader(text)
+    loader.problems = problems
+    loader.filename = filename
+    try:
+        return loader.get_single_data()
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark is not None else None
+        reason = " ".join(str(x) for x in (exc.context, exc.problem) if x)
+        problems.append(Problem(filename, line, "", f"bad YAML: {reason}"))
+    except yaml.YAMLError as exc:
+        problems.append(Problem(filename, None, "", f"bad YAML: {exc}"))
+    finally:
+        loader.dispose()
+    return None

@@ -1,0 +1,181 @@
+"""Config loading and validation: every problem names file, line and key."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from emailrouter.cli import main
+from emailrouter.config import load_config
+from emailrouter.errors import ConfigError
+
+
+def _edit(path: Path, old: str, new: str) -> None:
+    text = path.read_text()
+    assert old in text, f"test setup: {old!r} not in {path}"
+    path.write_text(text.replace(old, new, 1))
+
+
+def _line_of(path: Path, needle: str) -> int:
+    for number, line in enumerate(path.read_text().splitlines(), start=1):
+        if needle in line:
+            return number
+    raise AssertionError(f"{needle!r} not in {path}")
+
+
+def _problems(path: Path) -> list[str]:
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    return [str(p) for p in info.value.problems]
+
+
+def test_shipped_config_loads_with_every_part(config_copy: Path) -> None:
+    """The shipped config loads: 8 rows ending in a catch-all, all units and both templates."""
+    config = load_config(config_copy)
+    assert [r.id for r in config.table.rows][-1] == "open-catch-all-to-human-queue"
+    assert config.table.rows[-1].when == {}
+    assert {"dcs_unit", "dbs_unit", "coordination", "ticketing", "human_queue"} <= set(config.units)
+    assert config.templates.names == {"education", "ticket_ack"}
+    assert config.segmentation.default == "DCS"
+    assert not config.warnings
+
+
+def test_unknown_unit_in_a_row_is_named_with_file_line_and_key(config_copy: Path) -> None:
+    """A row that forwards to a unit that does not exist fails with rules.yaml:line: rows[i].actions[j].forward."""
+    rules = config_copy.parent / "rules.yaml"
+    _edit(rules, "      - forward: dbs_unit", "      - forward: dbs_unti")
+    line = _line_of(rules, "forward: dbs_unti")
+    problems = _problems(config_copy)
+    assert any(
+        p.startswith(f"{rules}:{line}: rows[2].actions[1].forward: unknown unit 'dbs_unti'") for p in problems
+    ), problems
+
+
+def test_unknown_template_is_named_with_file_line_and_key(config_copy: Path) -> None:
+    """A reply with a template that has no files fails, naming the files it looked for."""
+    rules = config_copy.parent / "rules.yaml"
+    _edit(rules, "      - reply: ticket_ack", "      - reply: tiket_ack")
+    line = _line_of(rules, "reply: tiket_ack")
+    problems = _problems(config_copy)
+    assert any(
+        p.startswith(f"{rules}:{line}: rows[0].actions[1].reply: unknown template 'tiket_ack'")
+        and "tiket_ack.id.txt" in p
+        for p in problems
+    ), problems
+
+
+def test_bad_yaml_names_the_line(config_copy: Path) -> None:
+    """A YAML syntax error names the file and the line where the parser gave up."""
+    rules = config_copy.parent / "rules.yaml"
+    _edit(rules, "\nhit_policy: first\n", "\nhit_policy: [first\n")
+    problems = _problems(config_copy)
+    assert len(problems) >= 1
+    assert re.match(rf"{re.escape(str(rules))}:\d+: bad YAML", problems[0]), problems
+
+
+def test_missing_segment_in_directory_names_csv_line(config_copy: Path) -> None:
+    """A directory row without a segment fails with customers.csv:line: segment."""
+    csv = config_copy.parent / "customers.csv"
+    _edit(csv, "tokobungamelati.id,DBS,Toko Bunga Melati", "tokobungamelati.id,,Toko Bunga Melati")
+    line = _line_of(csv, "tokobungamelati.id")
+    problems = _problems(config_copy)
+    assert f"{csv}:{line}: segment: missing segment for 'tokobungamelati.id'" in problems
+
+
+def test_missing_segment_in_domain_rule_names_yaml_line(config_copy: Path) -> None:
+    """A domain rule without a segment fails with emailrouter.yaml:line: segmentation.domain_rules[i].segment."""
+    _edit(config_copy, '    - match: "*.mil.id"\n      segment: DGS\n', '    - match: "*.mil.id"\n')
+    line = _line_of(config_copy, '- match: "*.mil.id"')
+    problems = _problems(config_copy)
+    assert f"{config_copy}:{line}: segmentation.domain_rules[1].segment: missing" in problems
+
+
+def test_unknown_segment_in_a_row_is_rejected(config_copy: Path) -> None:
+    """A row condition naming a segment that does not exist is an error, not a row that never fires."""
+    rules = config_copy.parent / "rules.yaml"
+    _edit(rules, "      segment: DBS\n      intent: request", "      segment: DSB\n      intent: request")
+    line = _line_of(rules, "segment: DSB")
+    problems = _problems(config_copy)
+    assert any(p.startswith(f"{rules}:{line}: rows[2].when.segment: unknown value 'DSB'") for p in problems), problems
+
+
+def test_bad_regex_names_the_signal_and_item(config_copy: Path) -> None:
+    """An invalid regular expression in signals.yaml is reported with its line and index."""
+    signals = config_copy.parent / "signals.yaml"
+    _edit(signals, r"regex: ['\b(?:sudah", r"regex: ['\b(?:sudah[")
+    line = _line_of(signals, r"regex: ['\b(?:sudah[")
+    problems = _problems(config_copy)
+    assert any(p.startswith(f"{signals}:{line}: hard_complaint.signals[4].regex[0]: bad regex") for p in problems), (
+        problems
+    )
+
+
+def test_last_row_must_catch_everything(config_copy: Path) -> None:
+    """A table whose last row has conditions could drop mail, so it is refused."""
+    rules = config_copy.parent / "rules.yaml"
+    text = rules.read_text()
+    head, _, _ = text.partition("  - id: open-catch-all-to-human-queue")
+    rules.write_text(head)
+    problems = _problems(config_copy)
+    assert any("the last row must have no conditions" in p for p in problems), problems
+
+
+def test_unknown_keys_are_reported_not_ignored(config_copy: Path) -> None:
+    """A misspelt key (here `acions`) is an error naming the key, not silently ignored."""
+    rules = config_copy.parent / "rules.yaml"
+    _edit(rules, "    actions:\n      - forward: human_queue", "    acions:\n      - forward: human_queue")
+    problems = _problems(config_copy)
+    assert any("rows[7].acions: unknown key" in p for p in problems), problems
+    assert any("rows[7].actions: missing" in p for p in problems), problems
+
+
+def test_template_syntax_error_names_template_line(config_copy: Path) -> None:
+    """A Jinja syntax error is reported with the template file and line."""
+    tpl = config_copy.parent / "templates" / "education.en.txt"
+    _edit(tpl, "What happens next: {{ unit.next_steps }}", "What happens next: {{ unit.next_steps }")
+    line = _line_of(tpl, "What happens next:")
+    problems = _problems(config_copy)
+    assert any(p.startswith(f"{tpl.parent}/education.en.txt:{line}: education: template syntax") for p in problems), (
+        problems
+    )
+
+
+def test_template_with_unknown_variable_fails_check(config_copy: Path) -> None:
+    """check renders every template with sample data, so a misspelt variable is caught before mail arrives."""
+    tpl = config_copy.parent / "templates" / "ticket_ack.id.txt"
+    _edit(tpl, "{{ reference }}", "{{ referense }}")
+    problems = _problems(config_copy)
+    assert any("ticket_ack.id.txt" in p and "does not render" in p and "referense" in p for p in problems), problems
+
+
+def test_template_without_subject_line_fails_check(config_copy: Path) -> None:
+    """A template must start with a Subject: line."""
+    tpl = config_copy.parent / "templates" / "education.id.txt"
+    tpl.write_text(tpl.read_text().split("\n", 1)[1])
+    problems = _problems(config_copy)
+    assert any("education.id.txt" in p and "Subject:" in p for p in problems), problems
+
+
+def test_duplicate_yaml_key_is_an_error(config_copy: Path) -> None:
+    """A key given twice in one mapping is reported with both lines, not last-one-wins."""
+    _edit(config_copy, "  reference_prefix: ER\n", "  reference_prefix: ER\n  name: Other\n")
+    problems = _problems(config_copy)
+    assert any("router.name" not in p and ": name: duplicate key (first at line" in p for p in problems), problems
+
+
+def test_check_command_exit_codes(config_copy: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`emailrouter check` exits 0 on the shipped config and 1, printing file:line:key, on a broken one."""
+    assert main(["check", "-c", str(config_copy)]) == 0
+    assert "OK" in capsys.readouterr().out
+    _edit(config_copy.parent / "rules.yaml", "      - escalate: coordination", "      - escalate: nobody")
+    assert main(["check", "-c", str(config_copy)]) == 1
+    err = capsys.readouterr().err
+    assert re.search(r"rules\.yaml:\d+: rows\[3\]\.actions\[2\]\.escalate: unknown unit 'nobody'", err), err
+
+
+def test_missing_config_file_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A config path that does not exist gives exit 1 and names the file."""
+    assert main(["check", "-c", str(tmp_path / "nope.yaml")]) == 1
+    assert f"{tmp_path / 'nope.yaml'}: file not found" in capsys.readouterr().err
