@@ -13,8 +13,9 @@ import hashlib
 import json
 from dataclasses import dataclass
 from datetime import datetime
+from email.generator import BytesGenerator, Generator
 from email.headerregistry import Address
-from email.message import EmailMessage
+from email.message import EmailMessage, Message
 from email.policy import SMTP
 from email.utils import format_datetime
 
@@ -37,7 +38,11 @@ from emailrouter.model import (
 from emailrouter.parse import clean_line
 from emailrouter.templates import TemplateSet, reply_context
 
-POLICY = SMTP  # CRLF line endings, ready for the wire
+# CRLF line endings, ready for the wire. Lines up to RFC 5322's hard limit of 998: Python 3.11's folder
+# moves a whole unstructured header to a continuation line (a leading space agents would see), and
+# short body lines would force quoted-printable on plain text.
+POLICY = SMTP.clone(max_line_length=998)
+MAX_NAME = 120
 MAX_SUBJECT = 200
 MAX_REFERENCES = 10
 EXCERPT_LINES = 25
@@ -152,7 +157,7 @@ def _unit_address(unit: Unit) -> Address:
 
 def _customer_address(case: Case) -> Address | None:
     sender = case.view.sender
-    return Address(clean_line(sender.name), addr_spec=sender.address) if sender else None
+    return Address(clean_line(sender.name)[:MAX_NAME], addr_spec=sender.address) if sender else None
 
 
 def _agent_headers(msg: EmailMessage, case: Case) -> None:
@@ -167,16 +172,34 @@ def _agent_headers(msg: EmailMessage, case: Case) -> None:
         msg["Reply-To"] = reply_to
 
 
+class RawOriginal(Message):
+    """An attached message that generates as exactly the bytes it was given.
+
+    The standard library generator asks each message object whether it writes its own headers
+    (`_write_headers(generator)`, see email.generator.Generator._write); this one writes the whole
+    original there, and has no payload of its own. Re-generating a parsed copy instead would re-fold
+    headers and re-encode parts: agents and ticketing must see what the customer sent.
+    """
+
+    def __init__(self, raw: bytes) -> None:
+        super().__init__(policy=POLICY)
+        self.raw = raw
+
+    def _write_headers(self, generator: Generator) -> None:
+        fp = generator._fp  # type: ignore[attr-defined]
+        fp.write(self.raw if isinstance(generator, BytesGenerator) else self.raw.decode("ascii", "surrogateescape"))
+
+
 def attach_original(msg: EmailMessage, raw: bytes) -> None:
-    """Attach the incoming mail byte for byte (line endings aside) as message/rfc822."""
+    """Attach the incoming mail byte for byte (line endings normalised to CRLF) as message/rfc822."""
     part = EmailMessage(policy=POLICY)
     part["Content-Type"] = "message/rfc822"
     part["Content-Disposition"] = 'attachment; filename="original.eml"'
     part["Content-Transfer-Encoding"] = "7bit" if raw.isascii() else "8bit"
     normalised = raw.replace(b"\r\n", b"\n").replace(b"\r", b"\n").replace(b"\n", b"\r\n")
-    # A string payload is written out verbatim by the generator (see email.generator._handle_message).
-    part.set_payload(normalised.decode("ascii", "surrogateescape"))
-    msg.make_mixed()
+    part.set_payload([RawOriginal(normalised)])
+    if msg.get_content_type() != "multipart/mixed":
+        msg.make_mixed()
     msg.attach(part)
 
 
@@ -284,16 +307,16 @@ def compose_reply(case: Case, index: int, action: Reply, c: Composer) -> EmailMe
         msg["References"] = clean_line(" ".join(dict.fromkeys(refs)))
     msg["Auto-Submitted"] = "auto-replied"
     msg["X-Auto-Response-Suppress"] = "All"
-    msg["Content-Language"] = lang
     msg["X-EmailRouter-Reference"] = case.decision.reference
     msg.set_content(rendered.body)
+    msg["Content-Language"] = lang  # after set_content, which clears Content-* headers
     return msg
 
 
 def assert_safe_headers(msg: EmailMessage) -> None:
     """No header value may contain CR or LF (checked on every part)."""
     for part in msg.walk():
-        for name, value in part.items():
+        for name, value in part.raw_items():
             text = str(value)
             if "\r" in text or "\n" in text or "\r" in name or "\n" in name:
                 raise ComposeError(f"header {name!r} would contain CR/LF")
