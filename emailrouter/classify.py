@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections import Counter
 from dataclasses import dataclass
 
 from emailrouter.model import Classification, Intent, Language, SignalHit
@@ -12,76 +12,99 @@ from emailrouter.model import Classification, Intent, Language, SignalHit
 # and a pathological body must not cost more than a normal one.
 MAX_SCANNED_CHARS = 20_000
 MAX_MATCHES_SHOWN = 5
+SHOUTING_SAMPLE = 4_000  # characters looked at for the share of capitals
 
+_ADDRESSES_AND_LINKS = re.compile(r"[^\s<>()\[\]]+@[^\s<>()\[\]]+|\b(?:https?://|www\.)\S+")
 _WORD = re.compile(r"[^\W_]+(?:['’-][^\W_]+)*")
-_APOSTROPHES = str.maketrans({"’": "'", "‘": "'", "`": "'"})
+# Latin-1 byte tables: counting letters and capitals with bytes.translate runs at C speed.
+_NOT_LETTER = bytes(c for c in range(256) if not chr(c).isalpha())
+_NOT_UPPER = bytes(c for c in range(256) if not chr(c).isupper())
+
+
+def fold(text: str) -> str:
+    """Case-folded, typographic apostrophes straightened: what keywords, phrases and regexes see."""
+    folded = text.casefold()
+    return folded.replace("’", "'").replace("‘", "'") if not folded.isascii() else folded
+
+
+class Text:
+    """The customer's own words (subject and text, never the quoted part), prepared once for every signal."""
+
+    __slots__ = ("folded", "original", "word_counts", "word_set")
+
+    def __init__(self, subject: str, text: str) -> None:
+        original = f"{subject}\n{text}"[:MAX_SCANNED_CHARS]
+        if "@" in original or "://" in original or "www." in original:
+            original = _ADDRESSES_AND_LINKS.sub(" ", original)  # "info@..." is not a question
+        self.original = original
+        self.folded = fold(self.original)
+        self.word_counts = Counter(_WORD.findall(self.folded))
+        self.word_set = self.word_counts.keys()
+
+    def capitals(self) -> tuple[int, int]:
+        """(letters, capital letters) in the first SHOUTING_SAMPLE characters (Latin-1 letters)."""
+        sample = self.original[:SHOUTING_SAMPLE].encode("latin-1", "ignore")
+        letters = sample.translate(None, _NOT_LETTER)
+        return len(letters), len(letters.translate(None, _NOT_UPPER))
 
 
 @dataclass(frozen=True)
-class Text:
-    """The customer's own words, prepared once for every signal."""
+class Phrase:
+    """A word sequence: matches with word boundaries at both ends and any whitespace between words."""
 
-    original: str  # subject + "\n" + text, as written
-    folded: str  # case-folded, typographic apostrophes straightened
-    words: tuple[str, ...]  # folded words in order
-    word_set: frozenset[str]
+    text: str
+    words: frozenset[str]  # the regex runs only when all of these occur in the text: usually it need not
+    pattern: re.Pattern[str]
 
     @classmethod
-    def of(cls, subject: str, text: str) -> Text:
-        original = f"{subject}\n{text}"[:MAX_SCANNED_CHARS]
-        folded = original.casefold().translate(_APOSTROPHES)
-        words = tuple(_WORD.findall(folded))
-        return cls(original, folded, words, frozenset(words))
+    def of(cls, phrase: str) -> Phrase:
+        folded = fold(phrase)
+        body = r"\s+".join(re.escape(w) for w in folded.split())
+        return cls(phrase, frozenset(_WORD.findall(folded)), re.compile(r"(?<!\w)" + body + r"(?!\w)"))
 
 
 @dataclass(frozen=True)
 class Signal:
-    """One named, weighted signal. Exactly one way of matching is set."""
+    """One named, weighted signal; see config/signals.yaml for the ways it can match."""
 
     name: str
     group: str  # fault | information | request | hard
     weight: float
     keywords: frozenset[str] = frozenset()
-    pattern: re.Pattern[str] | None = None  # phrases (on folded text) or regexes (on original text)
-    on_folded: bool = True
+    phrases: tuple[Phrase, ...] = ()
+    regex: re.Pattern[str] | None = None  # runs on the case-folded text
     caps_ratio: float | None = None
     min_letters: int = 0
     exclamation_run: int | None = None
 
     def match(self, text: Text) -> tuple[str, ...]:
         """The terms that made this signal fire (empty: it did not)."""
-        found: list[str] = []
-        if self.keywords:
-            found.extend(sorted(self.keywords & text.word_set))
-        if self.pattern is not None:
-            haystack = text.folded if self.on_folded else text.original
-            for m in self.pattern.finditer(haystack):
+        found: list[str] = sorted(self.keywords & text.word_set) if self.keywords else []
+        spans = sorted(
+            m.span()
+            for phrase in self.phrases
+            if phrase.words <= text.word_set and (m := phrase.pattern.search(text.folded))
+        )
+        end = -1
+        for start, stop in spans:  # in text order; a phrase inside a longer match is not repeated
+            if stop > end:
+                found.append(" ".join(text.folded[start:stop].split()))
+                end = stop
+        if self.regex is not None:
+            for m in self.regex.finditer(text.folded):
                 term = " ".join(m.group(0).split())
                 if term not in found:
                     found.append(term)
                 if len(found) >= MAX_MATCHES_SHOWN:
                     break
         if self.caps_ratio is not None:
-            letters = [c for c in text.original if c.isalpha()]
-            if len(letters) >= self.min_letters:
-                upper = sum(1 for c in letters if c.isupper())
-                if upper / len(letters) >= self.caps_ratio:
-                    found.append(f"{round(100 * upper / len(letters))}% capitals")
-        if self.exclamation_run is not None:
-            runs = re.findall("!{" + str(self.exclamation_run) + ",}", text.original)
-            if runs:
-                found.append(f"{len(runs)}x {'!' * self.exclamation_run}")
+            letters, upper = text.capitals()
+            if letters and letters >= self.min_letters and upper / letters >= self.caps_ratio:
+                found.append(f"{round(100 * upper / letters)}% capitals")
+        if self.exclamation_run is not None and "!" * self.exclamation_run in text.original:
+            runs = len(re.findall("!{" + str(self.exclamation_run) + ",}", text.original))
+            found.append(f"{runs}x {'!' * self.exclamation_run}")
         return tuple(found[:MAX_MATCHES_SHOWN])
-
-
-def phrase_pattern(phrases: Iterable[str]) -> re.Pattern[str]:
-    """One regex for a list of phrases: word boundaries at both ends, any whitespace between words."""
-    alternatives = sorted(
-        (r"\s+".join(re.escape(w) for w in p.casefold().translate(_APOSTROPHES).split()) for p in phrases),
-        key=len,
-        reverse=True,
-    )
-    return re.compile(r"(?<!\w)(?:" + "|".join(alternatives) + r")(?!\w)")
 
 
 @dataclass(frozen=True)
@@ -101,8 +124,9 @@ class Signals:
 
 def detect_language(text: Text, signals: Signals) -> Language:
     """English when English marker words clearly outnumber Indonesian ones; otherwise the default."""
-    english = sum(1 for w in text.words if w in signals.english_words)
-    indonesian = sum(1 for w in text.words if w in signals.indonesian_words)
+    counts = text.word_counts
+    english = sum(counts[w] for w in signals.english_words & counts.keys())
+    indonesian = sum(counts[w] for w in signals.indonesian_words & counts.keys())
     if english >= signals.english_min and english > indonesian:
         return "en"
     if indonesian > english:
@@ -112,7 +136,7 @@ def detect_language(text: Text, signals: Signals) -> Language:
 
 def classify(subject: str, text: str, signals: Signals) -> Classification:
     """Score intent and hard complaint over the subject and the customer's own text (never the quoted part)."""
-    prepared = Text.of(subject, text)
+    prepared = Text(subject, text)
     hits: list[SignalHit] = []
     scores: dict[str, float] = {"fault": 0.0, "information": 0.0, "request": 0.0}
     for signal in signals.intent_signals:

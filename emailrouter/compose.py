@@ -13,12 +13,10 @@ import hashlib
 import json
 from dataclasses import dataclass
 from datetime import datetime
-from email.generator import BytesGenerator, Generator
-from email.headerregistry import Address
-from email.message import EmailMessage, Message
-from email.policy import SMTP
+from email.message import EmailMessage
 from email.utils import format_datetime
 
+from emailrouter import mime
 from emailrouter.errors import ComposeError
 from emailrouter.model import (
     Action,
@@ -38,11 +36,6 @@ from emailrouter.model import (
 from emailrouter.parse import clean_line
 from emailrouter.templates import TemplateSet, reply_context
 
-# CRLF line endings, ready for the wire. Lines up to RFC 5322's hard limit of 998: Python 3.11's folder
-# moves a whole unstructured header to a continuation line (a leading space agents would see), and
-# short body lines would force quoted-printable on plain text.
-POLICY = SMTP.clone(max_line_length=998)
-MAX_NAME = 120
 MAX_SUBJECT = 200
 MAX_REFERENCES = 10
 EXCERPT_LINES = 25
@@ -141,27 +134,33 @@ def _plain_action(action: Action, units: dict[str, Unit]) -> str:
     return f"{verb} {unit.name['en']} <{unit.address}>"
 
 
-def _new(case: Case, index: int, action: Action, router: RouterIdentity, to: Address, subject: str) -> EmailMessage:
-    msg = EmailMessage(policy=POLICY)
-    msg["From"] = Address(clean_line(router.name), addr_spec=router.address)
-    msg["To"] = to
-    msg["Subject"] = clean_line(subject)
-    msg["Date"] = format_datetime(case.now)
-    msg["Message-ID"] = message_id(case, index, action, router)
-    return msg
+def _base_headers(
+    case: Case, index: int, action: Action, router: RouterIdentity, to: str, subject: str
+) -> EmailMessage:
+    return mime.new(
+        [
+            ("From", mime.address(router.name, router.address)),
+            ("To", to),
+            ("Subject", mime.text(subject)),
+            ("Date", format_datetime(case.now)),
+            ("Message-ID", message_id(case, index, action, router)),
+        ]
+    )
 
 
-def _unit_address(unit: Unit) -> Address:
-    return Address(clean_line(unit.name["en"]), addr_spec=unit.address)
+def _unit_address(unit: Unit) -> str:
+    return mime.address(unit.name["en"], unit.address)
 
 
-def _customer_address(case: Case) -> Address | None:
+def _customer_address(case: Case) -> str | None:
     sender = case.view.sender
-    return Address(clean_line(sender.name)[:MAX_NAME], addr_spec=sender.address) if sender else None
+    return mime.address(sender.name, sender.address) if sender else None
 
 
-def _agent_headers(msg: EmailMessage, case: Case) -> None:
-    msg["X-EmailRouter-Rule"] = clean_line(case.decision.rule)
+def _agent_message(case: Case, index: int, action: Action, c: Composer, unit: Unit, subject: str) -> EmailMessage:
+    """A message to agents: tagged headers they can filter on, Reply-To the customer."""
+    msg = _base_headers(case, index, action, c.router, _unit_address(unit), subject)
+    msg["X-EmailRouter-Rule"] = mime.text(case.decision.rule)
     msg["X-EmailRouter-Segment"] = case.segmentation.segment
     msg["X-EmailRouter-Intent"] = case.classification.intent
     msg["X-EmailRouter-Hard"] = "yes" if case.classification.hard else "no"
@@ -170,71 +169,36 @@ def _agent_headers(msg: EmailMessage, case: Case) -> None:
         msg["References"] = clean_line(case.view.message_id)
     if (reply_to := _customer_address(case)) is not None:
         msg["Reply-To"] = reply_to
-
-
-class RawOriginal(Message):
-    """An attached message that generates as exactly the bytes it was given.
-
-    The standard library generator asks each message object whether it writes its own headers
-    (`_write_headers(generator)`, see email.generator.Generator._write); this one writes the whole
-    original there, and has no payload of its own. Re-generating a parsed copy instead would re-fold
-    headers and re-encode parts: agents and ticketing must see what the customer sent.
-    """
-
-    def __init__(self, raw: bytes) -> None:
-        super().__init__(policy=POLICY)
-        self.raw = raw
-
-    def _write_headers(self, generator: Generator) -> None:
-        fp = generator._fp  # type: ignore[attr-defined]
-        fp.write(self.raw if isinstance(generator, BytesGenerator) else self.raw.decode("ascii", "surrogateescape"))
-
-
-def attach_original(msg: EmailMessage, raw: bytes) -> None:
-    """Attach the incoming mail byte for byte (line endings normalised to CRLF) as message/rfc822."""
-    part = EmailMessage(policy=POLICY)
-    part["Content-Type"] = "message/rfc822"
-    part["Content-Disposition"] = 'attachment; filename="original.eml"'
-    part["Content-Transfer-Encoding"] = "7bit" if raw.isascii() else "8bit"
-    normalised = raw.replace(b"\r\n", b"\n").replace(b"\r", b"\n").replace(b"\n", b"\r\n")
-    part.set_payload([RawOriginal(normalised)])
-    if msg.get_content_type() != "multipart/mixed":
-        msg.make_mixed()
-    msg.attach(part)
+    return msg
 
 
 def compose_forward(case: Case, index: int, action: Forward, c: Composer) -> EmailMessage:
     unit = c.units[action.unit]
-    subject = f"{_tags(case)} {_subject(case.view)}"
-    msg = _new(case, index, action, c.router, _unit_address(unit), subject)
-    _agent_headers(msg, case)
+    msg = _agent_message(case, index, action, c, unit, f"{_tags(case)} {_subject(case.view)}")
     headline = (
         f"emailrouter forwarded this customer mail to {unit.name['en']} "
         f"(rule {case.decision.rule}). Reply to this mail to answer the customer."
     )
-    msg.set_content(summary(case, c.units, headline))
-    attach_original(msg, case.view.raw)
+    mime.mixed(msg, [mime.text_part(summary(case, c.units, headline)), mime.message_part(case.view.raw)])
     return msg
 
 
 def compose_escalation(case: Case, index: int, action: Escalate, c: Composer) -> EmailMessage:
     unit = c.units[action.unit]
     cls = case.classification
-    subject = f"[ESCALATION]{_tags(case)} {_subject(case.view)}"
-    msg = _new(case, index, action, c.router, _unit_address(unit), subject)
-    _agent_headers(msg, case)
+    msg = _agent_message(case, index, action, c, unit, f"[ESCALATION]{_tags(case)} {_subject(case.view)}")
+    segment = case.segmentation.segment
     why = [
-        f"ESCALATION (rule {case.decision.rule}): a {case.segmentation.segment} customer mail is a hard complaint.",
+        f"ESCALATION (rule {case.decision.rule}): a {segment} customer mail is a hard complaint.",
         f"Why it is hard: score {cls.hard_score:g} reached the threshold {cls.hard_threshold:g} with:",
         *_signals_lines(cls, "hard"),
         "",
     ]
-    handled = [a for a in case.decision.actions if isinstance(a, Forward)]
+    handled = [c.units[a.unit].name["en"] for a in case.decision.actions if isinstance(a, Forward)]
     if handled:
-        why.append("The mail itself went to: " + ", ".join(c.units[a.unit].name["en"] for a in handled) + ".")
-    headline = "\n".join(why)
-    msg.set_content(summary(case, c.units, headline))
-    attach_original(msg, case.view.raw)
+        why.append("The mail itself went to: " + ", ".join(handled) + ".")
+    body = summary(case, c.units, "\n".join(why))
+    mime.mixed(msg, [mime.text_part(body), mime.message_part(case.view.raw)])
     return msg
 
 
@@ -262,45 +226,43 @@ def compose_ticket(case: Case, index: int, action: OpenTicket, c: Composer) -> E
     unit = c.units[action.unit]
     fields = ticket_fields(case)
     subject = f"[TICKET {case.decision.reference}]{_tags(case)} {_subject(case.view)}"
-    msg = _new(case, index, action, c.router, _unit_address(unit), subject)
-    _agent_headers(msg, case)
+    msg = _agent_message(case, index, action, c, unit, subject)
     lines = [f"Trouble ticket request {case.decision.reference} (rule {case.decision.rule})", ""]
     for key, value in fields.items():
         if key == "summary":
             continue
-        shown = ", ".join(str(v) for v in value) if isinstance(value, list) else ("" if value is None else value)
+        shown = ", ".join(map(str, value)) if isinstance(value, list) else ("" if value is None else value)
         lines.append(f"{key.replace('_', ' ').capitalize() + ':':<24}{shown}")
     headline = "\n".join(lines) + "\n\nThe customer has been sent this reference number."
-    msg.set_content(summary(case, c.units, headline))
-    msg.add_attachment(
-        json.dumps(fields, ensure_ascii=False, indent=2).encode(),
-        maintype="application",
-        subtype="json",
-        filename="ticket.json",
+    ticket_json = json.dumps(fields, ensure_ascii=False, indent=2).encode()
+    mime.mixed(
+        msg,
+        [
+            mime.text_part(summary(case, c.units, headline)),
+            mime.file_part(ticket_json, "application/json", "ticket.json"),
+            mime.message_part(case.view.raw),
+        ],
     )
-    attach_original(msg, case.view.raw)
     return msg
 
 
 def compose_reply(case: Case, index: int, action: Reply, c: Composer) -> EmailMessage:
     view = case.view
-    assert view.sender is not None  # compose() suppresses replies without a sender
+    to = _customer_address(case)
+    assert view.sender is not None and to is not None  # compose() suppresses replies without a sender
     lang = case.classification.language
-    unit = c.units[action.unit] if action.unit else None
     context = reply_context(
         router=c.router,
         language=lang,
         customer_name=view.sender.name or case.segmentation.customer_name,
         customer_address=view.sender.address,
         original_subject=_subject(view),
-        unit=unit,
+        unit=c.units[action.unit] if action.unit else None,
         reference=case.decision.reference,
         segment=case.segmentation.segment,
     )
     rendered = c.templates.render(action.template, lang, context)
-    to = _customer_address(case)
-    assert to is not None
-    msg = _new(case, index, action, c.router, to, rendered.subject)
+    msg = _base_headers(case, index, action, c.router, to, rendered.subject)
     if view.message_id:
         msg["In-Reply-To"] = clean_line(view.message_id)
         refs = [*view.references[-(MAX_REFERENCES - 1) :], view.message_id]
@@ -308,15 +270,15 @@ def compose_reply(case: Case, index: int, action: Reply, c: Composer) -> EmailMe
     msg["Auto-Submitted"] = "auto-replied"
     msg["X-Auto-Response-Suppress"] = "All"
     msg["X-EmailRouter-Reference"] = case.decision.reference
-    msg.set_content(rendered.body)
-    msg["Content-Language"] = lang  # after set_content, which clears Content-* headers
+    msg["Content-Language"] = lang
+    mime.single(msg, rendered.body)
     return msg
 
 
 def assert_safe_headers(msg: EmailMessage) -> None:
     """No header value may contain CR or LF (checked on every part)."""
     for part in msg.walk():
-        for name, value in part.raw_items():
+        for name, value in part.raw_items() if isinstance(part, EmailMessage) else ():
             text = str(value)
             if "\r" in text or "\n" in text or "\r" in name or "\n" in name:
                 raise ComposeError(f"header {name!r} would contain CR/LF")

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from emailrouter.classify import Signal, Signals, phrase_pattern
+from emailrouter.classify import Phrase, Signal, Signals, fold
 from emailrouter.decide import CONDITION_FACTS, HIT_POLICIES, Row, Table
 from emailrouter.directory import Directory, DomainTable, load_directory
 from emailrouter.errors import ConfigError, Problem
@@ -284,12 +284,11 @@ def _signal(r: _Reader, item: Any, path: str, group: str | None, names: set[str]
         r.fail(item, kinds[1], path, f"give only one of {', '.join(kinds)} per signal")
         return None
     keywords: frozenset[str] = frozenset()
-    pattern = None
-    on_folded = True
+    phrases: tuple[Phrase, ...] = ()
+    regex = None
     caps_ratio = None
     exclamation_run = None
     min_letters = 0
-    phrases: list[str] = []
     for kind in kinds:
         full = f"{path}.{kind}"
         if kind in ("keywords", "phrases", "regex"):
@@ -305,19 +304,25 @@ def _signal(r: _Reader, item: Any, path: str, group: str | None, names: set[str]
                 bad = [v for v in values if len(v.split()) != 1]
                 if bad:
                     r.fail(item, kind, full, f"keywords are single words; use phrases for {bad[0]!r}")
-                keywords = frozenset(v.casefold() for v in values)
+                keywords = frozenset(fold(v) for v in values)
             elif kind == "phrases":
-                phrases = list(values)
+                phrases = tuple(Phrase.of(v) for v in values)
             else:
-                compiled = []
                 for j, expr in enumerate(values):
                     try:
-                        compiled.append(re.compile(expr))
+                        re.compile(expr)
                     except re.error as exc:
                         r.fail(values, j, f"{full}[{j}]", f"bad regex {expr!r}: {exc}")
                         return None
-                pattern = re.compile("|".join(f"(?:{c.pattern})" for c in compiled), re.IGNORECASE)
-                on_folded = False
+                    if re.search(r"(?<!\\)[A-Z]", re.sub(r"\\.", "", expr)):
+                        r.fail(
+                            values,
+                            j,
+                            f"{full}[{j}]",
+                            "regexes run on lower-cased text: capitals never match",
+                            warning=True,
+                        )
+                regex = re.compile("|".join(f"(?:{v})" for v in values))
         elif kind == "caps_ratio":
             caps_ratio = r.get(item, "caps_ratio", path, float)
             if caps_ratio is not None and not 0 < caps_ratio <= 1:
@@ -327,11 +332,9 @@ def _signal(r: _Reader, item: Any, path: str, group: str | None, names: set[str]
             exclamation_run = r.get(item, "exclamation_run", path, int)
             if exclamation_run is not None and exclamation_run < 1:
                 r.fail(item, "exclamation_run", full, "must be 1 or more")
-    if phrases:
-        pattern = phrase_pattern(phrases)
     if name is None or weight is None or group is None:
         return None
-    return Signal(name, group, weight, keywords, pattern, on_folded, caps_ratio, min_letters, exclamation_run)
+    return Signal(name, group, weight, keywords, phrases, regex, caps_ratio, min_letters, exclamation_run)
 
 
 def _signals(r: _Reader, doc: LineDict) -> Signals | None:

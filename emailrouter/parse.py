@@ -34,6 +34,11 @@ _DOMAIN = re.compile(
 )
 _LOCAL = re.compile(r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]{1,64}$")
 _REGISTRY = HeaderRegistry()
+_ADDR = r"(?P<local>[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*)@(?P<domain>[A-Za-z0-9.-]+)"
+# The common unambiguous shapes: a bare address, or plain words (no quotes, encoded words, comments
+# or specials) before <address>. Anything else goes through the full parser.
+_BARE_FROM = re.compile(rf"^{_ADDR}$")
+_NAMED_FROM = re.compile(rf"^(?P<name>[A-Za-z0-9 !#$%&'*+/^_`{{|}}~.-]*?)\s*<{_ADDR}>$")
 
 # Where a reply's quoted history starts.
 _ON_WROTE = re.compile(r"^\s*On\b.{0,300}\bwrote\s*:\s*$", re.IGNORECASE)
@@ -108,6 +113,10 @@ def parse_sender(raw_values: list[str]) -> tuple[Sender | None, str | None]:
         return None, "empty From: header"
     if not raw.isascii():
         return None, "From: header contains raw 8-bit bytes"
+    simple = _BARE_FROM.match(raw) or _NAMED_FROM.match(raw)
+    if simple and _DOMAIN.match(simple["domain"]) and len(simple["local"]) <= 64:
+        name = " ".join(simple.groupdict().get("name", "").split())
+        return Sender(f"{simple['local']}@{simple['domain'].lower()}", name), None
     try:
         header = _REGISTRY("from", raw)
     except Exception as exc:  # the registry raises a variety of errors on garbage

@@ -127,3 +127,23 @@ def test_every_fired_signal_and_score_are_reported(config: Config) -> None:
     }
     assert result.intent_scores == {"fault": 3.0, "information": 0.0, "request": 0.0}
     assert result.hard_score == 4 and result.hard
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Mohon dikirim paling lambat hari Jumat. Terima kasih.",  # "at the latest", not slowness
+        "No internet: 131500778812. Terima kasih.",  # how customers give their internet number
+        "Salam, Budi | budi@info.example.com | info@example.co.id | https://info.example.com/harga",
+        "Saya sudah berlangganan 5 tahun, terima kasih.",
+    ],
+)
+def test_common_false_positives_do_not_fire(config: Config, text: str) -> None:
+    """Everyday phrases, signatures and links that contain signal words do not count as signals."""
+    assert classify("", text, config.signals).signals == ()
+
+
+def test_typographic_apostrophes_match_plain_ones(config: Config) -> None:
+    """'can’t connect' (curly apostrophe) matches the phrase "can't connect"."""
+    result = classify("", "I can’t connect since this morning", config.signals)
+    assert [(s.name, s.matched) for s in result.signals] == [("fault_cannot", ("can't connect",))]
