@@ -27,8 +27,23 @@ MAX_NAME = 120  # characters of a display name we carry over
 
 
 _UNIQUE = frozenset(
-    {"from", "to", "cc", "bcc", "reply-to", "subject", "date", "message-id", "in-reply-to", "references",
-     "mime-version", "content-type", "content-transfer-encoding", "content-disposition", "auto-submitted"}
+    {
+        "from",
+        "to",
+        "cc",
+        "bcc",
+        "reply-to",
+        "subject",
+        "date",
+        "message-id",
+        "in-reply-to",
+        "references",
+        "mime-version",
+        "content-type",
+        "content-transfer-encoding",
+        "content-disposition",
+        "auto-submitted",
+    }
 )
 
 

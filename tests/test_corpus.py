@@ -51,11 +51,24 @@ def test_every_row_of_the_shipped_table_is_exercised_by_the_corpus(config: Confi
 def test_explain_json_for_several_files_is_an_array(capsys: pytest.CaptureFixture[str]) -> None:
     """`explain --json` prints one object per file inside a JSON array, with the documented keys."""
     names = sorted(EXPECTED)[:3]
-    assert main(["explain", "-c", str(ROOT / "config" / "emailrouter.yaml"), "--json", *[str(DATA / n) for n in names]]) == 0
+    assert (
+        main(["explain", "-c", str(ROOT / "config" / "emailrouter.yaml"), "--json", *[str(DATA / n) for n in names]])
+        == 0
+    )
     out = json.loads(capsys.readouterr().out)
     assert [Path(o["file"]).name for o in out] == names
-    keys = {"file", "segment", "segment_source", "intent", "hard_complaint", "hard_score", "signals", "rule",
-            "actions", "suppressed"}
+    keys = {
+        "file",
+        "segment",
+        "segment_source",
+        "intent",
+        "hard_complaint",
+        "hard_score",
+        "signals",
+        "rule",
+        "actions",
+        "suppressed",
+    }
     for trace in out:
         assert keys <= set(trace)
         for action in trace["actions"]:
