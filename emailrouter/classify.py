@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import re
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 from emailrouter.model import Classification, Intent, Language, SignalHit
 
@@ -64,6 +66,31 @@ class Phrase:
 
 
 @dataclass(frozen=True)
+class Contact:
+    """An earlier mail from the same sender, as remembered by the state store."""
+
+    at: datetime
+    intent: str
+
+
+@dataclass(frozen=True)
+class HistoryRule:
+    """Fires when the sender wrote at least `previous` times within `days` (about the same thing)."""
+
+    previous: int
+    days: float
+    same_intent: bool
+
+    def match(self, history: Sequence[Contact], intent: str, now: datetime) -> tuple[str, ...]:
+        since = now - timedelta(days=self.days)
+        earlier = [c for c in history if since <= c.at <= now and (not self.same_intent or c.intent == intent)]
+        if len(earlier) < self.previous:
+            return ()
+        about = f" about {intent}" if self.same_intent else ""
+        return (f"{len(earlier)} earlier mail(s){about} within {self.days:g} days",)
+
+
+@dataclass(frozen=True)
 class Signal:
     """One named, weighted signal; see config/signals.yaml for the ways it can match."""
 
@@ -76,6 +103,7 @@ class Signal:
     caps_ratio: float | None = None
     min_letters: int = 0
     exclamation_run: int | None = None
+    history: HistoryRule | None = None  # matched by classify() against the sender's earlier mail
 
     def match(self, text: Text) -> tuple[str, ...]:
         """The terms that made this signal fire (empty: it did not)."""
@@ -121,6 +149,11 @@ class Signals:
     indonesian_words: frozenset[str]
     english_min: int
 
+    @property
+    def history_days(self) -> float:
+        """How far back classification looks into a sender's history (0: not at all)."""
+        return max((s.history.days for s in self.hard_signals if s.history), default=0.0)
+
 
 def detect_language(text: Text, signals: Signals) -> Language:
     """English when English marker words clearly outnumber Indonesian ones; otherwise the default."""
@@ -134,7 +167,13 @@ def detect_language(text: Text, signals: Signals) -> Language:
     return signals.default_language
 
 
-def classify(subject: str, text: str, signals: Signals) -> Classification:
+def classify(
+    subject: str,
+    text: str,
+    signals: Signals,
+    history: Sequence[Contact] = (),
+    now: datetime | None = None,
+) -> Classification:
     """Score intent and hard complaint over the subject and the customer's own text (never the quoted part)."""
     prepared = Text(subject, text)
     hits: list[SignalHit] = []
@@ -151,7 +190,10 @@ def classify(subject: str, text: str, signals: Signals) -> Classification:
         intent = best  # type: ignore[assignment]
     hard_score = 0.0
     for signal in signals.hard_signals:
-        matched = signal.match(prepared)
+        if signal.history is not None:
+            matched = signal.history.match(history, intent, now) if now is not None else ()
+        else:
+            matched = signal.match(prepared)
         if matched:
             hard_score += signal.weight
             hits.append(SignalHit(signal.name, "hard", signal.weight, matched))

@@ -1,4 +1,4 @@
-"""Command line: check, explain."""
+"""Command line: check, explain, run, demo."""
 
 from __future__ import annotations
 
@@ -67,6 +67,42 @@ def cmd_explain(args: argparse.Namespace) -> int:
     return status
 
 
+def cmd_run(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from emailrouter import logs
+    from emailrouter.daemon import Service, make_router, run_once
+
+    logs.configure(args.log_level)
+    config = _load(args)
+    if config is None:
+        return 1
+    if not config.settings.mailboxes:
+        print(f"error: {config.path}: mailboxes: none configured, nothing to run", file=sys.stderr)
+        return 1
+    router = make_router(config, dry_run=args.dry_run)
+    try:
+        if args.once:
+            status, reports = asyncio.run(run_once(router))
+            for report in reports:
+                state = "ok" if report.ok else f"FAILED: {report.error}"
+                print(
+                    f"{report.mailbox}: {state}; fetched {report.fetched}, planned {report.planned}, "
+                    f"duplicates {report.duplicates}, failed {report.failed}, marked {report.marked}",
+                    file=sys.stderr,
+                )
+            return status
+        return asyncio.run(Service(config.path, router).serve())
+    finally:
+        router.store.close()
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from emailrouter.demo import demo
+
+    return demo(Path(args.out), find_config(args.config))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="emailrouter", description=__doc__)
     parser.add_argument("--version", action="version", version=f"emailrouter {__version__}")
@@ -90,6 +126,18 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("--json", action="store_true", help="one JSON object per file (an array for several)")
     explain.add_argument("files", nargs="+", metavar="FILE.eml")
     explain.set_defaults(func=cmd_explain)
+
+    run = sub.add_parser("run", help="the daemon: poll the mailboxes, do what the table says, once")
+    with_config(run)
+    run.add_argument("--once", action="store_true", help="one pass over every mailbox, then exit (1 if any failed)")
+    run.add_argument("--dry-run", action="store_true", help="decide, log and report; send nothing, mark nothing")
+    run.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    run.set_defaults(func=cmd_run)
+
+    demo = sub.add_parser("demo", help="one full pass over real IMAP and SMTP servers on loopback, with sample mail")
+    with_config(demo)
+    demo.add_argument("--out", default="demo-out", help="folder for the state and the sent mail (default: demo-out)")
+    demo.set_defaults(func=cmd_demo)
     return parser
 
 

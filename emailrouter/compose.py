@@ -304,3 +304,36 @@ def compose(case: Case, composer: Composer) -> tuple[list[Outgoing], list[Suppre
         assert_safe_headers(msg)
         out.append(Outgoing(action, msg))
     return out, suppressed
+
+
+def compose_failure_notice(
+    router: RouterIdentity,
+    unit: Unit,
+    *,
+    kind: str,
+    recipients: list[str],
+    error: str,
+    undelivered: bytes,
+    undelivered_id: str,
+    now: datetime,
+) -> EmailMessage:
+    """Tell the human queue that a message could not be delivered; the undelivered message is attached."""
+    digest = hashlib.sha256(f"failure\0{undelivered_id}".encode()).hexdigest()[:24]
+    msg = mime.new(
+        [
+            ("From", mime.address(router.name, router.address)),
+            ("To", mime.address(unit.name["en"], unit.address)),
+            ("Subject", mime.text(f"[DELIVERY FAILED] {kind} to {', '.join(recipients)}")),
+            ("Date", format_datetime(now)),
+            ("Message-ID", f"<er.{digest}.failure@{router.domain}>"),
+            ("Auto-Submitted", "auto-generated"),
+        ]
+    )
+    body = (
+        f"emailrouter could not deliver a {kind} to {', '.join(recipients)}.\n\n"
+        f"The relay refused it permanently: {clean_line(error)}\n\n"
+        "Nothing will be retried. The undelivered message is attached (for a forward, escalation or ticket\n"
+        "it contains the customer's original mail): please handle the customer's mail by hand.\n"
+    )
+    mime.mixed(msg, [mime.text_part(body), mime.message_part(undelivered, "undelivered.eml")])
+    return msg

@@ -10,12 +10,11 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
-from emailrouter.classify import Phrase, Signal, Signals, fold
+from emailrouter.classify import HistoryRule, Phrase, Signal, Signals, fold
 from emailrouter.decide import CONDITION_FACTS, HIT_POLICIES, Row, Table
 from emailrouter.directory import Directory, DomainTable, load_directory
 from emailrouter.errors import ConfigError, Problem
@@ -34,10 +33,10 @@ from emailrouter.model import (
     Unit,
 )
 from emailrouter.segment import DomainRule, SegmentRules
+from emailrouter.settings import Settings, read_settings
 from emailrouter.templates import TemplateSet, load_templates, reply_context
-from emailrouter.yamlfile import LineDict, LineList, load_yaml
+from emailrouter.yamlfile import LineDict, LineList, Reader, describe, load_yaml
 
-T = TypeVar("T")
 _ADDRESS = re.compile(
     r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)+$"
 )
@@ -55,72 +54,12 @@ class Config:
     table: Table
     templates: TemplateSet
     version: str  # hash of every file read: changes whenever any of them does
+    settings: Settings
     warnings: tuple[Problem, ...] = ()
 
     @property
     def own_addresses(self) -> frozenset[str]:
         return frozenset({self.router.address.lower(), *(u.address.lower() for u in self.units.values())})
-
-
-class _Reader:
-    """Typed access to one YAML file's data; each failure is recorded as a problem, never raised."""
-
-    def __init__(self, file: str, problems: list[Problem]) -> None:
-        self.file = file
-        self.problems = problems
-
-    def fail(self, node: Any, key: str | int | None, path: str, reason: str, *, warning: bool = False) -> None:
-        line: int | None = None
-        if isinstance(node, LineDict):
-            line = node.lines.get(str(key), node.line) if key is not None else node.line
-        elif isinstance(node, LineList):
-            line = node.lines[key] if isinstance(key, int) and key < len(node.lines) else node.line
-        self.problems.append(Problem(self.file, line, path, reason, warning))
-
-    def get(self, node: LineDict, key: str, path: str, kind: type[T], *, required: bool = True) -> T | None:
-        full = f"{path}.{key}" if path else key
-        if key not in node:
-            if required:
-                self.fail(node, None, full, "missing")
-            return None
-        value = node[key]
-        if kind is float and isinstance(value, int) and not isinstance(value, bool):
-            value = float(value)
-        if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):
-            self.fail(node, key, full, f"expected {_kind_name(kind)}, got {_describe(value)}")
-            return None
-        return value
-
-    def known_keys(self, node: LineDict, path: str, allowed: set[str]) -> None:
-        for key in node:
-            if key not in allowed:
-                full = f"{path}.{key}" if path else key
-                self.fail(node, key, full, f"unknown key (expected one of: {', '.join(sorted(allowed))})")
-
-    def items(self, node: LineList, path: str) -> Iterator[tuple[int, str, Any]]:
-        for i, item in enumerate(node):
-            yield i, f"{path}[{i}]", item
-
-
-def _kind_name(kind: type) -> str:
-    return {
-        str: "a string",
-        float: "a number",
-        int: "a whole number",
-        bool: "true or false",
-        LineDict: "a mapping",
-        LineList: "a list",
-    }.get(kind, kind.__name__)
-
-
-def _describe(value: Any) -> str:
-    if value is None:
-        return "nothing"
-    if isinstance(value, LineDict):
-        return "a mapping"
-    if isinstance(value, LineList):
-        return "a list"
-    return f"{type(value).__name__} {value!r}"
 
 
 def _read(path: Path, display: str, problems: list[Problem]) -> str | None:
@@ -148,11 +87,11 @@ def find_config(explicit: str | None) -> Path:
 # --------------------------------------------------------------------------- main file
 
 
-def _router(r: _Reader, doc: LineDict) -> RouterIdentity | None:
+def _router(r: Reader, doc: LineDict) -> RouterIdentity | None:
     node = r.get(doc, "router", "", LineDict)
     if node is None:
         return None
-    r.known_keys(node, "router", {"address", "name", "reference_prefix"})
+    r.known_keys(node, "router", {"address", "name", "reference_prefix", "failures_to"})
     address = r.get(node, "address", "router", str)
     name = r.get(node, "name", "router", str, required=False) or "emailrouter"
     prefix = r.get(node, "reference_prefix", "router", str, required=False) or "ER"
@@ -161,10 +100,11 @@ def _router(r: _Reader, doc: LineDict) -> RouterIdentity | None:
         return None
     if not re.fullmatch(r"[A-Z0-9]{1,10}", prefix):
         r.fail(node, "reference_prefix", "router.reference_prefix", "use 1-10 capital letters or digits")
-    return RouterIdentity(address, name, prefix) if address else None
+    failures_to = r.get(node, "failures_to", "router", str, required=False) or "human_queue"
+    return RouterIdentity(address, name, prefix, failures_to) if address else None
 
 
-def _localised(r: _Reader, node: LineDict, key: str, path: str) -> dict[str, str] | None:
+def _localised(r: Reader, node: LineDict, key: str, path: str) -> dict[str, str] | None:
     """A text given once for every language, or as {id: ..., en: ...}."""
     value = node.get(key)
     full = f"{path}.{key}"
@@ -184,12 +124,12 @@ def _localised(r: _Reader, node: LineDict, key: str, path: str) -> dict[str, str
         full,
         "missing"
         if value is None
-        else f"expected a string or a mapping of {'/'.join(LANGUAGES)}, got {_describe(value)}",
+        else f"expected a string or a mapping of {'/'.join(LANGUAGES)}, got {describe(value)}",
     )
     return None
 
 
-def _units(r: _Reader, doc: LineDict) -> dict[str, Unit]:
+def _units(r: Reader, doc: LineDict) -> dict[str, Unit]:
     node = r.get(doc, "units", "", LineDict)
     units: dict[str, Unit] = {}
     if node is None:
@@ -200,7 +140,7 @@ def _units(r: _Reader, doc: LineDict) -> dict[str, Unit]:
             r.fail(node, key, path, "unit keys may use letters, digits, _ and - only")
             continue
         if not isinstance(value, LineDict):
-            r.fail(node, key, path, f"expected a mapping with address, name, next_steps, got {_describe(value)}")
+            r.fail(node, key, path, f"expected a mapping with address, name, next_steps, got {describe(value)}")
             continue
         r.known_keys(value, path, {"address", "name", "next_steps"})
         address = r.get(value, "address", path, str)
@@ -214,7 +154,7 @@ def _units(r: _Reader, doc: LineDict) -> dict[str, Unit]:
     return units
 
 
-def _segmentation(r: _Reader, doc: LineDict, directory: Directory) -> SegmentRules | None:
+def _segmentation(r: Reader, doc: LineDict, directory: Directory) -> SegmentRules | None:
     node = r.get(doc, "segmentation", "", LineDict)
     if node is None:
         return None
@@ -232,7 +172,7 @@ def _segmentation(r: _Reader, doc: LineDict, directory: Directory) -> SegmentRul
     rules = r.get(node, "domain_rules", "segmentation", LineList, required=False) or LineList()
     for i, path, item in r.items(rules, "segmentation.domain_rules"):
         if not isinstance(item, LineDict):
-            r.fail(rules, i, path, f"expected a mapping with match and segment, got {_describe(item)}")
+            r.fail(rules, i, path, f"expected a mapping with match and segment, got {describe(item)}")
             continue
         r.known_keys(item, path, {"match", "segment"})
         match = r.get(item, "match", path, str)
@@ -253,14 +193,24 @@ def _segmentation(r: _Reader, doc: LineDict, directory: Directory) -> SegmentRul
 # --------------------------------------------------------------------------- signals file
 
 
-_MATCHERS = ("keywords", "phrases", "regex", "caps_ratio", "exclamation_run")
+_MATCHERS = ("keywords", "phrases", "regex", "caps_ratio", "exclamation_run", "history")
 
 
-def _signal(r: _Reader, item: Any, path: str, group: str | None, names: set[str]) -> Signal | None:
+def _signal(r: Reader, item: Any, path: str, group: str | None, names: set[str]) -> Signal | None:
     if not isinstance(item, LineDict):
-        r.fail(item, None, path, f"expected a mapping, got {_describe(item)}")
+        r.fail(item, None, path, f"expected a mapping, got {describe(item)}")
         return None
-    allowed = {"name", "weight", "keywords", "phrases", "regex", "caps_ratio", "min_letters", "exclamation_run"}
+    allowed = {
+        "name",
+        "weight",
+        "keywords",
+        "phrases",
+        "regex",
+        "caps_ratio",
+        "min_letters",
+        "exclamation_run",
+        "history",
+    }
     if group is None:
         allowed.add("intent")
     r.known_keys(item, path, allowed)
@@ -288,6 +238,7 @@ def _signal(r: _Reader, item: Any, path: str, group: str | None, names: set[str]
     regex = None
     caps_ratio = None
     exclamation_run = None
+    history = None
     min_letters = 0
     for kind in kinds:
         full = f"{path}.{kind}"
@@ -323,6 +274,23 @@ def _signal(r: _Reader, item: Any, path: str, group: str | None, names: set[str]
                             warning=True,
                         )
                 regex = re.compile("|".join(f"(?:{v})" for v in values))
+        elif kind == "history":
+            node = r.get(item, "history", path, LineDict)
+            if node is None:
+                return None
+            if group != "hard":
+                r.fail(item, "history", full, "history signals count toward hard complaints only")
+                return None
+            r.known_keys(node, full, {"previous", "within_days", "same_intent"})
+            previous = r.get(node, "previous", full, int)
+            days = r.get(node, "within_days", full, float)
+            same = r.get(node, "same_intent", full, bool, required=False)
+            if previous is None or days is None:
+                return None
+            if previous < 1 or days <= 0:
+                r.fail(node, None, full, "previous must be 1 or more and within_days more than 0")
+                return None
+            history = HistoryRule(previous, days, True if same is None else same)
         elif kind == "caps_ratio":
             caps_ratio = r.get(item, "caps_ratio", path, float)
             if caps_ratio is not None and not 0 < caps_ratio <= 1:
@@ -334,10 +302,10 @@ def _signal(r: _Reader, item: Any, path: str, group: str | None, names: set[str]
                 r.fail(item, "exclamation_run", full, "must be 1 or more")
     if name is None or weight is None or group is None:
         return None
-    return Signal(name, group, weight, keywords, phrases, regex, caps_ratio, min_letters, exclamation_run)
+    return Signal(name, group, weight, keywords, phrases, regex, caps_ratio, min_letters, exclamation_run, history)
 
 
-def _signals(r: _Reader, doc: LineDict) -> Signals | None:
+def _signals(r: Reader, doc: LineDict) -> Signals | None:
     names: set[str] = set()
     r.known_keys(doc, "", {"intent", "hard_complaint", "language"})
     intent = r.get(doc, "intent", "", LineDict)
@@ -393,9 +361,9 @@ def _signals(r: _Reader, doc: LineDict) -> Signals | None:
 # --------------------------------------------------------------------------- rules file
 
 
-def _action(r: _Reader, item: Any, path: str, units: dict[str, Unit], templates: TemplateSet) -> Action | None:
+def _action(r: Reader, item: Any, path: str, units: dict[str, Unit], templates: TemplateSet) -> Action | None:
     if not isinstance(item, LineDict):
-        r.fail(item, None, path, f"expected a mapping such as 'forward: UNIT', got {_describe(item)}")
+        r.fail(item, None, path, f"expected a mapping such as 'forward: UNIT', got {describe(item)}")
         return None
     kinds = [k for k in ("forward", "escalate", "ticket", "reply") if k in item]
     if len(kinds) != 1:
@@ -435,7 +403,7 @@ def _action(r: _Reader, item: Any, path: str, units: dict[str, Unit], templates:
 
 
 def _table(
-    r: _Reader, doc: LineDict, segments: set[str], units: dict[str, Unit], templates: TemplateSet
+    r: Reader, doc: LineDict, segments: set[str], units: dict[str, Unit], templates: TemplateSet
 ) -> Table | None:
     r.known_keys(doc, "", {"hit_policy", "rows"})
     policy = r.get(doc, "hit_policy", "", str, required=False) or "first"
@@ -460,7 +428,7 @@ def _table(
     ok = True
     for i, path, item in r.items(rows_node, "rows"):
         if not isinstance(item, LineDict):
-            r.fail(rows_node, i, path, f"expected a mapping with id, when, actions, got {_describe(item)}")
+            r.fail(rows_node, i, path, f"expected a mapping with id, when, actions, got {describe(item)}")
             ok = False
             continue
         r.known_keys(item, path, {"id", "description", "when", "actions"})
@@ -572,8 +540,10 @@ def load_config(path: str | Path, *, directory: str | Path | None = None) -> Con
         if doc is not None or not problems:
             problems.append(Problem(display, 1, "", "expected a mapping at the top level"))
         raise ConfigError(problems)
-    r = _Reader(display, problems)
-    r.known_keys(doc, "", {"router", "files", "segmentation", "units"})
+    r = Reader(display, problems)
+    r.known_keys(
+        doc, "", {"router", "files", "segmentation", "units", "mailboxes", "smtp", "state", "delivery", "housekeeping"}
+    )
     base = path.parent
     files = r.get(doc, "files", "", LineDict) or LineDict()
     r.known_keys(files, "files", {"rules", "signals", "directory", "templates"})
@@ -587,6 +557,15 @@ def load_config(path: str | Path, *, directory: str | Path | None = None) -> Con
 
     router = _router(r, doc)
     units = _units(r, doc)
+    settings = read_settings(r, doc, base)
+    if router is not None and units and router.failures_to not in units:
+        node = doc.get("router")
+        r.fail(
+            node,
+            "failures_to" if isinstance(node, LineDict) and "failures_to" in node else None,
+            "router.failures_to",
+            f"unknown unit {router.failures_to!r} (known: {', '.join(sorted(units))})",
+        )
 
     # the directory first: segmentation needs it
     seg_codes = doc.get("segmentation", {}).get("segments", {}) if isinstance(doc.get("segmentation"), LineDict) else {}
@@ -613,7 +592,7 @@ def load_config(path: str | Path, *, directory: str | Path | None = None) -> Con
         digest.update(sig_text.encode())
         sig_doc = load_yaml(sig_text, sig[1], problems)
         if isinstance(sig_doc, LineDict):
-            signals = _signals(_Reader(sig[1], problems), sig_doc)
+            signals = _signals(Reader(sig[1], problems), sig_doc)
         elif sig_doc is not None:
             problems.append(Problem(sig[1], 1, "", "expected a mapping at the top level"))
 
@@ -622,7 +601,7 @@ def load_config(path: str | Path, *, directory: str | Path | None = None) -> Con
         digest.update(rules_text.encode())
         rules_doc = load_yaml(rules_text, rules[1], problems)
         if isinstance(rules_doc, LineDict):
-            table = _table(_Reader(rules[1], problems), rules_doc, segments, units, templates)
+            table = _table(Reader(rules[1], problems), rules_doc, segments, units, templates)
         elif rules_doc is not None:
             problems.append(Problem(rules[1], 1, "", "expected a mapping at the top level"))
 
@@ -640,5 +619,6 @@ def load_config(path: str | Path, *, directory: str | Path | None = None) -> Con
         table=table,
         templates=templates,
         version=digest.hexdigest()[:12],
+        settings=settings,
         warnings=tuple(p for p in problems if p.warning),
     )

@@ -43,3 +43,23 @@ class ConfigError(PermanentError):
 
 class ComposeError(PermanentError):
     """An outgoing message could not be built safely (for example a header would carry CR/LF)."""
+
+
+class TemporaryDeliveryError(TransientError):
+    """The relay said 4xx, or the connection failed: the outbox keeps the message and retries."""
+
+    def __init__(self, message: str, code: int | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class PermanentDeliveryError(PermanentError):
+    """The relay said 5xx: retrying the same message will not help."""
+
+    def __init__(self, message: str, code: int | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class MailboxError(TransientError):
+    """An IMAP mailbox could not be reached or read; the poller reconnects with backoff."""

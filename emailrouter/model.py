@@ -237,6 +237,7 @@ class RouterIdentity:
     address: str
     name: str
     reference_prefix: str
+    failures_to: str = "human_queue"  # unit told when a send fails permanently
 
     @property
     def domain(self) -> str:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Iterator
+from typing import Any, TypeVar
 
 import yaml
 
 from emailrouter.errors import Problem
+
+T = TypeVar("T")
 
 
 class LineDict(dict[str, Any]):
@@ -82,3 +85,64 @@ def load_yaml(text: str, filename: str, problems: list[Problem]) -> Any:
     finally:
         loader.dispose()
     return None
+
+
+class Reader:
+    """Typed access to one YAML file's data; each failure is recorded as a problem, never raised."""
+
+    def __init__(self, file: str, problems: list[Problem]) -> None:
+        self.file = file
+        self.problems = problems
+
+    def fail(self, node: Any, key: str | int | None, path: str, reason: str, *, warning: bool = False) -> None:
+        line: int | None = None
+        if isinstance(node, LineDict):
+            line = node.lines.get(str(key), node.line) if key is not None else node.line
+        elif isinstance(node, LineList):
+            line = node.lines[key] if isinstance(key, int) and key < len(node.lines) else node.line
+        self.problems.append(Problem(self.file, line, path, reason, warning))
+
+    def get(self, node: LineDict, key: str, path: str, kind: type[T], *, required: bool = True) -> T | None:
+        full = f"{path}.{key}" if path else key
+        if key not in node:
+            if required:
+                self.fail(node, None, full, "missing")
+            return None
+        value = node[key]
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):
+            self.fail(node, key, full, f"expected {_kind_name(kind)}, got {describe(value)}")
+            return None
+        return value
+
+    def known_keys(self, node: LineDict, path: str, allowed: set[str]) -> None:
+        for key in node:
+            if key not in allowed:
+                full = f"{path}.{key}" if path else key
+                self.fail(node, key, full, f"unknown key (expected one of: {', '.join(sorted(allowed))})")
+
+    def items(self, node: LineList, path: str) -> Iterator[tuple[int, str, Any]]:
+        for i, item in enumerate(node):
+            yield i, f"{path}[{i}]", item
+
+
+def _kind_name(kind: type) -> str:
+    return {
+        str: "a string",
+        float: "a number",
+        int: "a whole number",
+        bool: "true or false",
+        LineDict: "a mapping",
+        LineList: "a list",
+    }.get(kind, kind.__name__)
+
+
+def describe(value: Any) -> str:
+    if value is None:
+        return "nothing"
+    if isinstance(value, LineDict):
+        return "a mapping"
+    if isinstance(value, LineList):
+        return "a list"
+    return f"{type(value).__name__} {value!r}"

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+
 import pytest
 
-from emailrouter.classify import classify
+from emailrouter.classify import Contact, classify
 from emailrouter.config import Config
 from emailrouter.parse import parse
 from tests.conftest import eml
@@ -147,3 +149,16 @@ def test_typographic_apostrophes_match_plain_ones(config: Config) -> None:
     """'can’t connect' (curly apostrophe) matches the phrase "can't connect"."""
     result = classify("", "I can’t connect since this morning", config.signals)
     assert [(s.name, s.matched) for s in result.signals] == [("fault_cannot", ("can't connect",))]
+
+
+def test_third_mail_about_the_same_thing_within_a_week_counts_toward_hard(config: Config) -> None:
+    """Two earlier fault mails in 7 days fire repeated_contact (+2); older ones or other intents do not."""
+    now = datetime(2026, 11, 29, 9, 0, tzinfo=UTC)
+    recent = [Contact(now - timedelta(days=1), "fault"), Contact(now - timedelta(days=6), "fault")]
+    result = classify("internet mati", "sudah berkali-kali lapor", config.signals, recent, now)
+    assert [s.name for s in result.hard_signals] == ["repeated_report", "repeated_contact"]
+    assert result.hard and result.hard_score == 4
+    old = [Contact(now - timedelta(days=1), "fault"), Contact(now - timedelta(days=8), "fault")]
+    assert "repeated_contact" not in [s.name for s in classify("internet mati", "", config.signals, old, now).signals]
+    other = [Contact(now - timedelta(days=1), "fault"), Contact(now - timedelta(days=2), "information")]
+    assert "repeated_contact" not in [s.name for s in classify("internet mati", "", config.signals, other, now).signals]

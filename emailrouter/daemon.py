@@ -1,0 +1,552 @@
+"""The daemon: IMAP in, SMTP out, exactly once.
+
+`Router` holds the logic of one pass (`poll_once(mailbox)`, `flush_outbox()`), the same code for
+`run` (under APScheduler) and `run --once` (without it). For each new mail:
+
+    fetch (BODY.PEEK[]) -> route (pure) -> plan committed (decision + every outgoing message)
+        -> send each (recorded) -> IMAP mark processed (last)
+
+A crash anywhere leaves the state store knowing what to finish: see store.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import signal
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, Protocol
+
+import structlog
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
+from emailrouter.compose import compose_failure_notice
+from emailrouter.config import Config, load_config
+from emailrouter.errors import ConfigError, MailboxError, PermanentDeliveryError, TemporaryDeliveryError
+from emailrouter.explain import as_json
+from emailrouter.imap import Fetched, ImapMailbox, watch_idle
+from emailrouter.model import Reply
+from emailrouter.pipeline import Routing, route
+from emailrouter.sdnotify import Notifier
+from emailrouter.settings import MailboxConfig
+from emailrouter.smtp import SmtpTransport
+from emailrouter.store import MessageKey, OutboxEntry, PlannedSend, Store
+
+log = structlog.get_logger(__name__)
+
+
+class Transport(Protocol):
+    async def send(self, mail_from: str, recipients: Sequence[str], raw: bytes) -> str: ...
+
+    async def close(self) -> None: ...
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def backoff(attempts: int, initial: float, maximum: float) -> float:
+    """Exponential: initial, 2x, 4x ... capped at maximum (seconds)."""
+    return float(min(maximum, initial * (2 ** max(0, attempts - 1))))
+
+
+@dataclass
+class PollReport:
+    mailbox: str
+    ok: bool = True
+    fetched: int = 0
+    planned: int = 0
+    duplicates: int = 0
+    failed: int = 0
+    marked: int = 0
+    error: str | None = None
+    rows: list[dict[str, Any]] = field(default_factory=list)  # one per mail (dry run and demo)
+
+
+@dataclass
+class MailboxHealth:
+    last_success: float = 0.0  # time.monotonic() of the last successful poll
+    failures: int = 0
+    retry_at: float = 0.0
+
+
+class Router:
+    """One router: the config in force, the state store, the SMTP transport and the IMAP connections."""
+
+    def __init__(
+        self,
+        config: Config,
+        store: Store,
+        transport: Transport | None,
+        *,
+        dry_run: bool = False,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.transport = transport
+        self.dry_run = dry_run
+        self.clock = clock
+        self.stopping = False  # set on SIGTERM: finish the message in hand, take no new one
+        self.health: dict[str, MailboxHealth] = {m.name: MailboxHealth() for m in config.settings.mailboxes}
+        self._imap: dict[str, ImapMailbox] = {}
+
+    def should_stop(self) -> bool:
+        return self.stopping
+
+    # ------------------------------------------------------------------ IMAP side
+
+    async def _connection(self, mailbox: MailboxConfig) -> tuple[ImapMailbox, int]:
+        conn = self._imap.get(mailbox.name)
+        if conn is not None and conn.client is not None:
+            try:
+                state = await asyncio.to_thread(conn.select)
+                return conn, state.uidvalidity
+            except Exception:  # a dead connection: reconnect below
+                await asyncio.to_thread(conn.close)
+        conn = ImapMailbox(mailbox)
+        state = await asyncio.to_thread(conn.connect)
+        self._imap[mailbox.name] = conn
+        log.info("imap_connected", mailbox=mailbox.name, uidvalidity=state.uidvalidity)
+        return conn, state.uidvalidity
+
+    async def close(self) -> None:
+        for conn in self._imap.values():
+            await asyncio.to_thread(conn.close)
+        self._imap.clear()
+
+    async def poll_once(self, mailbox: MailboxConfig) -> PollReport:
+        """One pass over one mailbox: finish what is settled, then take new mail."""
+        report = PollReport(mailbox.name)
+        health = self.health.setdefault(mailbox.name, MailboxHealth())
+        try:
+            conn, uidvalidity = await self._connection(mailbox)
+            if not self.dry_run:
+                await self._finish(mailbox, conn, uidvalidity, report)
+            uids = await asyncio.to_thread(self._new_uids, conn, mailbox, uidvalidity)
+            for start in range(0, len(uids), mailbox.batch_size):
+                if self.stopping:
+                    break
+                batch = uids[start : start + mailbox.batch_size]
+                fetched = await asyncio.to_thread(conn.fetch, batch)
+                report.fetched += len(fetched)
+                for uid in batch:
+                    if self.should_stop():
+                        break  # SIGTERM: the message in hand was finished; the rest waits
+                    if uid in fetched:
+                        await self._process(mailbox, uidvalidity, fetched[uid], report)
+                if not self.dry_run:
+                    await self.flush_outbox()
+                    await self._finish(mailbox, conn, uidvalidity, report)
+        except (MailboxError, OSError) as exc:
+            return self._failed(mailbox, health, report, str(exc))
+        except Exception as exc:  # imapclient raises its own error types; one bad mailbox never stops the others
+            return self._failed(mailbox, health, report, f"{type(exc).__name__}: {exc}")
+        health.failures = 0
+        health.last_success = time.monotonic()
+        return report
+
+    def _failed(self, mailbox: MailboxConfig, health: MailboxHealth, report: PollReport, error: str) -> PollReport:
+        conn = self._imap.pop(mailbox.name, None)
+        if conn is not None:
+            conn.close()
+        health.failures += 1
+        delay = backoff(health.failures, 1.0, 300.0)
+        health.retry_at = time.monotonic() + delay
+        log.warning("mailbox_failed", mailbox=mailbox.name, error=error, retry_in=delay)
+        report.ok = False
+        report.error = error
+        return report
+
+    def _new_uids(self, conn: ImapMailbox, mailbox: MailboxConfig, uidvalidity: int) -> list[int]:
+        checkpoint = self.store.checkpoint(mailbox.account, mailbox.folder)
+        if checkpoint is None:
+            state = conn.select()
+            uids, top = conn.first_start(state)
+            if not self.dry_run:
+                # the first checkpoint: mail already read before the router's first start stays alone
+                self.store.set_checkpoint(
+                    mailbox.account, mailbox.folder, uidvalidity, min([top, *[u - 1 for u in uids]])
+                )
+            return uids
+        if checkpoint.uidvalidity != uidvalidity:
+            log.warning("uidvalidity_changed", mailbox=mailbox.name, old=checkpoint.uidvalidity, new=uidvalidity)
+            return conn.all_unprocessed()
+        return conn.since(checkpoint.last_uid)
+
+    async def _finish(self, mailbox: MailboxConfig, conn: ImapMailbox, uidvalidity: int, report: PollReport) -> None:
+        """Mark processed every mail whose actions are all durable (the IMAP mark comes last)."""
+        self.store.settle(self.clock())
+        rows = [
+            r
+            for r in self.store.unfinished(mailbox.account, mailbox.folder)
+            if r["outcome"] != "planned" and r["uidvalidity"] == uidvalidity
+        ]
+        if not rows:
+            return
+        await asyncio.to_thread(conn.mark, [int(r["uid"]) for r in rows])
+        self.store.marked([str(r["key"]) for r in rows])
+        report.marked += len(rows)
+
+    # ------------------------------------------------------------------ one mail
+
+    async def _process(self, mailbox: MailboxConfig, uidvalidity: int, fetched: Fetched, report: PollReport) -> None:
+        key = MessageKey(mailbox.account, mailbox.folder, uidvalidity, fetched.uid)
+        with structlog.contextvars.bound_contextvars(mailbox=mailbox.name, uid=fetched.uid):
+            if self.store.outcome(key) is not None:
+                return  # already planned: the outbox and _finish take it from here
+            now = self.clock()
+            try:
+                routing = route(fetched.raw, self.config, now, self.store.history)
+            except Exception as exc:  # a stage broke on this mail: record it, keep going
+                dedupe = "sha256:" + hashlib.sha256(fetched.raw).hexdigest()
+                log.error("decision", outcome="failed", error=f"{type(exc).__name__}: {exc}", size=fetched.size)
+                report.failed += 1
+                if not self.dry_run:
+                    self.store.record_outcome(key, dedupe, "failed", now, error=f"{type(exc).__name__}: {exc}")
+                return
+            view = routing.view
+            dedupe = view.message_id or "sha256:" + hashlib.sha256(fetched.raw).hexdigest()
+            structlog.contextvars.bind_contextvars(message_id=view.message_id)
+            first = self.store.first_with_dedupe_id(dedupe)
+            if first is not None:
+                log.info("decision", outcome="duplicate", first=first)
+                report.duplicates += 1
+                report.rows.append(self._row(routing, "duplicate"))
+                if not self.dry_run:
+                    self.store.record_outcome(key, dedupe, "duplicate", now, rule=None)
+                return
+            log.info(
+                "decision",
+                outcome="dry-run" if self.dry_run else "planned",
+                segment=routing.segmentation.segment,
+                segment_source=routing.segmentation.source,
+                intent=routing.classification.intent,
+                hard=routing.classification.hard,
+                hard_score=routing.classification.hard_score,
+                rule=routing.decision.rule,
+                actions=[f"{o.action.type}:{','.join(o.to)}" for o in routing.outgoing],
+                suppressed=[s.describe() for s in routing.suppressed],
+                reference=routing.decision.reference,
+                size=fetched.size,
+            )
+            report.rows.append(self._row(routing, "dry-run" if self.dry_run else "planned"))
+            report.planned += 1
+            if self.dry_run:
+                return
+            sends = [
+                PlannedSend(
+                    kind=o.action.type,
+                    unit=None if isinstance(o.action, Reply) else o.action.unit,
+                    mail_from=self.config.router.address,
+                    recipients=tuple(o.to),
+                    message_id=str(o.message["Message-ID"]),
+                    raw=o.message.as_bytes(),
+                )
+                for o in routing.outgoing
+            ]
+            trace = as_json(routing, str(key), self.config.version)
+            contact = (view.sender.address, routing.classification.intent) if view.sender else None
+            self.store.plan(key, dedupe, routing.decision.rule, trace, sends, now, contact)
+
+    @staticmethod
+    def _row(routing: Routing, outcome: str) -> dict[str, Any]:
+        return {
+            "subject": routing.view.subject,
+            "sender": routing.view.sender.address if routing.view.sender else None,
+            "segment": routing.segmentation.segment,
+            "intent": routing.classification.intent,
+            "hard": routing.classification.hard,
+            "rule": routing.decision.rule,
+            "outcome": outcome,
+            "sends": [(o.action.type, o.to) for o in routing.outgoing],
+        }
+
+    # ------------------------------------------------------------------ SMTP side
+
+    async def resume(self) -> None:
+        """After a restart: a send interrupted mid-way is retried, except a customer reply (at most once)."""
+        for entry in self.store.interrupted():
+            if entry.kind == "reply":
+                self.store.mark_failed(entry.id, "interrupted while sending: not sent again", status="uncertain")
+                log.warning("reply_uncertain", message_id=entry.message_id, to=list(entry.recipients))
+            else:
+                self.store.mark_retry(entry.id, "interrupted while sending", self.clock())
+
+    async def flush_outbox(self) -> int:
+        """Send every due outbox entry. Returns how many were sent."""
+        if self.transport is None or self.dry_run:
+            return 0
+        sent = 0
+        for entry in self.store.due(self.clock()):
+            if self.stopping:
+                break
+            if await self._deliver(entry):
+                sent += 1
+        self.store.settle(self.clock())
+        return sent
+
+    async def _deliver(self, entry: OutboxEntry) -> bool:
+        assert self.transport is not None
+        delivery = self.config.settings.delivery
+        with structlog.contextvars.bound_contextvars(outbox_id=entry.id, message_id=entry.message_id):
+            if entry.kind == "reply":
+                self.store.mark_sending(entry.id)  # durable before the 250: never a second auto-reply
+            try:
+                await self.transport.send(entry.mail_from, entry.recipients, entry.raw)
+            except TemporaryDeliveryError as exc:
+                now = self.clock()
+                if (now - entry.created_at).total_seconds() < delivery.give_up_after:
+                    delay = backoff(entry.attempts + 1, delivery.retry_initial, delivery.retry_max)
+                    self.store.mark_retry(entry.id, str(exc), now + timedelta(seconds=delay))
+                    log.warning("send_deferred", kind=entry.kind, error=str(exc), retry_in=delay)
+                    return False
+                self._permanent(entry, f"gave up after {delivery.give_up_after / 3600:g} h: {exc}")
+                return False
+            except PermanentDeliveryError as exc:
+                self._permanent(entry, str(exc))
+                return False
+            self.store.mark_sent(entry.id, self.clock())
+            log.info("sent", kind=entry.kind, to=list(entry.recipients))
+            return True
+
+    def _permanent(self, entry: OutboxEntry, error: str) -> None:
+        """Recorded, and the human queue is told, so the mail does not vanish."""
+        self.store.mark_failed(entry.id, error)
+        log.error("send_failed", kind=entry.kind, to=list(entry.recipients), error=error)
+        router = self.config.router
+        unit = self.config.units.get(router.failures_to)
+        if entry.kind == "failure" or unit is None or unit.address in entry.recipients:
+            log.error("failure_notice_impossible", reason="the failed message was itself for the failure unit")
+            return
+        notice = compose_failure_notice(
+            router,
+            unit,
+            kind=entry.kind,
+            recipients=list(entry.recipients),
+            error=error,
+            undelivered=entry.raw,
+            undelivered_id=entry.message_id,
+            now=self.clock(),
+        )
+        send = PlannedSend(
+            "failure", unit.key, router.address, (unit.address,), str(notice["Message-ID"]), notice.as_bytes()
+        )
+        self.store.add_send(entry.msg_key, send, self.clock())
+
+    # ------------------------------------------------------------------ status
+
+    def status(self) -> str:
+        counts = self.store.counts()
+        parts = [f"{counts.get(k, 0)} {k}" for k in ("done", "planned", "duplicate", "failed")]
+        return f"{', '.join(parts)}; outbox {counts['outbox_pending']} pending"
+
+
+async def run_once(router: Router) -> tuple[int, list[PollReport]]:
+    """One pass over every mailbox, then the outbox; exit status 1 if any mailbox failed."""
+    await router.resume()
+    reports = []
+    for mailbox in router.config.settings.mailboxes:
+        reports.append(await router.poll_once(mailbox))
+    await router.flush_outbox()
+    for mailbox in router.config.settings.mailboxes:
+        if not router.dry_run and any(r.mailbox == mailbox.name and r.ok for r in reports):
+            with contextlib.suppress(Exception):
+                conn, uidvalidity = await router._connection(mailbox)
+                await router._finish(mailbox, conn, uidvalidity, PollReport(mailbox.name))
+    await router.close()
+    return (0 if all(r.ok for r in reports) else 1), reports
+
+
+class Service:
+    """`emailrouter run`: the scheduler, signals, reload, IDLE watchers and systemd notification."""
+
+    def __init__(self, config_path: Path, router: Router) -> None:
+        self.config_path = config_path
+        self.router = router
+        self.scheduler = AsyncIOScheduler(timezone=UTC)
+        self.notifier = Notifier()
+        self.stop_event = asyncio.Event()
+        self._idle_stop = threading.Event()
+        self._idle_threads: list[threading.Thread] = []
+        self._wake: set[str] = set()
+        self._running: dict[str, asyncio.Task[Any]] = {}
+        self._ready = False
+
+    # jobs ------------------------------------------------------------------
+
+    async def _mailbox_job(self, name: str) -> None:
+        mailbox = next((m for m in self.router.config.settings.mailboxes if m.name == name), None)
+        health = self.router.health.setdefault(name, MailboxHealth())
+        if mailbox is None or self.router.stopping or time.monotonic() < health.retry_at:
+            return
+        task = asyncio.current_task()
+        assert task is not None
+        self._running[name] = task
+        try:
+            while True:
+                self._wake.discard(name)
+                report = await self.router.poll_once(mailbox)
+                if report.ok and not self._ready:
+                    self._ready = True
+                    self.notifier.send(ready="1", status=self.router.status())
+                if name not in self._wake or self.router.stopping or not report.ok:
+                    break
+        finally:
+            self._running.pop(name, None)
+        self.notifier.send(status=self.router.status())
+
+    async def _outbox_job(self) -> None:
+        if not self.router.stopping:
+            await self.router.flush_outbox()
+
+    async def _housekeeping_job(self) -> None:
+        keep = self.router.config.settings.housekeeping.keep_days
+        removed = self.router.store.prune(self.router.clock(), keep)
+        log.info("housekeeping", removed=removed, keep_days=keep)
+
+    def wake(self, name: str) -> None:
+        """New mail announced by IDLE: poll now (or right after the poll in progress)."""
+        self._wake.add(name)
+        if name not in self._running and not self.router.stopping:
+            job = self.scheduler.get_job(f"mailbox:{name}")
+            if job is not None:
+                job.modify(next_run_time=datetime.now(UTC))
+
+    # wiring ----------------------------------------------------------------
+
+    def _schedule(self, config: Config) -> None:
+        for job in self.scheduler.get_jobs():
+            job.remove()
+        now = datetime.now(UTC)
+        for mailbox in config.settings.mailboxes:
+            self.scheduler.add_job(
+                self._mailbox_job,
+                "interval",
+                seconds=mailbox.poll_interval,
+                args=[mailbox.name],
+                id=f"mailbox:{mailbox.name}",
+                max_instances=1,
+                coalesce=True,
+                next_run_time=now,
+                misfire_grace_time=None,
+            )
+        self.scheduler.add_job(
+            self._outbox_job,
+            "interval",
+            seconds=config.settings.delivery.outbox_interval,
+            id="outbox",
+            max_instances=1,
+            coalesce=True,
+            misfire_grace_time=None,
+        )
+        hk = config.settings.housekeeping
+        self.scheduler.add_job(
+            self._housekeeping_job,
+            "cron",
+            hour=hk.hour,
+            minute=hk.minute,
+            id="housekeeping",
+            max_instances=1,
+            coalesce=True,
+        )
+        self._start_idle(config)
+
+    def _start_idle(self, config: Config) -> None:
+        self._idle_stop.set()
+        for thread in self._idle_threads:
+            thread.join(timeout=10)
+        self._idle_stop = threading.Event()
+        loop = asyncio.get_running_loop()
+        self._idle_threads = []
+        for mailbox in config.settings.mailboxes:
+            if not mailbox.idle:
+                continue
+
+            def on_new_mail(name: str = mailbox.name) -> None:
+                loop.call_soon_threadsafe(self.wake, name)
+
+            thread = threading.Thread(
+                target=watch_idle,
+                args=(mailbox, on_new_mail, self._idle_stop),
+                name=f"idle-{mailbox.name}",
+                daemon=True,
+            )
+            thread.start()
+            self._idle_threads.append(thread)
+
+    def reload(self) -> None:
+        """SIGHUP: a config that fails `check` is rejected and the running one stays."""
+        try:
+            config = load_config(self.config_path)
+        except ConfigError as exc:
+            log.error("reload_rejected", problems=[str(p) for p in exc.problems])
+            return
+        if config.settings.state_path != self.router.config.settings.state_path:
+            log.warning("reload_state_path_ignored", reason="the state store moves only with a restart")
+        self.router.config = config
+        for warning in config.settings.plaintext_warnings():
+            log.warning("plaintext_connection", detail=warning)
+        self._schedule(config)
+        log.info("reloaded", version=config.version)
+
+    async def _watchdog(self) -> None:
+        interval = self.notifier.watchdog_interval
+        while not self.stop_event.is_set():
+            await asyncio.sleep(max(1.0, interval / 3) if interval else 10.0)
+            self.notifier.send(status=self.router.status())
+            if not interval:
+                continue
+            now = time.monotonic()
+            progressing = all(
+                now - self.router.health.get(m.name, MailboxHealth()).last_success < 3 * max(m.poll_interval, 10)
+                for m in self.router.config.settings.mailboxes
+            )
+            if progressing:
+                self.notifier.send(watchdog="1")
+
+    async def serve(self) -> int:
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGTERM, self.stop_event.set)
+        loop.add_signal_handler(signal.SIGINT, self.stop_event.set)
+        loop.add_signal_handler(signal.SIGHUP, self.reload)
+        await self.router.resume()
+        self._schedule(self.router.config)
+        self.scheduler.start()
+        watchdog = asyncio.create_task(self._watchdog())
+        log.info(
+            "started",
+            mailboxes=[m.name for m in self.router.config.settings.mailboxes],
+            version=self.router.config.version,
+        )
+        await self.stop_event.wait()
+        log.info("stopping", running=sorted(self._running))
+        self.notifier.send(stopping="1")
+        self.router.stopping = True
+        self.scheduler.shutdown(wait=False)
+        self._idle_stop.set()
+        if self._running:
+            await asyncio.wait(list(self._running.values()), timeout=60)
+        watchdog.cancel()
+        await self.router.close()
+        if self.router.transport is not None:
+            await self.router.transport.close()
+        log.info("stopped", status=self.router.status())
+        return 0
+
+
+def make_router(config: Config, *, dry_run: bool) -> Router:
+    for warning in config.settings.plaintext_warnings():
+        log.warning("plaintext_connection", detail=warning, hint="credentials and mail cross the network unencrypted")
+    store = Store(config.settings.state_path)
+    smtp = config.settings.smtp
+    transport = SmtpTransport(smtp) if smtp is not None else None
+    if transport is None and not dry_run:
+        log.warning("no_smtp_relay", detail="nothing can be sent: configure smtp:")
+    return Router(config, store, transport, dry_run=dry_run)

@@ -1,0 +1,395 @@
+"""SQLite state: processed mail, the outbox, checkpoints and contact history.
+
+The delivery guarantee rests on the order of writes here:
+1. `plan()` commits, in one durable transaction, the decision and every outgoing message (with its
+   deterministic Message-ID) before anything is sent;
+2. each send is recorded (`sending` before a customer reply goes out, `sent` after the 250);
+3. the IMAP "processed" mark comes last (`marked()`).
+After a crash, `resume()` finds what was planned and not finished. Customer replies found in state
+`sending` are never sent again (at most once: a customer never gets the same auto-reply twice);
+forwards, escalations and tickets are sent again with the same Message-ID (at least once).
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from emailrouter.classify import Contact
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS messages (
+    key          TEXT PRIMARY KEY,        -- account|folder|uidvalidity|uid
+    account      TEXT NOT NULL,
+    folder       TEXT NOT NULL,
+    uidvalidity  INTEGER NOT NULL,
+    uid          INTEGER NOT NULL,
+    dedupe_id    TEXT NOT NULL,           -- Message-ID, or a hash of the bytes
+    outcome      TEXT NOT NULL,           -- planned | done | duplicate | failed
+    rule         TEXT,
+    decision     TEXT,                    -- JSON trace
+    error        TEXT,
+    received_at  TEXT NOT NULL,
+    finished_at  TEXT,
+    marked       INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS messages_dedupe ON messages (dedupe_id);
+CREATE INDEX IF NOT EXISTS messages_open ON messages (account, folder, outcome, marked);
+CREATE TABLE IF NOT EXISTS outbox (
+    id           INTEGER PRIMARY KEY,
+    msg_key      TEXT NOT NULL REFERENCES messages(key),
+    idx          INTEGER NOT NULL,
+    kind         TEXT NOT NULL,           -- forward | reply | escalate | ticket | failure
+    unit         TEXT,
+    mail_from    TEXT NOT NULL,
+    recipients   TEXT NOT NULL,           -- JSON list
+    message_id   TEXT NOT NULL UNIQUE,
+    raw          BLOB NOT NULL,
+    status       TEXT NOT NULL,           -- pending | sending | sent | failed | uncertain
+    attempts     INTEGER NOT NULL DEFAULT 0,
+    next_attempt TEXT NOT NULL,
+    created_at   TEXT NOT NULL,
+    sent_at      TEXT,
+    last_error   TEXT
+);
+CREATE INDEX IF NOT EXISTS outbox_due ON outbox (status, next_attempt);
+CREATE INDEX IF NOT EXISTS outbox_msg ON outbox (msg_key);
+CREATE TABLE IF NOT EXISTS checkpoints (
+    account      TEXT NOT NULL,
+    folder       TEXT NOT NULL,
+    uidvalidity  INTEGER NOT NULL,
+    last_uid     INTEGER NOT NULL,
+    PRIMARY KEY (account, folder)
+);
+CREATE TABLE IF NOT EXISTS contacts (
+    sender       TEXT NOT NULL,
+    at           TEXT NOT NULL,
+    intent       TEXT NOT NULL,
+    msg_key      TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS contacts_sender ON contacts (sender, at);
+"""
+
+FINAL = ("sent", "failed", "uncertain")
+
+
+def _iso(when: datetime) -> str:
+    return when.astimezone(UTC).isoformat(timespec="microseconds")
+
+
+@dataclass(frozen=True)
+class MessageKey:
+    account: str
+    folder: str
+    uidvalidity: int
+    uid: int
+
+    def __str__(self) -> str:
+        return f"{self.account}|{self.folder}|{self.uidvalidity}|{self.uid}"
+
+
+@dataclass(frozen=True)
+class PlannedSend:
+    """One outgoing message as committed to the outbox."""
+
+    kind: str
+    unit: str | None
+    mail_from: str
+    recipients: tuple[str, ...]
+    message_id: str
+    raw: bytes
+
+
+@dataclass(frozen=True)
+class OutboxEntry:
+    id: int
+    msg_key: str
+    kind: str
+    unit: str | None
+    mail_from: str
+    recipients: tuple[str, ...]
+    message_id: str
+    raw: bytes
+    status: str
+    attempts: int
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    uidvalidity: int
+    last_uid: int
+
+
+class Store:
+    """One SQLite database (WAL, synchronous=FULL: a commit is durable when it returns)."""
+
+    def __init__(self, path: Path | str) -> None:
+        if str(path) != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self._lock = threading.RLock()
+        self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False, timeout=30)
+        self._db.row_factory = sqlite3.Row
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.execute("PRAGMA foreign_keys=ON")
+        self._db.executescript(SCHEMA)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    def _query(self, sql: str, args: Sequence[Any] = ()) -> list[sqlite3.Row]:
+        with self._lock:
+            return self._db.execute(sql, args).fetchall()
+
+    # ------------------------------------------------------------------ checkpoints
+
+    def checkpoint(self, account: str, folder: str) -> Checkpoint | None:
+        rows = self._query(
+            "SELECT uidvalidity, last_uid FROM checkpoints WHERE account=? AND folder=?", (account, folder)
+        )
+        return Checkpoint(rows[0]["uidvalidity"], rows[0]["last_uid"]) if rows else None
+
+    def set_checkpoint(self, account: str, folder: str, uidvalidity: int, last_uid: int) -> None:
+        with self._tx() as db:
+            self._advance(db, account, folder, uidvalidity, last_uid, force=True)
+
+    @staticmethod
+    def _advance(
+        db: sqlite3.Connection, account: str, folder: str, uidvalidity: int, uid: int, force: bool = False
+    ) -> None:
+        if force:
+            db.execute("INSERT OR REPLACE INTO checkpoints VALUES (?,?,?,?)", (account, folder, uidvalidity, uid))
+            return
+        db.execute(
+            """INSERT INTO checkpoints VALUES (?,?,?,?)
+               ON CONFLICT(account, folder) DO UPDATE SET
+                 last_uid = CASE WHEN uidvalidity = excluded.uidvalidity
+                                 THEN max(last_uid, excluded.last_uid) ELSE excluded.last_uid END,
+                 uidvalidity = excluded.uidvalidity""",
+            (account, folder, uidvalidity, uid),
+        )
+
+    # ------------------------------------------------------------------ messages
+
+    def outcome(self, key: MessageKey) -> sqlite3.Row | None:
+        rows = self._query("SELECT * FROM messages WHERE key=?", (str(key),))
+        return rows[0] if rows else None
+
+    def first_with_dedupe_id(self, dedupe_id: str) -> str | None:
+        rows = self._query("SELECT key FROM messages WHERE dedupe_id=? ORDER BY rowid LIMIT 1", (dedupe_id,))
+        return str(rows[0]["key"]) if rows else None
+
+    def history(self, sender: str, since: datetime) -> list[Contact]:
+        rows = self._query(
+            "SELECT at, intent FROM contacts WHERE sender=? AND at>=? ORDER BY at", (sender.lower(), _iso(since))
+        )
+        return [Contact(datetime.fromisoformat(r["at"]), r["intent"]) for r in rows]
+
+    def plan(
+        self,
+        key: MessageKey,
+        dedupe_id: str,
+        rule: str,
+        decision: dict[str, Any],
+        sends: Sequence[PlannedSend],
+        now: datetime,
+        contact: tuple[str, str] | None,
+    ) -> None:
+        """Commit the decision and every outgoing message, durably, before anything is sent."""
+        at = _iso(now)
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO messages (key, account, folder, uidvalidity, uid, dedupe_id, outcome, rule, decision,"
+                " received_at) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                (
+                    str(key),
+                    key.account,
+                    key.folder,
+                    key.uidvalidity,
+                    key.uid,
+                    dedupe_id,
+                    "planned" if sends else "done",
+                    rule,
+                    json.dumps(decision, ensure_ascii=False),
+                    at,
+                ),
+            )
+            for i, send in enumerate(sends):
+                self._insert_send(db, str(key), i, send, at)
+            if contact is not None:
+                db.execute("INSERT INTO contacts VALUES (?,?,?,?)", (contact[0].lower(), at, contact[1], str(key)))
+            self._advance(db, key.account, key.folder, key.uidvalidity, key.uid)
+
+    @staticmethod
+    def _insert_send(db: sqlite3.Connection, key: str, idx: int, send: PlannedSend, at: str) -> None:
+        db.execute(
+            "INSERT OR IGNORE INTO outbox (msg_key, idx, kind, unit, mail_from, recipients, message_id, raw, status,"
+            " next_attempt, created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+            (
+                key,
+                idx,
+                send.kind,
+                send.unit,
+                send.mail_from,
+                json.dumps(list(send.recipients)),
+                send.message_id,
+                send.raw,
+                "pending",
+                at,
+                at,
+            ),
+        )
+
+    def record_outcome(
+        self,
+        key: MessageKey,
+        dedupe_id: str,
+        outcome: str,
+        now: datetime,
+        *,
+        error: str | None = None,
+        rule: str | None = None,
+    ) -> None:
+        """A mail that needs no sending (a duplicate, or one that failed before planning)."""
+        with self._tx() as db:
+            db.execute(
+                "INSERT OR IGNORE INTO messages (key, account, folder, uidvalidity, uid, dedupe_id, outcome, rule,"
+                " error, received_at, finished_at) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                (
+                    str(key),
+                    key.account,
+                    key.folder,
+                    key.uidvalidity,
+                    key.uid,
+                    dedupe_id,
+                    outcome,
+                    rule,
+                    error,
+                    _iso(now),
+                    _iso(now),
+                ),
+            )
+            self._advance(db, key.account, key.folder, key.uidvalidity, key.uid)
+
+    def add_send(self, msg_key: str, send: PlannedSend, now: datetime) -> None:
+        """An extra outgoing message for a planned mail (a failure notice to the human queue)."""
+        with self._tx() as db:
+            idx = db.execute("SELECT coalesce(max(idx), -1) + 1 FROM outbox WHERE msg_key=?", (msg_key,)).fetchone()[0]
+            self._insert_send(db, msg_key, idx, send, _iso(now))
+            db.execute("UPDATE messages SET outcome='planned' WHERE key=? AND outcome='done'", (msg_key,))
+
+    # ------------------------------------------------------------------ outbox
+
+    def _entries(self, where: str, args: Sequence[Any]) -> list[OutboxEntry]:
+        rows = self._query(f"SELECT * FROM outbox WHERE {where} ORDER BY id", args)
+        return [
+            OutboxEntry(
+                r["id"],
+                r["msg_key"],
+                r["kind"],
+                r["unit"],
+                r["mail_from"],
+                tuple(json.loads(r["recipients"])),
+                r["message_id"],
+                bytes(r["raw"]),
+                r["status"],
+                r["attempts"],
+                datetime.fromisoformat(r["created_at"]),
+            )
+            for r in rows
+        ]
+
+    def due(self, now: datetime, msg_key: str | None = None) -> list[OutboxEntry]:
+        """Entries to send now: pending and due (or all pending of one mail)."""
+        if msg_key is not None:
+            return self._entries("msg_key=? AND status='pending'", (msg_key,))
+        return self._entries("status='pending' AND next_attempt<=?", (_iso(now),))
+
+    def interrupted(self) -> list[OutboxEntry]:
+        """Entries caught in the middle of a send by a crash."""
+        return self._entries("status='sending'", ())
+
+    def mark_sending(self, entry_id: int) -> None:
+        with self._tx() as db:
+            db.execute("UPDATE outbox SET status='sending', attempts=attempts+1 WHERE id=?", (entry_id,))
+
+    def mark_sent(self, entry_id: int, now: datetime) -> None:
+        with self._tx() as db:
+            db.execute("UPDATE outbox SET status='sent', sent_at=?, last_error=NULL WHERE id=?", (_iso(now), entry_id))
+
+    def mark_retry(self, entry_id: int, error: str, next_attempt: datetime) -> None:
+        with self._tx() as db:
+            db.execute(
+                "UPDATE outbox SET status='pending', last_error=?, next_attempt=? WHERE id=?",
+                (error, _iso(next_attempt), entry_id),
+            )
+
+    def mark_failed(self, entry_id: int, error: str, status: str = "failed") -> None:
+        with self._tx() as db:
+            db.execute("UPDATE outbox SET status=?, last_error=? WHERE id=?", (status, error, entry_id))
+
+    def pending_count(self) -> int:
+        return int(self._query("SELECT count(*) FROM outbox WHERE status IN ('pending','sending')")[0][0])
+
+    # ------------------------------------------------------------------ finishing
+
+    def unfinished(self, account: str, folder: str) -> list[sqlite3.Row]:
+        """Mails of this mailbox whose processing is not yet marked on the server."""
+        return self._query(
+            "SELECT key, uidvalidity, uid, outcome FROM messages WHERE account=? AND folder=? AND marked=0"
+            " AND outcome IN ('planned','done','duplicate') ORDER BY uid",
+            (account, folder),
+        )
+
+    def settle(self, now: datetime) -> None:
+        """Planned mails whose every send is final become done."""
+        with self._tx() as db:
+            db.execute(
+                "UPDATE messages SET outcome='done', finished_at=? WHERE outcome='planned' AND NOT EXISTS"
+                " (SELECT 1 FROM outbox o WHERE o.msg_key=messages.key"
+                " AND o.status NOT IN ('sent','failed','uncertain'))",
+                (_iso(now),),
+            )
+
+    def marked(self, keys: Sequence[str]) -> None:
+        with self._tx() as db:
+            db.executemany("UPDATE messages SET marked=1 WHERE key=?", [(k,) for k in keys])
+
+    # ------------------------------------------------------------------ reports and housekeeping
+
+    def counts(self) -> dict[str, int]:
+        rows = self._query("SELECT outcome, count(*) AS n FROM messages GROUP BY outcome")
+        out = {r["outcome"]: int(r["n"]) for r in rows}
+        out["outbox_pending"] = self.pending_count()
+        return out
+
+    def prune(self, now: datetime, keep_days: int) -> int:
+        """Forget finished mail (and its sent outbox entries) older than keep_days."""
+        cutoff = _iso(now - timedelta(days=keep_days))
+        with self._tx() as db:
+            db.execute("DELETE FROM contacts WHERE at<?", (cutoff,))
+            old = "SELECT key FROM messages WHERE marked=1 AND outcome!='planned' AND received_at<?"
+            db.execute(f"DELETE FROM outbox WHERE msg_key IN ({old})", (cutoff,))
+            cur = db.execute("DELETE FROM messages WHERE marked=1 AND outcome!='planned' AND received_at<?", (cutoff,))
+            return int(cur.rowcount)
