@@ -30,6 +30,7 @@ from emailrouter.compose import compose_failure_notice
 from emailrouter.config import Config, load_config
 from emailrouter.errors import ConfigError, MailboxError, PermanentDeliveryError, TemporaryDeliveryError
 from emailrouter.explain import as_json
+from emailrouter.faults import crashpoint
 from emailrouter.imap import Fetched, ImapMailbox, watch_idle
 from emailrouter.model import Reply
 from emailrouter.pipeline import Routing, route
@@ -117,9 +118,12 @@ class Router:
         return conn, state.uidvalidity
 
     async def close(self) -> None:
+        """Log out of every mailbox and say QUIT to the relay."""
         for conn in self._imap.values():
             await asyncio.to_thread(conn.close)
         self._imap.clear()
+        if self.transport is not None:
+            await self.transport.close()
 
     async def poll_once(self, mailbox: MailboxConfig) -> PollReport:
         """One pass over one mailbox: finish what is settled, then take new mail."""
@@ -254,6 +258,7 @@ class Router:
             trace = as_json(routing, str(key), self.config.version)
             contact = (view.sender.address, routing.classification.intent) if view.sender else None
             self.store.plan(key, dedupe, routing.decision.rule, trace, sends, now, contact)
+            crashpoint("after-plan")
 
     @staticmethod
     def _row(routing: Routing, outcome: str) -> dict[str, Any]:
@@ -312,7 +317,9 @@ class Router:
             except PermanentDeliveryError as exc:
                 self._permanent(entry, str(exc))
                 return False
+            crashpoint("after-smtp-accepted")
             self.store.mark_sent(entry.id, self.clock())
+            crashpoint("after-send-recorded")
             log.info("sent", kind=entry.kind, to=list(entry.recipients))
             return True
 
@@ -535,8 +542,6 @@ class Service:
             await asyncio.wait(list(self._running.values()), timeout=60)
         watchdog.cancel()
         await self.router.close()
-        if self.router.transport is not None:
-            await self.router.transport.close()
         log.info("stopped", status=self.router.status())
         return 0
 

@@ -61,6 +61,7 @@ class ImapMailbox:
                 ssl_context=context,
                 timeout=SocketTimeout(connect=ep.timeout, read=ep.timeout),
             )
+            self.client = client  # from here on, close() closes it
             if ep.security == "starttls":
                 client.starttls(context)
             if cfg.oauth2 is not None:
@@ -72,7 +73,6 @@ class ImapMailbox:
             else:
                 assert cfg.password is not None
                 client.login(cfg.username, cfg.password.read())
-            self.client = client
             self.capabilities = frozenset(client.capabilities())
             if cfg.processed == "move" and not client.folder_exists(cfg.move_to):
                 client.create_folder(cfg.move_to)
