@@ -227,7 +227,7 @@ def read_settings(r: Reader, doc: LineDict, base: Path) -> Settings:
         endpoint = _endpoint(r, snode, "smtp", SMTP_PORTS, base)
         username = r.get(snode, "username", "smtp", str, required=False)
         password = _secret(r, snode, "password", "smtp", base)
-        if username and password is None:
+        if username and password is None and "password" not in snode:
             r.fail(snode, "username", "smtp.password", "username given without a password")
         smtp = SmtpConfig(endpoint, username, password) if endpoint else None
     state_node = r.get(doc, "state", "", LineDict, required=False) or LineDict()

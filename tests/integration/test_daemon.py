@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 from emailrouter.config import Config, load_config
-from emailrouter.daemon import PollReport, Router, make_router, run_once
+from emailrouter.daemon import PollReport, make_router, run_once
 from emailrouter.pipeline import route
 from emailrouter.sink import SmtpSink
 from tests.conftest import CONFIG_DIR, DATA, NOW, ROOT
@@ -261,7 +261,12 @@ def _run_cli(config: Path, *args: str, crash_at: str | None = None) -> subproces
         env["EMAILROUTER_CRASH_AT"] = crash_at
     return subprocess.run(
         [sys.executable, "-m", "emailrouter", "run", "--once", "-c", str(config), *args],
-        capture_output=True, text=True, timeout=120, env=env, cwd=ROOT, check=False,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+        cwd=ROOT,
+        check=False,
     )
 
 
@@ -295,3 +300,57 @@ def test_killed_process_resumes_without_loss_or_second_reply(
     assert all(len(v) == 1 for v in ids.values()), ids
     assert _run_cli(path).returncode == 0
     assert received_by_kind(sink) == got  # and a third run sends nothing
+
+
+def _wait(predicate: Any, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_daemon_idle_reload_and_sigterm(tmp_path: Path, dovecot: Dovecot, sink: SmtpSink) -> None:
+    """`emailrouter run`: IDLE brings new mail at once; a broken config on SIGHUP is rejected and the old one keeps
+    running; SIGTERM exits cleanly; every mail has exactly one JSON `decision` log line with its identity."""
+    import signal
+
+    path = write_config(tmp_path, dovecot, sink)
+    path.write_text(path.read_text().replace("    idle: false\n", "    idle: true\n    poll_interval: 600\n"))
+    log_file = tmp_path / "daemon.log"
+    with log_file.open("w") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "emailrouter", "run", "-c", str(path)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
+        )
+    try:
+        _wait(lambda: '"event": "imap_connected"' in log_file.read_text(), 20, "the first connection")
+        time.sleep(1.0)  # the IDLE watcher connects too
+        started = time.monotonic()
+        dovecot.append("router", "INBOX", (DATA / "dcs-fault-outlook-en.eml").read_bytes())
+        _wait(lambda: sink.count >= 2, 15, "the first mail at the sink")
+        latency = time.monotonic() - started
+        assert latency < 10, latency  # far below the 600 s poll interval: IDLE did it
+        rules = path.parent / "rules.yaml"
+        good = rules.read_text()
+        rules.write_text(good.replace("      - forward: dbs_unit", "      - forward: no_such_unit"))
+        proc.send_signal(signal.SIGHUP)
+        _wait(lambda: '"event": "reload_rejected"' in log_file.read_text(), 10, "the rejected reload")
+        dovecot.append("router", "INBOX", (DATA / "dcs-info-promo-yahoo-id.eml").read_bytes())
+        _wait(lambda: sink.count >= 4, 15, "the second mail at the sink (old config still running)")
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    lines = [line for line in log_file.read_text().splitlines() if line.startswith("{")]
+    events = [__import__("json").loads(line) for line in lines]
+    decisions = [e for e in events if e["event"] == "decision"]
+    assert len(decisions) == 2
+    assert all(e["mailbox"] == "jkt" and e["uid"] and e["message_id"] and e["rule"] for e in decisions)
+    assert any(e["event"] == "stopped" for e in events)
+    assert "no_such_unit" in next(e for e in events if e["event"] == "reload_rejected")["problems"][0]
