@@ -354,3 +354,19 @@ def test_daemon_idle_reload_and_sigterm(tmp_path: Path, dovecot: Dovecot, sink: 
     assert all(e["mailbox"] == "jkt" and e["uid"] and e["message_id"] and e["rule"] for e in decisions)
     assert any(e["event"] == "stopped" for e in events)
     assert "no_such_unit" in next(e for e in events if e["event"] == "reload_rejected")["problems"][0]
+
+
+def test_dry_run_sends_nothing_and_marks_nothing(tmp_path: Path, dovecot: Dovecot, sink: SmtpSink) -> None:
+    """`run --once --dry-run` decides and logs each mail but sends nothing, marks nothing and keeps no state."""
+    path = write_config(tmp_path, dovecot, sink)
+    for name in ONE_PER_RULE[:3]:
+        dovecot.append("router", "INBOX", (DATA / name).read_bytes())
+    done = _run_cli(path, "--dry-run")
+    assert done.returncode == 0, done.stderr
+    decisions = [line for line in done.stdout.splitlines() if '"event": "decision"' in line]
+    assert len(decisions) == 3 and all('"outcome": "dry-run"' in line for line in decisions)
+    assert sink.count == 0
+    assert not any(ROUTED in f or b"\\Seen" in f for f in dovecot.flags("router", "INBOX").values())
+    real = _run_cli(path)
+    assert real.returncode == 0
+    assert received_by_kind(sink) == planned_recipients(load_config(path), ONE_PER_RULE[:3])
