@@ -172,21 +172,23 @@ def _agent_message(case: Case, index: int, action: Action, c: Composer, unit: Un
     return msg
 
 
-def compose_forward(case: Case, index: int, action: Forward, c: Composer) -> EmailMessage:
+def compose_forward(case: Case, index: int, action: Forward, c: Composer) -> tuple[EmailMessage, str]:
     unit = c.units[action.unit]
-    msg = _agent_message(case, index, action, c, unit, f"{_tags(case)} {_subject(case.view)}")
+    subject = f"{_tags(case)} {_subject(case.view)}"
+    msg = _agent_message(case, index, action, c, unit, subject)
     headline = (
         f"emailrouter forwarded this customer mail to {unit.name['en']} "
         f"(rule {case.decision.rule}). Reply to this mail to answer the customer."
     )
     mime.mixed(msg, [mime.text_part(summary(case, c.units, headline)), mime.message_part(case.view.raw)])
-    return msg
+    return msg, subject
 
 
-def compose_escalation(case: Case, index: int, action: Escalate, c: Composer) -> EmailMessage:
+def compose_escalation(case: Case, index: int, action: Escalate, c: Composer) -> tuple[EmailMessage, str]:
     unit = c.units[action.unit]
     cls = case.classification
-    msg = _agent_message(case, index, action, c, unit, f"[ESCALATION]{_tags(case)} {_subject(case.view)}")
+    subject = f"[ESCALATION]{_tags(case)} {_subject(case.view)}"
+    msg = _agent_message(case, index, action, c, unit, subject)
     segment = case.segmentation.segment
     why = [
         f"ESCALATION (rule {case.decision.rule}): a {segment} customer mail is a hard complaint.",
@@ -199,7 +201,7 @@ def compose_escalation(case: Case, index: int, action: Escalate, c: Composer) ->
         why.append("The mail itself went to: " + ", ".join(handled) + ".")
     body = summary(case, c.units, "\n".join(why))
     mime.mixed(msg, [mime.text_part(body), mime.message_part(case.view.raw)])
-    return msg
+    return msg, subject
 
 
 def ticket_fields(case: Case) -> dict[str, object]:
@@ -222,7 +224,7 @@ def ticket_fields(case: Case) -> dict[str, object]:
     }
 
 
-def compose_ticket(case: Case, index: int, action: OpenTicket, c: Composer) -> EmailMessage:
+def compose_ticket(case: Case, index: int, action: OpenTicket, c: Composer) -> tuple[EmailMessage, str]:
     unit = c.units[action.unit]
     fields = ticket_fields(case)
     subject = f"[TICKET {case.decision.reference}]{_tags(case)} {_subject(case.view)}"
@@ -243,10 +245,10 @@ def compose_ticket(case: Case, index: int, action: OpenTicket, c: Composer) -> E
             mime.message_part(case.view.raw),
         ],
     )
-    return msg
+    return msg, subject
 
 
-def compose_reply(case: Case, index: int, action: Reply, c: Composer) -> EmailMessage:
+def compose_reply(case: Case, index: int, action: Reply, c: Composer) -> tuple[EmailMessage, str]:
     view = case.view
     to = _customer_address(case)
     assert view.sender is not None and to is not None  # compose() suppresses replies without a sender
@@ -272,7 +274,7 @@ def compose_reply(case: Case, index: int, action: Reply, c: Composer) -> EmailMe
     msg["X-EmailRouter-Reference"] = case.decision.reference
     msg["Content-Language"] = lang
     mime.single(msg, rendered.body)
-    return msg
+    return msg, rendered.subject
 
 
 def assert_safe_headers(msg: EmailMessage) -> None:
@@ -294,15 +296,18 @@ def compose(case: Case, composer: Composer) -> tuple[list[Outgoing], list[Suppre
             if case.view.sender is None:
                 suppressed.append(Suppressed(action, f"no usable sender address: {case.view.sender_problem}"))
                 continue
-            msg = compose_reply(case, index, action, composer)
-        elif isinstance(action, Forward):
-            msg = compose_forward(case, index, action, composer)
-        elif isinstance(action, Escalate):
-            msg = compose_escalation(case, index, action, composer)
+            msg, subject = compose_reply(case, index, action, composer)
+            to = case.view.sender.address
         else:
-            msg = compose_ticket(case, index, action, composer)
+            if isinstance(action, Forward):
+                msg, subject = compose_forward(case, index, action, composer)
+            elif isinstance(action, Escalate):
+                msg, subject = compose_escalation(case, index, action, composer)
+            else:
+                msg, subject = compose_ticket(case, index, action, composer)
+            to = composer.units[action.unit].address
         assert_safe_headers(msg)
-        out.append(Outgoing(action, msg))
+        out.append(Outgoing(action, msg, (to,), subject, message_id(case, index, action, composer.router)))
     return out, suppressed
 
 

@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import structlog
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
@@ -250,7 +250,7 @@ class Router:
                     unit=None if isinstance(o.action, Reply) else o.action.unit,
                     mail_from=self.config.router.address,
                     recipients=tuple(o.to),
-                    message_id=str(o.message["Message-ID"]),
+                    message_id=o.message_id,
                     raw=o.message.as_bytes(),
                 )
                 for o in routing.outgoing
@@ -288,16 +288,26 @@ class Router:
         """Send every due outbox entry. Returns how many were sent."""
         if self.transport is None or self.dry_run:
             return 0
-        sent = 0
-        for entry in self.store.due(self.clock()):
-            if self.stopping:
-                break
-            if await self._deliver(entry):
-                sent += 1
-        self.store.settle(self.clock())
-        return sent
+        to_record: list[int] = []  # forwards, escalations, tickets: recorded in one commit per flush
+        delivered = 0
+        try:
+            for entry in self.store.due(self.clock()):
+                if self.stopping:
+                    break
+                outcome = await self._deliver(entry)
+                delivered += outcome != "not-sent"
+                if outcome == "record":
+                    to_record.append(entry.id)
+        finally:
+            if to_record:
+                self.store.mark_sent(to_record, self.clock())
+                crashpoint("after-send-recorded")
+            self.store.settle(self.clock())
+        return delivered
 
-    async def _deliver(self, entry: OutboxEntry) -> bool:
+    async def _deliver(self, entry: OutboxEntry) -> Literal["record", "recorded", "not-sent"]:
+        """Send one entry. A reply is recorded here, around the send; anything else is left to the caller
+        to record in a batch ("record"): if we crash first, it goes out again with the same Message-ID."""
         assert self.transport is not None
         delivery = self.config.settings.delivery
         with structlog.contextvars.bound_contextvars(outbox_id=entry.id, message_id=entry.message_id):
@@ -311,17 +321,19 @@ class Router:
                     delay = backoff(entry.attempts + 1, delivery.retry_initial, delivery.retry_max)
                     self.store.mark_retry(entry.id, str(exc), now + timedelta(seconds=delay))
                     log.warning("send_deferred", kind=entry.kind, error=str(exc), retry_in=delay)
-                    return False
+                    return "not-sent"
                 self._permanent(entry, f"gave up after {delivery.give_up_after / 3600:g} h: {exc}")
-                return False
+                return "not-sent"
             except PermanentDeliveryError as exc:
                 self._permanent(entry, str(exc))
-                return False
+                return "not-sent"
             crashpoint("after-smtp-accepted")
-            self.store.mark_sent(entry.id, self.clock())
-            crashpoint("after-send-recorded")
             log.info("sent", kind=entry.kind, to=list(entry.recipients))
-            return True
+            if entry.kind != "reply":
+                return "record"
+            self.store.mark_sent([entry.id], self.clock())
+            crashpoint("after-send-recorded")
+            return "recorded"
 
     def _permanent(self, entry: OutboxEntry, error: str) -> None:
         """Recorded, and the human queue is told, so the mail does not vanish."""

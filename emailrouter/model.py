@@ -188,23 +188,19 @@ class Outgoing:
 
     action: Action
     message: EmailMessage = field(compare=False)
-
-    @property
-    def to(self) -> list[str]:
-        return [str(a.addr_spec) for a in self.message["To"].addresses]
-
-    @property
-    def subject(self) -> str:
-        return str(self.message["Subject"])
+    # what the headers say, kept as plain values: reading headers back means parsing them again
+    to: tuple[str, ...] = ()
+    subject: str = ""
+    message_id: str = ""
 
     def describe(self) -> dict[str, object]:
         unit = None if isinstance(self.action, Reply) else self.action.unit
         return {
             "type": self.action.type,
             "unit": unit,
-            "to": self.to,
+            "to": list(self.to),
             "subject": self.subject,
-            "message_id": str(self.message["Message-ID"]),
+            "message_id": self.message_id,
         }
 
 

@@ -334,9 +334,12 @@ class Store:
         with self._tx() as db:
             db.execute("UPDATE outbox SET status='sending', attempts=attempts+1 WHERE id=?", (entry_id,))
 
-    def mark_sent(self, entry_id: int, now: datetime) -> None:
+    def mark_sent(self, entry_ids: Sequence[int], now: datetime) -> None:
         with self._tx() as db:
-            db.execute("UPDATE outbox SET status='sent', sent_at=?, last_error=NULL WHERE id=?", (_iso(now), entry_id))
+            db.executemany(
+                "UPDATE outbox SET status='sent', sent_at=?, last_error=NULL WHERE id=?",
+                [(_iso(now), entry_id) for entry_id in entry_ids],
+            )
 
     def mark_retry(self, entry_id: int, error: str, next_attempt: datetime) -> None:
         with self._tx() as db:

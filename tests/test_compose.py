@@ -152,7 +152,7 @@ def test_no_reply_without_a_usable_sender(config: Config) -> None:
     routing = route(eml("Subject: internet mati", body="tolong"), config, NOW)
     assert routing.decision.rule == "open-catch-all-to-human-queue"
     assert [o.action.type for o in routing.outgoing] == ["forward"]
-    assert routing.outgoing[0].to == ["email-triage@cc.example.co.id"]
+    assert routing.outgoing[0].to == ("email-triage@cc.example.co.id",)
     assert "Reply-To" not in routing.outgoing[0].message
 
 
@@ -184,3 +184,13 @@ def test_header_guard_rejects_a_header_with_a_line_break() -> None:
     msg._headers.append(("X-Bad", "one\r\nBcc: x@evil.com"))  # bypass the policy on purpose
     with pytest.raises(ComposeError, match="X-Bad"):
         assert_safe_headers(msg)
+
+
+@pytest.mark.parametrize("raw", [HARD_DCS, DES_FAULT_EN])
+def test_plain_values_agree_with_the_headers(config: Config, raw: bytes) -> None:
+    """The recipients, subject and Message-ID an Outgoing carries are exactly what its headers say."""
+    for out in route(raw, config, NOW).outgoing:
+        msg = _reparse(out.message)
+        assert tuple(a.addr_spec for a in msg["To"].addresses) == out.to
+        assert str(msg["Subject"]) == out.subject
+        assert str(msg["Message-ID"]) == out.message_id

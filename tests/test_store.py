@@ -43,7 +43,7 @@ def test_planned_mail_settles_only_when_every_send_is_final(tmp_path: Path) -> N
     store = Store(tmp_path / "s.sqlite3")
     store.plan(KEY, "<m@x>", "r", {}, [_send("reply", 1), _send("forward", 2)], NOW, None)
     first, second = store.due(NOW)
-    store.mark_sent(first.id, NOW)
+    store.mark_sent([first.id], NOW)
     store.mark_retry(second.id, "451", NOW + timedelta(seconds=30))
     store.settle(NOW)
     assert store.outcome(KEY)["outcome"] == "planned"

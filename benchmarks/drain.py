@@ -1,0 +1,298 @@
+"""Drain a backlog from a real Dovecot INBOX to an SMTP sink in another process: router vs raw baseline.
+
+In one run:
+  (a) baseline: imapclient fetches every unread message in batches of 200 with BODY.PEEK[] and one
+      aiosmtplib connection re-sends each message as-is to the sink;
+  (b) `emailrouter run --once` drains the same backlog (same Dovecot, same sink);
+then prints messages/s for both (counting incoming messages), their ratio, and the router's peak
+RSS; and (c) with the daemon running under IDLE, mails appended at 10 msg/s: the time from APPEND
+to the first routed message at the sink, p50 and p95.
+
+Needs Dovecot (`.ci/setup` installs it as root). The sink is Postfix's smtp-sink when installed
+(`--sink postfix`, C, so that the sink is not the bottleneck), else emailrouter's own aiosmtpd sink.
+
+    .venv/bin/python benchmarks/drain.py [--count 5000] [--idle-seconds 20]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import random
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import aiosmtplib  # noqa: E402
+from imapclient import IMAPClient  # noqa: E402
+
+from emailrouter.sink import SmtpSink  # noqa: E402
+from tests.integration.dovecot import Dovecot, dovecot_available, make_base  # noqa: E402
+
+SENTENCES = [
+    "Selamat pagi, internet di rumah saya mati sejak kemarin malam.",
+    "min inet sy lemot bgt dr kmrn, udh restart modem tetap gk bisa.",
+    "Mau tanya harga paket 100 Mbps untuk kantor cabang kami?",
+    "Kami ingin pasang baru layanan internet di cabang Bandung.",
+    "Dear team, our dedicated link has been down since 07:00 this morning.",
+    "Sudah berkali-kali lapor tapi belum ada solusi, saya viralkan di medsos!!!",
+    "Mohon dapat ditindaklanjuti secepatnya karena kami bekerja dari rumah.",
+    "Please find the details of our site below for your reference.",
+]
+SENDERS = [
+    "budi.santoso@gmail.com",
+    "noc@it.pertamina.co.id",
+    "admin@kominfo.jakarta.go.id",
+    "owner@tokobungamelati.id",
+    "rina@yahoo.co.id",
+    "sinarjaya.printing@gmail.com",
+]
+
+
+def make_mail(rng: random.Random, i: int, subject: str | None = None) -> bytes:
+    """~35 KB on average: text plus an HTML alternative; 15% carry a 20-300 KB attachment."""
+    text = "\r\n".join(rng.choice(SENTENCES) for _ in range(rng.randint(20, 160)))
+    html = "<html><body>" + "".join(f"<p>{line}</p>" for line in text.split("\r\n")) + "</body></html>"
+    head = (
+        f"From: Customer {i} <{rng.choice(SENDERS)}>\r\nTo: cs@cc.example.co.id\r\n"
+        f"Subject: {subject or rng.choice(SENTENCES)[:50]}\r\nMessage-ID: <drain-{i}-{rng.random()}@bench>\r\n"
+        "Date: Mon, 23 Nov 2026 08:00:00 +0700\r\nMIME-Version: 1.0\r\n"
+    )
+    alt = (
+        'Content-Type: multipart/alternative; boundary="a"\r\n\r\n--a\r\nContent-Type: text/plain; charset=utf-8'
+        f"\r\n\r\n{text}\r\n--a\r\nContent-Type: text/html; charset=utf-8\r\n\r\n{html}\r\n--a--\r\n"
+    )
+    if rng.random() < 0.15:
+        import base64
+
+        payload = base64.encodebytes(rng.randbytes(rng.randint(20_000, 300_000))).decode().replace("\n", "\r\n")
+        body = (
+            'Content-Type: multipart/mixed; boundary="m"\r\n\r\n--m\r\n' + alt + "--m\r\n"
+            'Content-Type: application/pdf; name="scan.pdf"\r\nContent-Transfer-Encoding: base64\r\n'
+            'Content-Disposition: attachment; filename="scan.pdf"\r\n\r\n' + payload + "--m--\r\n"
+        )
+    else:
+        body = alt
+    return (head + body).encode()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class ExternalSink:
+    """A sink in another process: Postfix's smtp-sink, or `python -m emailrouter.sink --count-only`."""
+
+    def __init__(self, kind: str, workdir: Path) -> None:
+        self.port = free_port()
+        self.kind = kind
+        self.stats = workdir / "sink-count"
+        if kind == "postfix":
+            cmd = [shutil.which("smtp-sink") or "smtp-sink", "-c", "-u", "mail", f"127.0.0.1:{self.port}", "256"]
+        else:
+            cmd = [
+                sys.executable,
+                "-m",
+                "emailrouter.sink",
+                "--port",
+                str(self.port),
+                "--count-only",
+                "--stats-file",
+                str(self.stats),
+            ]
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", self.port)) == 0:
+                    return
+            time.sleep(0.05)
+        raise RuntimeError(f"{kind} sink did not start")
+
+    def stop(self) -> None:
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+async def baseline(dovecot: Dovecot, sink_port: int) -> tuple[int, float]:
+    started = time.perf_counter()
+
+    def fetch_all() -> list[bytes]:
+        client = IMAPClient("127.0.0.1", port=dovecot.port, ssl=False)
+        client.login("router", dovecot.users["router"])
+        client.select_folder("INBOX")
+        uids = client.search(["UNSEEN"])
+        out = []
+        for i in range(0, len(uids), 200):
+            for item in client.fetch(uids[i : i + 200], ["BODY.PEEK[]"]).values():
+                out.append(item[b"BODY[]"])
+        client.logout()
+        return out
+
+    # fetch batch by batch and send as we go, like the router does
+    messages = await asyncio.to_thread(fetch_all)
+    smtp = aiosmtplib.SMTP(hostname="127.0.0.1", port=sink_port, start_tls=False)
+    await smtp.connect()
+    for raw in messages:
+        await smtp.sendmail("bench@example.com", ["sink@example.com"], raw)
+    await smtp.quit()
+    return len(messages), time.perf_counter() - started
+
+
+def write_config(workdir: Path, dovecot: Dovecot, sink_port: int, idle: bool) -> Path:
+    target = workdir / "config"
+    if not target.exists():
+        shutil.copytree(ROOT / "config", target, ignore=shutil.ignore_patterns("samples", "tests"))
+    (workdir / "imap-password").write_text(dovecot.users["router"] + "\n")
+    main = target / "emailrouter.yaml"
+    main.write_text(
+        (ROOT / "config" / "emailrouter.yaml").read_text()
+        + f"""
+mailboxes:
+  - name: bench
+    host: 127.0.0.1
+    port: {dovecot.port}
+    security: plain
+    username: router
+    password: {{file: {workdir / "imap-password"}}}
+    idle: {"true" if idle else "false"}
+    poll_interval: 600
+smtp:
+  host: 127.0.0.1
+  port: {sink_port}
+  security: plain
+state:
+  path: {workdir / ("idle.sqlite3" if idle else "drain.sqlite3")}
+"""
+    )
+    return main
+
+
+def run_router_once(config: Path) -> tuple[float, int, int]:
+    """Wall seconds, exit status and peak RSS (KiB) of `emailrouter run --once`."""
+    started = time.perf_counter()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "emailrouter", "run", "--once", "--log-level", "warning", "-c", str(config)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        cwd=ROOT,
+    )
+    _, status, usage = os.wait4(proc.pid, 0)
+    return time.perf_counter() - started, os.waitstatus_to_exitcode(status), usage.ru_maxrss
+
+
+def idle_latency(workdir: Path, dovecot: Dovecot, seconds: float, rate: float) -> list[float]:
+    """Append at `rate` msg/s for `seconds` with the daemon under IDLE; APPEND -> first routed message at the sink."""
+    dovecot.delete_all("router", "INBOX")
+    with SmtpSink() as sink:
+        config = write_config(workdir, dovecot, sink.port, idle=True)
+        daemon = subprocess.Popen(
+            [sys.executable, "-m", "emailrouter", "run", "--log-level", "warning", "-c", str(config)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            cwd=ROOT,
+        )
+        try:
+            time.sleep(3)  # connect and enter IDLE
+            rng = random.Random(7)
+            appended: dict[str, float] = {}
+            client = dovecot.client()
+            count = int(seconds * rate)
+            start = time.monotonic()
+            for i in range(count):
+                token = f"bench-token-{i:05d}"
+                raw = make_mail(rng, 100_000 + i, subject=f"Internet mati {token}")
+                time.sleep(max(0.0, start + i / rate - time.monotonic()))
+                appended[token] = time.time()
+                client.append("INBOX", raw)
+            client.logout()
+            deadline = time.monotonic() + 30
+            arrived: dict[str, float] = {}
+            while time.monotonic() < deadline and len(arrived) < count:
+                for r in sink.received:
+                    head = r.data[:4000].decode("utf-8", "replace")
+                    for token in appended:
+                        if token not in arrived and token in head:
+                            arrived[token] = r.when
+                time.sleep(0.2)
+        finally:
+            daemon.send_signal(signal.SIGTERM)
+            daemon.wait(timeout=60)
+    return sorted(arrived[t] - appended[t] for t in arrived)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--count", type=int, default=5000)
+    parser.add_argument(
+        "--sink", choices=["postfix", "python"], default="postfix" if shutil.which("smtp-sink") else "python"
+    )
+    parser.add_argument("--idle-seconds", type=float, default=20.0)
+    parser.add_argument("--seed", type=int, default=2026)
+    args = parser.parse_args()
+    if (reason := dovecot_available()) is not None:
+        print(f"cannot run: {reason}", file=sys.stderr)
+        return 2
+    base = make_base("emailrouter-drain-")
+    workdir = Path(tempfile.mkdtemp(prefix="emailrouter-drain-work-"))
+    rng = random.Random(args.seed)
+    with Dovecot(base) as dovecot:
+        client = dovecot.client()
+        total = 0
+        for i in range(args.count):
+            raw = make_mail(rng, i)
+            total += len(raw)
+            client.append("INBOX", raw)
+        client.logout()
+        print(
+            f"backlog: {args.count} mails, average {total / args.count / 1024:.1f} KB, in Dovecot {dovecot.port}; "
+            f"sink: {args.sink} (another process)"
+        )
+        sink = ExternalSink(args.sink, workdir)
+        try:
+            n, base_s = asyncio.run(baseline(dovecot, sink.port))
+            config = write_config(workdir, dovecot, sink.port, idle=False)
+            router_s, status, rss_kib = run_router_once(config)
+        finally:
+            sink.stop()
+        routed = len(dovecot.uids("router", "INBOX", ["KEYWORD", "$Routed"]))
+        base_rate, router_rate = n / base_s, routed / router_s
+        print(f"baseline (fetch + re-send as-is): {n} msgs in {base_s:.1f} s = {base_rate:.0f} msg/s")
+        print(
+            f"emailrouter run --once:           {routed} msgs in {router_s:.1f} s = {router_rate:.0f} msg/s "
+            f"(exit {status}; every mail planned, sent and marked)"
+        )
+        print(f"ratio router/baseline: {router_rate / base_rate:.2f} (target >= 0.6)")
+        print(f"router peak RSS: {rss_kib / 1024:.0f} MB (target <= 150 MB)")
+        if args.idle_seconds > 0:
+            lat = idle_latency(workdir, dovecot, args.idle_seconds, 10.0)
+            if lat:
+                p95 = lat[min(len(lat) - 1, int(0.95 * len(lat)))]
+                print(
+                    f"IDLE at 10 msg/s for {args.idle_seconds:g} s: {len(lat)} delivered, latency p50 "
+                    f"{statistics.median(lat):.2f} s, p95 {p95:.2f} s (target p95 <= 2 s)"
+                )
+            else:
+                print("IDLE: nothing arrived")
+    shutil.rmtree(base, ignore_errors=True)
+    shutil.rmtree(workdir, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
