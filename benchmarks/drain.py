@@ -183,8 +183,8 @@ state:
     return main
 
 
-def run_router_once(config: Path) -> tuple[float, int, int]:
-    """Wall seconds, exit status and peak RSS (KiB) of `emailrouter run --once`."""
+def run_router_once(config: Path) -> tuple[float, int, int, float]:
+    """Wall seconds, exit status, peak RSS (KiB) and CPU seconds of `emailrouter run --once`."""
     started = time.perf_counter()
     proc = subprocess.Popen(
         [sys.executable, "-m", "emailrouter", "run", "--once", "--log-level", "warning", "-c", str(config)],
@@ -193,7 +193,15 @@ def run_router_once(config: Path) -> tuple[float, int, int]:
         cwd=ROOT,
     )
     _, status, usage = os.wait4(proc.pid, 0)
-    return time.perf_counter() - started, os.waitstatus_to_exitcode(status), usage.ru_maxrss
+    cpu = usage.ru_utime + usage.ru_stime
+    return time.perf_counter() - started, os.waitstatus_to_exitcode(status), usage.ru_maxrss, cpu
+
+
+def router_sends(workdir: Path) -> int:
+    import sqlite3
+
+    with sqlite3.connect(workdir / "drain.sqlite3") as db:
+        return int(db.execute("SELECT count(*) FROM outbox WHERE status='sent'").fetchone()[0])
 
 
 def idle_latency(workdir: Path, dovecot: Dovecot, seconds: float, rate: float) -> list[float]:
@@ -267,15 +275,17 @@ def main() -> int:
         try:
             n, base_s = asyncio.run(baseline(dovecot, sink.port))
             config = write_config(workdir, dovecot, sink.port, idle=False)
-            router_s, status, rss_kib = run_router_once(config)
+            router_s, status, rss_kib, cpu_s = run_router_once(config)
         finally:
             sink.stop()
         routed = len(dovecot.uids("router", "INBOX", ["KEYWORD", "$Routed"]))
+        sent_per_mail = router_sends(workdir) / max(routed, 1)
         base_rate, router_rate = n / base_s, routed / router_s
         print(f"baseline (fetch + re-send as-is): {n} msgs in {base_s:.1f} s = {base_rate:.0f} msg/s")
         print(
             f"emailrouter run --once:           {routed} msgs in {router_s:.1f} s = {router_rate:.0f} msg/s "
-            f"(exit {status}; every mail planned, sent and marked)"
+            f"(exit {status}; CPU {cpu_s / max(routed, 1) * 1000:.1f} ms per mail; {sent_per_mail:.1f} mails sent per "
+            "mail in)"
         )
         print(f"ratio router/baseline: {router_rate / base_rate:.2f} (target >= 0.6)")
         print(f"router peak RSS: {rss_kib / 1024:.0f} MB (target <= 150 MB)")

@@ -37,9 +37,13 @@ from emailrouter.pipeline import Routing, route
 from emailrouter.sdnotify import Notifier
 from emailrouter.settings import MailboxConfig
 from emailrouter.smtp import SmtpTransport
-from emailrouter.store import MessageKey, OutboxEntry, PlannedSend, Store
+from emailrouter.store import MessageKey, OutboxEntry, Plan, PlannedSend, Store
 
 log = structlog.get_logger(__name__)
+# Plans are committed together, at most this many (or this many bytes of outgoing mail) at a time:
+# one fsync for many mails, and the memory held before the commit stays bounded.
+PLAN_BATCH = 50
+PLAN_BATCH_BYTES = 8 * 1024 * 1024
 
 
 class Transport(Protocol):
@@ -140,11 +144,18 @@ class Router:
                 batch = uids[start : start + mailbox.batch_size]
                 fetched = await asyncio.to_thread(conn.fetch, batch)
                 report.fetched += len(fetched)
+                plans: list[Plan] = []
+                pending: set[str] = set()
                 for uid in batch:
                     if self.should_stop():
                         break  # SIGTERM: the message in hand was finished; the rest waits
-                    if uid in fetched:
-                        await self._process(mailbox, uidvalidity, fetched[uid], report)
+                    if uid in fetched and (plan := self._process(mailbox, uidvalidity, fetched[uid], report, pending)):
+                        plans.append(plan)
+                        if len(plans) >= PLAN_BATCH or sum(p.size for p in plans) >= PLAN_BATCH_BYTES:
+                            self._commit(plans)
+                            pending.clear()
+                            await asyncio.sleep(0)  # let signals and IDLE wake-ups in
+                self._commit(plans)
                 if not self.dry_run:
                     await self.flush_outbox()
                     await self._finish(mailbox, conn, uidvalidity, report)
@@ -200,11 +211,15 @@ class Router:
 
     # ------------------------------------------------------------------ one mail
 
-    async def _process(self, mailbox: MailboxConfig, uidvalidity: int, fetched: Fetched, report: PollReport) -> None:
+    def _process(
+        self, mailbox: MailboxConfig, uidvalidity: int, fetched: Fetched, report: PollReport, pending: set[str]
+    ) -> Plan | None:
+        """Decide one mail; the plan it returns is committed (with others of its batch) before any send.
+        `pending` holds the dedupe ids of plans not committed yet."""
         key = MessageKey(mailbox.account, mailbox.folder, uidvalidity, fetched.uid)
         with structlog.contextvars.bound_contextvars(mailbox=mailbox.name, uid=fetched.uid):
             if self.store.outcome(key) is not None:
-                return  # already planned: the outbox and _finish take it from here
+                return None  # already planned: the outbox and _finish take it from here
             now = self.clock()
             try:
                 routing = route(fetched.raw, self.config, now, self.store.history)
@@ -214,18 +229,18 @@ class Router:
                 report.failed += 1
                 if not self.dry_run:
                     self.store.record_outcome(key, dedupe, "failed", now, error=f"{type(exc).__name__}: {exc}")
-                return
+                return None
             view = routing.view
             dedupe = view.message_id or "sha256:" + hashlib.sha256(fetched.raw).hexdigest()
             structlog.contextvars.bind_contextvars(message_id=view.message_id)
-            first = self.store.first_with_dedupe_id(dedupe)
+            first = "this batch" if dedupe in pending else self.store.first_with_dedupe_id(dedupe)
             if first is not None:
                 log.info("decision", outcome="duplicate", first=first)
                 report.duplicates += 1
                 report.rows.append(self._row(routing, "duplicate"))
                 if not self.dry_run:
                     self.store.record_outcome(key, dedupe, "duplicate", now, rule=None)
-                return
+                return None
             log.info(
                 "decision",
                 outcome="dry-run" if self.dry_run else "planned",
@@ -243,7 +258,7 @@ class Router:
             report.rows.append(self._row(routing, "dry-run" if self.dry_run else "planned"))
             report.planned += 1
             if self.dry_run:
-                return
+                return None
             sends = [
                 PlannedSend(
                     kind=o.action.type,
@@ -257,7 +272,14 @@ class Router:
             ]
             trace = as_json(routing, str(key), self.config.version)
             contact = (view.sender.address, routing.classification.intent) if view.sender else None
-            self.store.plan(key, dedupe, routing.decision.rule, trace, sends, now, contact)
+            pending.add(dedupe)
+            return Plan(key, dedupe, routing.decision.rule, trace, sends, now, contact)
+
+    def _commit(self, plans: list[Plan]) -> None:
+        """The plan commit: durable before anything of these mails is sent."""
+        if plans:
+            self.store.plan(plans)
+            plans.clear()
             crashpoint("after-plan")
 
     @staticmethod

@@ -18,8 +18,12 @@ Three changes to stock pymap 0.36.7, all so the demo behaves like a real server:
   demo flaky. (pymap's own connection callback also starts each connection as an untracked task; serving
   connections here lets shutdown close them.)
 
-Passwords are kept in clear text in the maildir's `pymap-etc-shadow` (this is a throwaway demo account);
-the server is single-process and does its (small) file work on the event loop.
+What pymap offers (after login): IDLE, MOVE, UIDPLUS, MULTIAPPEND, BINARY, CHILDREN, OBJECTID. Two limits
+of pymap itself remain: COPY in the maildir backend stores an empty message (so route with MOVE), and an
+IDLE client hears of changes made by other connections only about once a second (pymap polls).
+
+Passwords are kept in clear text in `root/pymap-etc-shadow` (this is a throwaway demo account); the server
+does its (small) file work on the event loop.
 """
 
 from __future__ import annotations

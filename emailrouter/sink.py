@@ -147,7 +147,6 @@ class _Handler:
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         """Reply to the end of DATA as scripted; only an accepted message is recorded."""
         behaviour = self._behaviours.pop(envelope, "ok")
-        transport = server.transport
         if behaviour == "451":
             return "451 4.3.0 Temporary failure (scripted)"
         if behaviour == "550":
@@ -157,8 +156,8 @@ class _Handler:
                 # Reply here rather than by returning, so the connection closes before aiosmtpd can read any
                 # command the client pipelined after the data.
                 await server.push("421 4.3.2 Service shutting down (scripted)")
-            if transport is not None:
-                transport.close()
+            if server.transport is not None:
+                server.transport.close()
             # aiosmtpd cancels this coroutine when it sees the connection go (connection_lost).
             await asyncio.get_running_loop().create_future()
         content = envelope.original_content or b""

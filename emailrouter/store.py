@@ -108,6 +108,23 @@ class PlannedSend:
 
 
 @dataclass(frozen=True)
+class Plan:
+    """What was decided for one mail: committed before anything is sent."""
+
+    key: MessageKey
+    dedupe_id: str
+    rule: str
+    decision: dict[str, Any]
+    sends: Sequence[PlannedSend]
+    now: datetime
+    contact: tuple[str, str] | None  # (sender, intent) for the history
+
+    @property
+    def size(self) -> int:
+        return sum(len(s.raw) for s in self.sends)
+
+
+@dataclass(frozen=True)
 class OutboxEntry:
     id: int
     msg_key: str
@@ -129,7 +146,7 @@ class Checkpoint:
 
 
 class Store:
-    """One SQLite database (WAL, synchronous=FULL: a commit is durable when it returns)."""
+    """One SQLite database in WAL mode; plans and reply sends are committed with fsync (see `_tx`)."""
 
     def __init__(self, path: Path | str) -> None:
         if str(path) != ":memory:":
@@ -139,7 +156,7 @@ class Store:
         self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False, timeout=30)
         self._db.row_factory = sqlite3.Row
         self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.execute("PRAGMA synchronous=NORMAL")  # FULL for the writes that must survive power loss
         self._db.execute("PRAGMA foreign_keys=ON")
         self._db.executescript(SCHEMA)
 
@@ -148,15 +165,23 @@ class Store:
             self._db.close()
 
     @contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
+    def _tx(self, durable: bool = False) -> Iterator[sqlite3.Connection]:
+        """A write transaction. `durable`: fsync before returning (plans, and replies about to be sent);
+        otherwise a commit survives a crash of the process but maybe not of the machine."""
         with self._lock:
+            if durable:
+                self._db.execute("PRAGMA synchronous=FULL")
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 yield self._db
             except BaseException:
                 self._db.execute("ROLLBACK")
+                if durable:
+                    self._db.execute("PRAGMA synchronous=NORMAL")
                 raise
             self._db.execute("COMMIT")
+            if durable:
+                self._db.execute("PRAGMA synchronous=NORMAL")
 
     def _query(self, sql: str, args: Sequence[Any] = ()) -> list[sqlite3.Row]:
         with self._lock:
@@ -206,40 +231,34 @@ class Store:
         )
         return [Contact(datetime.fromisoformat(r["at"]), r["intent"]) for r in rows]
 
-    def plan(
-        self,
-        key: MessageKey,
-        dedupe_id: str,
-        rule: str,
-        decision: dict[str, Any],
-        sends: Sequence[PlannedSend],
-        now: datetime,
-        contact: tuple[str, str] | None,
-    ) -> None:
-        """Commit the decision and every outgoing message, durably, before anything is sent."""
-        at = _iso(now)
-        with self._tx() as db:
-            db.execute(
-                "INSERT INTO messages (key, account, folder, uidvalidity, uid, dedupe_id, outcome, rule, decision,"
-                " received_at) VALUES (?,?,?,?,?,?,?,?,?,?)",
-                (
-                    str(key),
-                    key.account,
-                    key.folder,
-                    key.uidvalidity,
-                    key.uid,
-                    dedupe_id,
-                    "planned" if sends else "done",
-                    rule,
-                    json.dumps(decision, ensure_ascii=False),
-                    at,
-                ),
-            )
-            for i, send in enumerate(sends):
-                self._insert_send(db, str(key), i, send, at)
-            if contact is not None:
-                db.execute("INSERT INTO contacts VALUES (?,?,?,?)", (contact[0].lower(), at, contact[1], str(key)))
-            self._advance(db, key.account, key.folder, key.uidvalidity, key.uid)
+    def plan(self, plans: Sequence[Plan]) -> None:
+        """Commit decisions and every outgoing message, durably (fsync), before anything is sent."""
+        with self._tx(durable=True) as db:
+            for p in plans:
+                at = _iso(p.now)
+                db.execute(
+                    "INSERT INTO messages (key, account, folder, uidvalidity, uid, dedupe_id, outcome, rule, decision,"
+                    " received_at) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                    (
+                        str(p.key),
+                        p.key.account,
+                        p.key.folder,
+                        p.key.uidvalidity,
+                        p.key.uid,
+                        p.dedupe_id,
+                        "planned" if p.sends else "done",
+                        p.rule,
+                        json.dumps(p.decision, ensure_ascii=False),
+                        at,
+                    ),
+                )
+                for n, send in enumerate(p.sends):
+                    self._insert_send(db, str(p.key), n, send, at)
+                if p.contact is not None:
+                    db.execute(
+                        "INSERT INTO contacts VALUES (?,?,?,?)", (p.contact[0].lower(), at, p.contact[1], str(p.key))
+                    )
+                self._advance(db, p.key.account, p.key.folder, p.key.uidvalidity, p.key.uid)
 
     @staticmethod
     def _insert_send(db: sqlite3.Connection, key: str, idx: int, send: PlannedSend, at: str) -> None:
@@ -331,7 +350,7 @@ class Store:
         return self._entries("status='sending'", ())
 
     def mark_sending(self, entry_id: int) -> None:
-        with self._tx() as db:
+        with self._tx(durable=True) as db:
             db.execute("UPDATE outbox SET status='sending', attempts=attempts+1 WHERE id=?", (entry_id,))
 
     def mark_sent(self, entry_ids: Sequence[int], now: datetime) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 from pathlib import Path
 
-from emailrouter.store import MessageKey, PlannedSend, Store
+from emailrouter.store import MessageKey, Plan, PlannedSend, Store
 from tests.conftest import NOW
 
 KEY = MessageKey("router@imap:993", "INBOX", 7, 42)
@@ -20,15 +20,8 @@ def _send(kind: str, n: int) -> PlannedSend:
 def test_plan_is_visible_after_reopening(tmp_path: Path) -> None:
     """A committed plan (decision, outbox, contact, checkpoint) survives closing and reopening the database."""
     store = Store(tmp_path / "s.sqlite3")
-    store.plan(
-        KEY,
-        "<m@x>",
-        "rule-1",
-        {"rule": "rule-1"},
-        [_send("reply", 1), _send("forward", 2)],
-        NOW,
-        ("budi@x.id", "fault"),
-    )
+    sends = [_send("reply", 1), _send("forward", 2)]
+    store.plan([Plan(KEY, "<m@x>", "rule-1", {"rule": "rule-1"}, sends, NOW, ("budi@x.id", "fault"))])
     store.close()
     store = Store(tmp_path / "s.sqlite3")
     assert store.outcome(KEY)["outcome"] == "planned"
@@ -41,7 +34,7 @@ def test_plan_is_visible_after_reopening(tmp_path: Path) -> None:
 def test_planned_mail_settles_only_when_every_send_is_final(tmp_path: Path) -> None:
     """A mail is done only when all its sends are sent or failed; until then it is not marked."""
     store = Store(tmp_path / "s.sqlite3")
-    store.plan(KEY, "<m@x>", "r", {}, [_send("reply", 1), _send("forward", 2)], NOW, None)
+    store.plan([Plan(KEY, "<m@x>", "r", {}, [_send("reply", 1), _send("forward", 2)], NOW, None)])
     first, second = store.due(NOW)
     store.mark_sent([first.id], NOW)
     store.mark_retry(second.id, "451", NOW + timedelta(seconds=30))
@@ -60,7 +53,7 @@ def test_planned_mail_settles_only_when_every_send_is_final(tmp_path: Path) -> N
 def test_sends_caught_mid_way_are_reported_as_interrupted(tmp_path: Path) -> None:
     """A reply marked `sending` before a crash is found again on restart (the daemon never resends it)."""
     store = Store(tmp_path / "s.sqlite3")
-    store.plan(KEY, "<m@x>", "r", {}, [_send("reply", 1)], NOW, None)
+    store.plan([Plan(KEY, "<m@x>", "r", {}, [_send("reply", 1)], NOW, None)])
     (entry,) = store.due(NOW)
     store.mark_sending(entry.id)
     store.close()
@@ -86,7 +79,7 @@ def test_prune_forgets_old_finished_mail_only(tmp_path: Path) -> None:
     old = MessageKey("a", "INBOX", 1, 1)
     store.record_outcome(old, "<old>", "duplicate", NOW - timedelta(days=100))
     store.marked([str(old)])
-    store.plan(KEY, "<m@x>", "r", {}, [_send("forward", 1)], NOW - timedelta(days=100), None)
+    store.plan([Plan(KEY, "<m@x>", "r", {}, [_send("forward", 1)], NOW - timedelta(days=100), None)])
     assert store.prune(NOW, keep_days=90) == 1
     assert store.outcome(old) is None
     assert store.outcome(KEY) is not None  # still planned: never pruned
