@@ -61,7 +61,7 @@ SENDERS = [
 
 def make_mail(rng: random.Random, i: int, subject: str | None = None) -> bytes:
     """~35 KB on average: text plus an HTML alternative; 15% carry a 20-300 KB attachment."""
-    text = "\r\n".join(rng.choice(SENTENCES) for _ in range(rng.randint(20, 160)))
+    text = "\r\n".join(rng.choice(SENTENCES) for _ in range(rng.randint(5, 40)))
     html = "<html><body>" + "".join(f"<p>{line}</p>" for line in text.split("\r\n")) + "</body></html>"
     head = (
         f"From: Customer {i} <{rng.choice(SENDERS)}>\r\nTo: cs@cc.example.co.id\r\n"
