@@ -31,6 +31,7 @@ import socket
 import stat
 import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -151,7 +152,7 @@ class Dovecot:
             stderr = self.stderr_path.open("ab")
             try:
                 self._proc = subprocess.Popen(
-                    [binary, "-F", "-c", str(self.config_path)],
+                    [*_die_with_parent(), binary, "-F", "-c", str(self.config_path)],
                     stdin=subprocess.DEVNULL,
                     stdout=stderr,
                     stderr=stderr,
@@ -450,6 +451,18 @@ service imap-login {{
             if tail:
                 parts.append(f"--- {path} (tail) ---\n{tail}")
         return "\n".join(parts) or "(dovecot wrote no log)"
+
+
+def _die_with_parent() -> list[str]:
+    """A command prefix making Dovecot get SIGTERM should this process die without stop() (say, `timeout`).
+
+    The parent-death signal fires when the *thread* that started the child ends, so it is only used from the
+    main thread (which lives as long as the process). Needs util-linux's setpriv, which then execs dovecot.
+    """
+    setpriv = shutil.which("setpriv")
+    if setpriv is None or threading.current_thread() is not threading.main_thread():
+        return []
+    return [setpriv, "--pdeathsig", "TERM", "--"]
 
 
 def _signal_group(pgid: int, signum: int) -> None:

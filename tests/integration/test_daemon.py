@@ -187,9 +187,9 @@ def test_same_mail_in_two_mailboxes_is_handled_once(tmp_path: Path, dovecot: Dov
     """The same Message-ID reaching a second polled mailbox is recorded as a duplicate and not routed again."""
     path = write_config(tmp_path, dovecot, sink)
     text = path.read_text()
-    second = text.split("mailboxes:\n", 1)[1].split("smtp:", 1)[0].replace("name: jkt", "name: bdg")
+    second = text.split("\nmailboxes:\n", 1)[1].split("\nsmtp:", 1)[0].replace("name: jkt", "name: bdg") + "\n"
     second = second.replace("username: router", "username: other")
-    path.write_text(text.replace("smtp:\n", second + "smtp:\n", 1))
+    path.write_text(text.replace("\nsmtp:\n", "\n" + second + "smtp:\n", 1))
     (tmp_path / "imap-password").write_text(dovecot.users["router"] + "\n")
     assert dovecot.users["router"] == dovecot.users["other"]
     raw = (DATA / "dcs-fault-outlook-en.eml").read_bytes()
@@ -243,10 +243,10 @@ def test_mailbox_failure_is_reported_and_does_not_stop_others(tmp_path: Path, do
     """A mailbox with a wrong password fails (exit 1) while the other mailbox is still processed."""
     path = write_config(tmp_path, dovecot, sink)
     text = path.read_text()
-    bad = text.split("mailboxes:\n", 1)[1].split("smtp:", 1)[0].replace("name: jkt", "name: broken")
+    bad = text.split("\nmailboxes:\n", 1)[1].split("\nsmtp:", 1)[0].replace("name: jkt", "name: broken") + "\n"
     bad = bad.replace(str(tmp_path / "imap-password"), str(tmp_path / "wrong-password"))
     (tmp_path / "wrong-password").write_text("not-the-password\n")
-    path.write_text(text.replace("mailboxes:\n", "mailboxes:\n" + bad, 1))
+    path.write_text(text.replace("\nmailboxes:\n", "\nmailboxes:\n" + bad, 1))
     dovecot.append("router", "INBOX", (DATA / "dcs-fault-outlook-en.eml").read_bytes())
     status, reports = once(load_config(path))
     assert status == 1
