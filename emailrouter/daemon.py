@@ -26,6 +26,7 @@ from typing import Any, Literal, Protocol
 import structlog
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
+from emailrouter.classify import Contact
 from emailrouter.compose import compose_failure_notice
 from emailrouter.config import Config, load_config
 from emailrouter.errors import ConfigError, MailboxError, PermanentDeliveryError, TemporaryDeliveryError
@@ -145,15 +146,13 @@ class Router:
                 fetched = await asyncio.to_thread(conn.fetch, batch)
                 report.fetched += len(fetched)
                 plans: list[Plan] = []
-                pending: set[str] = set()
                 for uid in batch:
                     if self.should_stop():
                         break  # SIGTERM: the message in hand was finished; the rest waits
-                    if uid in fetched and (plan := self._process(mailbox, uidvalidity, fetched[uid], report, pending)):
+                    if uid in fetched and (plan := self._process(mailbox, uidvalidity, fetched[uid], report, plans)):
                         plans.append(plan)
                         if len(plans) >= PLAN_BATCH or sum(p.size for p in plans) >= PLAN_BATCH_BYTES:
                             self._commit(plans)
-                            pending.clear()
                             await asyncio.sleep(0)  # let signals and IDLE wake-ups in
                 self._commit(plans)
                 if not self.dry_run:
@@ -212,17 +211,24 @@ class Router:
     # ------------------------------------------------------------------ one mail
 
     def _process(
-        self, mailbox: MailboxConfig, uidvalidity: int, fetched: Fetched, report: PollReport, pending: set[str]
+        self, mailbox: MailboxConfig, uidvalidity: int, fetched: Fetched, report: PollReport, plans: list[Plan]
     ) -> Plan | None:
         """Decide one mail; the plan it returns is committed (with others of its batch) before any send.
-        `pending` holds the dedupe ids of plans not committed yet."""
+        `plans` are this batch's plans not committed yet."""
         key = MessageKey(mailbox.account, mailbox.folder, uidvalidity, fetched.uid)
         with structlog.contextvars.bound_contextvars(mailbox=mailbox.name, uid=fetched.uid):
             if self.store.outcome(key) is not None:
                 return None  # already planned: the outbox and _finish take it from here
             now = self.clock()
+
+            def history(sender: str, since: datetime) -> list[Contact]:
+                # committed contacts, and those of this batch's plans not committed yet
+                earlier = self.store.history(sender, since)
+                earlier += [Contact(p.now, p.contact[1]) for p in plans if p.contact and p.contact[0] == sender]
+                return earlier
+
             try:
-                routing = route(fetched.raw, self.config, now, self.store.history)
+                routing = route(fetched.raw, self.config, now, history)
             except Exception as exc:  # a stage broke on this mail: record it, keep going
                 dedupe = "sha256:" + hashlib.sha256(fetched.raw).hexdigest()
                 log.error("decision", outcome="failed", error=f"{type(exc).__name__}: {exc}", size=fetched.size)
@@ -233,7 +239,8 @@ class Router:
             view = routing.view
             dedupe = view.message_id or "sha256:" + hashlib.sha256(fetched.raw).hexdigest()
             structlog.contextvars.bind_contextvars(message_id=view.message_id)
-            first = "this batch" if dedupe in pending else self.store.first_with_dedupe_id(dedupe)
+            pending = any(p.dedupe_id == dedupe for p in plans)
+            first = "this batch" if pending else self.store.first_with_dedupe_id(dedupe)
             if first is not None:
                 log.info("decision", outcome="duplicate", first=first)
                 report.duplicates += 1
@@ -272,7 +279,6 @@ class Router:
             ]
             trace = as_json(routing, str(key), self.config.version)
             contact = (view.sender.address, routing.classification.intent) if view.sender else None
-            pending.add(dedupe)
             return Plan(key, dedupe, routing.decision.rule, trace, sends, now, contact)
 
     def _commit(self, plans: list[Plan]) -> None:

@@ -313,8 +313,15 @@ def _wait(predicate: Any, timeout: float, what: str) -> None:
 
 def test_daemon_idle_reload_and_sigterm(tmp_path: Path, dovecot: Dovecot, sink: SmtpSink) -> None:
     """`emailrouter run`: IDLE brings new mail at once; a broken config on SIGHUP is rejected and the old one keeps
-    running; SIGTERM exits cleanly; every mail has exactly one JSON `decision` log line with its identity."""
+    running; SIGTERM exits cleanly; every mail has exactly one JSON `decision` log line with its identity; systemd
+    hears READY=1, STATUS= and WATCHDOG=1."""
     import signal
+    import socket
+
+    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    notify.bind(str(tmp_path / "notify.sock"))
+    notify.setblocking(False)
+    env = {**os.environ, "NOTIFY_SOCKET": str(tmp_path / "notify.sock"), "WATCHDOG_USEC": "2000000"}
 
     path = write_config(tmp_path, dovecot, sink)
     path.write_text(path.read_text().replace("    idle: false\n", "    idle: true\n    poll_interval: 600\n"))
@@ -325,6 +332,7 @@ def test_daemon_idle_reload_and_sigterm(tmp_path: Path, dovecot: Dovecot, sink: 
             stdout=out,
             stderr=subprocess.STDOUT,
             cwd=ROOT,
+            env=env,
         )
     try:
         _wait(lambda: '"event": "imap_connected"' in log_file.read_text(), 20, "the first connection")
@@ -341,12 +349,23 @@ def test_daemon_idle_reload_and_sigterm(tmp_path: Path, dovecot: Dovecot, sink: 
         _wait(lambda: '"event": "reload_rejected"' in log_file.read_text(), 10, "the rejected reload")
         dovecot.append("router", "INBOX", (DATA / "dcs-info-promo-yahoo-id.eml").read_bytes())
         _wait(lambda: sink.count >= 4, 15, "the second mail at the sink (old config still running)")
+        time.sleep(1.5)  # one watchdog period
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 0
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+    datagrams = []
+    while True:
+        try:
+            datagrams.append(notify.recv(4096).decode())
+        except BlockingIOError:
+            break
+    notify.close()
+    assert any("READY=1" in d for d in datagrams), datagrams
+    assert any(d.startswith("STATUS=") and "done" in d for d in datagrams), datagrams
+    assert any("WATCHDOG=1" in d for d in datagrams), datagrams
     lines = [line for line in log_file.read_text().splitlines() if line.startswith("{")]
     events = [__import__("json").loads(line) for line in lines]
     decisions = [e for e in events if e["event"] == "decision"]
@@ -370,3 +389,23 @@ def test_dry_run_sends_nothing_and_marks_nothing(tmp_path: Path, dovecot: Doveco
     real = _run_cli(path)
     assert real.returncode == 0
     assert received_by_kind(sink) == planned_recipients(load_config(path), ONE_PER_RULE[:3])
+
+
+def test_third_mail_about_the_same_thing_counts_toward_a_hard_complaint(
+    tmp_path: Path, dovecot: Dovecot, sink: SmtpSink
+) -> None:
+    """The state store remembers each sender's mail: the third fault report within 7 days fires repeated_contact,
+    also when all three arrive in the same batch."""
+    import json
+    import re
+    import sqlite3
+
+    config = load_config(write_config(tmp_path, dovecot, sink))
+    raw = (DATA / "dcs-fault-outlook-en.eml").read_bytes()
+    for n in range(3):
+        dovecot.append("router", "INBOX", re.sub(rb"Message-ID: <[^>]+>", f"Message-ID: <again-{n}@x>".encode(), raw))
+    assert once(config)[0] == 0
+    with sqlite3.connect(tmp_path / "state.sqlite3") as db:
+        traces = [json.loads(row[0]) for row in db.execute("SELECT decision FROM messages ORDER BY uid")]
+    fired = [[s["name"] for s in t["signals"] if s["group"] == "hard"] for t in traces]
+    assert ["repeated_contact" in names for names in fired] == [False, False, True]
