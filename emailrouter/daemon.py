@@ -45,6 +45,7 @@ log = structlog.get_logger(__name__)
 # one fsync for many mails, and the memory held before the commit stays bounded.
 PLAN_BATCH = 50
 PLAN_BATCH_BYTES = 8 * 1024 * 1024
+FETCH_BYTES = 16 * 1024 * 1024  # a fetch never asks for more mail than this at once
 
 
 class Transport(Protocol):
@@ -143,7 +144,7 @@ class Router:
                 if self.stopping:
                     break
                 batch = uids[start : start + mailbox.batch_size]
-                fetched = await asyncio.to_thread(conn.fetch, batch)
+                fetched = await asyncio.to_thread(self._fetch_bounded, conn, batch)
                 report.fetched += len(fetched)
                 plans: list[Plan] = []
                 for uid in batch:
@@ -177,6 +178,23 @@ class Router:
         report.ok = False
         report.error = error
         return report
+
+    @staticmethod
+    def _fetch_bounded(conn: ImapMailbox, batch: list[int]) -> dict[int, Fetched]:
+        """Fetch a batch, in pieces of at most FETCH_BYTES (sizes asked first): memory stays bounded."""
+        sizes = conn.sizes(batch)
+        out: dict[int, Fetched] = {}
+        piece: list[int] = []
+        total = 0
+        for uid in batch:
+            if piece and total + sizes.get(uid, 0) > FETCH_BYTES:
+                out.update(conn.fetch(piece))
+                piece, total = [], 0
+            piece.append(uid)
+            total += sizes.get(uid, 0)
+        if piece:
+            out.update(conn.fetch(piece))
+        return out
 
     def _new_uids(self, conn: ImapMailbox, mailbox: MailboxConfig, uidvalidity: int) -> list[int]:
         checkpoint = self.store.checkpoint(mailbox.account, mailbox.folder)

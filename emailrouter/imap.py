@@ -112,6 +112,10 @@ class ImapMailbox:
         """After a UIDVALIDITY change: everything not marked processed (duplicates are caught by Message-ID)."""
         return sorted(self._client.search(self._unprocessed() or ["ALL"]))
 
+    def sizes(self, uids: Sequence[int]) -> dict[int, int]:
+        data = self._client.fetch(list(uids), ["RFC822.SIZE"])
+        return {int(uid): int(item.get(b"RFC822.SIZE", 0)) for uid, item in data.items()}
+
     def fetch(self, uids: Sequence[int]) -> dict[int, Fetched]:
         data = self._client.fetch(list(uids), ["BODY.PEEK[]", "RFC822.SIZE", "FLAGS"])
         out = {}
