@@ -27,6 +27,7 @@ from emailrouter.model import (
     MessageView,
     OpenTicket,
     Outgoing,
+    Record,
     Reply,
     RouterIdentity,
     Segmentation,
@@ -129,6 +130,8 @@ def summary(case: Case, units: dict[str, Unit], headline: str) -> str:
 def _plain_action(action: Action, units: dict[str, Unit]) -> str:
     if isinstance(action, Reply):
         return f"auto-reply to the customer ({action.template})"
+    if isinstance(action, Record):
+        return action.describe()
     unit = units[action.unit]
     verb = {"forward": "forward to", "escalate": "escalate to", "ticket": "open a ticket via"}[action.type]
     return f"{verb} {unit.name['en']} <{unit.address}>"
@@ -292,9 +295,11 @@ def compose(case: Case, composer: Composer) -> tuple[list[Outgoing], list[Suppre
     suppressed: list[Suppressed] = []
     for index, action in enumerate(case.decision.actions):
         msg: EmailMessage
+        if isinstance(action, Record):
+            continue  # nothing to send
         if isinstance(action, Reply):
             if case.view.sender is None:
-                suppressed.append(Suppressed(action, f"no usable sender address: {case.view.sender_problem}"))
+                suppressed.append(Suppressed(action.type, f"no usable sender address: {case.view.sender_problem}"))
                 continue
             msg, subject = compose_reply(case, index, action, composer)
             to = case.view.sender.address

@@ -28,6 +28,7 @@ from emailrouter.model import (
     Forward,
     Language,
     OpenTicket,
+    Record,
     Reply,
     RouterIdentity,
     Unit,
@@ -35,6 +36,7 @@ from emailrouter.model import (
 from emailrouter.segment import DomainRule, SegmentRules
 from emailrouter.settings import Settings, read_settings
 from emailrouter.templates import TemplateSet, load_templates, reply_context
+from emailrouter.trust import TrustPolicy
 from emailrouter.yamlfile import LineDict, LineList, Reader, describe, load_yaml
 
 _ADDRESS = re.compile(
@@ -185,9 +187,34 @@ def _segmentation(r: Reader, doc: LineDict, directory: Directory) -> SegmentRule
             r.fail(item, "match", f"{path}.match", f"not a domain or *.domain: {match!r}")
         if parsed and seg and not table.add(parsed[0], parsed[1], DomainRule(match or "", seg, item.line)):
             r.fail(item, "match", f"{path}.match", f"{match!r} is listed twice")
+    trust = _trust(r, doc, set(segments))
     if not segments or default is None:
         return None
-    return SegmentRules(segments, default, table, r.file, directory)
+    return SegmentRules(segments, default, table, r.file, directory, trust)
+
+
+def _trust(r: Reader, doc: LineDict, segments: set[str]) -> TrustPolicy:
+    node = r.get(doc, "trust", "", LineDict, required=False)
+    if node is None:
+        r.fail(doc, None, "trust", "missing: say which server's Authentication-Results to trust (trust.authserv_id),"
+               " or switch the check off with trust.enabled: false")
+        return TrustPolicy(enabled=False)
+    r.known_keys(node, "trust", {"enabled", "authserv_id", "require", "privileged"})
+    enabled = r.get(node, "enabled", "trust", bool, required=False)
+    if enabled is False:
+        r.fail(node, "enabled", "trust.enabled", "sender authentication is off: anyone can claim a privileged"
+               " segment by forging a From: address", warning=True)
+        return TrustPolicy(enabled=False)
+    authserv = r.get(node, "authserv_id", "trust", str)
+    require = r.get(node, "require", "trust", str, required=False) or "dmarc"
+    if require not in ("dmarc", "aligned"):
+        r.fail(node, "require", "trust.require", f"expected dmarc or aligned, got {require!r}")
+    privileged_node = r.get(node, "privileged", "trust", LineList, required=False)
+    privileged = frozenset(str(v) for v in privileged_node) if privileged_node is not None else frozenset(
+        {"DES", "DGS", "DBS"} & segments)
+    for bad in sorted(privileged - segments):
+        r.fail(node, "privileged", "trust.privileged", f"unknown segment {bad!r}")
+    return TrustPolicy(True, authserv or "", "aligned" if require == "aligned" else "dmarc", privileged)
 
 
 # --------------------------------------------------------------------------- signals file
@@ -365,11 +392,18 @@ def _action(r: Reader, item: Any, path: str, units: dict[str, Unit], templates: 
     if not isinstance(item, LineDict):
         r.fail(item, None, path, f"expected a mapping such as 'forward: UNIT', got {describe(item)}")
         return None
-    kinds = [k for k in ("forward", "escalate", "ticket", "reply") if k in item]
+    kinds = [k for k in ("forward", "escalate", "ticket", "reply", "record") if k in item]
     if len(kinds) != 1:
-        r.fail(item, None, path, "give exactly one of forward, escalate, ticket, reply")
+        r.fail(item, None, path, "give exactly one of forward, escalate, ticket, reply, record")
         return None
     kind = kinds[0]
+    if kind == "record":
+        r.known_keys(item, path, {"record"})
+        tag = r.get(item, "record", path, str)
+        if tag is None or not re.fullmatch(r"[a-z][a-z0-9_-]{0,30}", tag):
+            r.fail(item, "record", f"{path}.record", "a tag of lower-case letters, digits, _ and -")
+            return None
+        return Record(tag)
     r.known_keys(item, path, {kind, "unit"} if kind == "reply" else {kind})
     target = r.get(item, kind, path, str)
     if target is None:
@@ -422,6 +456,7 @@ def _table(
         "hard": {True, False},
         "language": set(LANGUAGES),
         "has_attachments": {True, False},
+        "automated": {True, False},
     }
     rows: list[Row] = []
     ids: dict[str, int] = {}
@@ -542,7 +577,10 @@ def load_config(path: str | Path, *, directory: str | Path | None = None) -> Con
         raise ConfigError(problems)
     r = Reader(display, problems)
     r.known_keys(
-        doc, "", {"router", "files", "segmentation", "units", "mailboxes", "smtp", "state", "delivery", "housekeeping"}
+        doc,
+        "",
+        {"router", "files", "segmentation", "units", "mailboxes", "smtp", "state", "delivery", "housekeeping",
+         "trust", "loop_protection", "limits"},
     )
     base = path.parent
     files = r.get(doc, "files", "", LineDict) or LineDict()

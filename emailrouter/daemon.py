@@ -33,7 +33,6 @@ from emailrouter.errors import ConfigError, MailboxError, PermanentDeliveryError
 from emailrouter.explain import as_json
 from emailrouter.faults import crashpoint
 from emailrouter.imap import Fetched, ImapMailbox, watch_idle
-from emailrouter.model import Reply
 from emailrouter.pipeline import Routing, route
 from emailrouter.sdnotify import Notifier
 from emailrouter.settings import MailboxConfig
@@ -287,7 +286,7 @@ class Router:
             sends = [
                 PlannedSend(
                     kind=o.action.type,
-                    unit=None if isinstance(o.action, Reply) else o.action.unit,
+                    unit=o.unit,
                     mail_from=self.config.router.address,
                     recipients=tuple(o.to),
                     message_id=o.message_id,

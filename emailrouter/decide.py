@@ -19,6 +19,7 @@ CONDITION_FACTS: dict[str, type] = {
     "hard": bool,
     "language": str,
     "has_attachments": bool,
+    "automated": bool,
 }
 
 
@@ -41,7 +42,7 @@ class Table:
     file: str
 
 
-def facts_of(view: MessageView, seg: Segmentation, cls: Classification) -> Facts:
+def facts_of(view: MessageView, seg: Segmentation, cls: Classification, automated: bool = False) -> Facts:
     return Facts(
         segment=seg.segment,
         segment_source=seg.source,
@@ -49,6 +50,7 @@ def facts_of(view: MessageView, seg: Segmentation, cls: Classification) -> Facts
         hard=cls.hard,
         language=cls.language,
         has_attachments=bool(view.attachments),
+        automated=automated,
     )
 
 

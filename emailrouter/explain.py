@@ -68,5 +68,5 @@ def as_text(routing: Routing, file: str) -> str:
     for o in routing.outgoing:
         lines.append(f"  -> {o.action.type:<9} to {', '.join(o.to)}: {o.subject}")
     for skipped in routing.suppressed:
-        lines.append(f"  -x {skipped.action.type:<9} suppressed: {skipped.reason}")
+        lines.append(f"  -x {skipped.type:<9} suppressed: {skipped.reason}")
     return "\n".join(lines)

@@ -116,6 +116,7 @@ class Facts:
     hard: bool
     language: Language
     has_attachments: bool
+    automated: bool = False
 
     def get(self, name: str) -> str | bool:
         value: str | bool = getattr(self, name)
@@ -168,7 +169,18 @@ class OpenTicket:
         return f"open a ticket via {self.unit}"
 
 
-Action = Forward | Reply | Escalate | OpenTicket
+@dataclass(frozen=True)
+class Record:
+    """Send nothing: record the mail with this outcome (and flag it on the server as $Automated etc.)."""
+
+    type: ClassVar[str] = "record"
+    tag: str
+
+    def describe(self) -> str:
+        return f"record as {self.tag}, send nothing"
+
+
+Action = Forward | Reply | Escalate | OpenTicket | Record
 
 
 @dataclass(frozen=True)
@@ -193,11 +205,14 @@ class Outgoing:
     subject: str = ""
     message_id: str = ""
 
+    @property
+    def unit(self) -> str | None:
+        return self.action.unit if isinstance(self.action, (Forward, Escalate, OpenTicket)) else None
+
     def describe(self) -> dict[str, object]:
-        unit = None if isinstance(self.action, Reply) else self.action.unit
         return {
             "type": self.action.type,
-            "unit": unit,
+            "unit": self.unit,
             "to": list(self.to),
             "subject": self.subject,
             "message_id": self.message_id,
@@ -208,11 +223,11 @@ class Outgoing:
 class Suppressed:
     """An action the plan had but that will not be carried out, and why."""
 
-    action: Action
+    type: str  # reply | forward | escalate | ticket | all
     reason: str
 
     def describe(self) -> dict[str, str]:
-        return {"type": self.action.type, "reason": self.reason}
+        return {"type": self.type, "reason": self.reason}
 
 
 # --------------------------------------------------------------------------- config pieces

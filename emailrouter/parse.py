@@ -13,6 +13,7 @@ import codecs
 import email
 import email.errors
 import re
+from dataclasses import replace
 from email.header import decode_header
 from email.headerregistry import HeaderRegistry
 from email.message import Message
@@ -357,6 +358,14 @@ def parse(raw: bytes) -> MessageView:
         headers=tuple(headers),
         message=msg,
     )
+
+
+def parse_headers_only(raw: bytes, note: str, limit: int = 262_144) -> MessageView:
+    """A view from the header block alone (for mail too large to analyse); `raw` is kept whole."""
+    head = raw[:limit]
+    end = min((i for i in (head.find(b"\r\n\r\n"), head.find(b"\n\n")) if i >= 0), default=len(head))
+    view = parse(head[:end] + b"\r\n\r\n")
+    return replace(view, raw=raw, defects=(*view.defects, note), text="", quoted="", attachments=())
 
 
 def _first_msgid(value: str | None) -> str | None:

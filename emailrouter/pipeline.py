@@ -1,4 +1,9 @@
-"""parse -> segment -> classify -> decide -> compose, for one mail. Pure: sends nothing."""
+"""parse -> guard -> segment -> classify -> decide -> compose, for one mail. Pure: sends nothing.
+
+Two guards sit around the table: mail over the size limit is not analysed at all (it goes to the
+failure unit with a note), and automated mail is never answered, whatever the table says (the
+`automated` fact lets the table decide what else happens to it).
+"""
 
 from __future__ import annotations
 
@@ -10,17 +15,22 @@ from emailrouter.classify import Contact, classify
 from emailrouter.compose import Case, Composer, compose
 from emailrouter.config import Config
 from emailrouter.decide import decide, facts_of, reference_for
+from emailrouter.guard import automated_reason, bounced_recipients
 from emailrouter.model import (
     Classification,
     Decision,
     Facts,
+    Forward,
     MessageView,
     Outgoing,
+    Reply,
     Segmentation,
     Suppressed,
 )
-from emailrouter.parse import parse
+from emailrouter.parse import parse, parse_headers_only
 from emailrouter.segment import segment
+
+OVERSIZED_RULE = "guard-oversized-to-failure-unit"
 
 
 @dataclass(frozen=True)
@@ -34,6 +44,8 @@ class Routing:
     decision: Decision
     outgoing: tuple[Outgoing, ...]
     suppressed: tuple[Suppressed, ...]
+    automated: str | None = None  # why the mail counts as automated, if it does
+    bounced: tuple[str, ...] = ()  # recipients a delivery report says our auto-reply did not reach
 
 
 def no_history(sender: str, since: datetime) -> Sequence[Contact]:
@@ -47,13 +59,28 @@ def route(
     history: Callable[[str, datetime], Sequence[Contact]] = no_history,
 ) -> Routing:
     """Everything the router decides about one mail. `history(sender, since)` gives earlier contacts."""
-    view = parse(raw)
+    limit = config.settings.max_message_bytes
+    oversized = len(raw) > limit
+    view = parse_headers_only(raw, f"not analysed: {len(raw):,} bytes is over the {limit:,}-byte limit") \
+        if oversized else parse(raw)
+    automated = automated_reason(view, config.own_addresses, config.router.address)
     seg = segment(view, config.segmentation)
     days = config.signals.history_days
     earlier = history(view.sender.address, now - timedelta(days=days)) if view.sender and days else ()
     cls = classify(view.subject, view.text, config.signals, earlier, now)
-    facts = facts_of(view, seg, cls)
-    decision = decide(facts, config.table, reference_for(view, config.router.reference_prefix))
+    facts = facts_of(view, seg, cls, automated is not None)
+    reference = reference_for(view, config.router.reference_prefix)
+    if oversized:
+        unit = config.router.failures_to
+        decision = Decision(OVERSIZED_RULE, (OVERSIZED_RULE,), (Forward(unit),), reference)
+    else:
+        decision = decide(facts, config.table, reference)
     case = Case(view, seg, cls, decision, now)
     outgoing, suppressed = compose(case, Composer(config.router, config.units, config.templates))
-    return Routing(view, seg, cls, facts, decision, tuple(outgoing), tuple(suppressed))
+    if automated is not None:
+        suppressed.insert(0, Suppressed("all", f"automated mail: {automated}"))
+        dropped = [o for o in outgoing if isinstance(o.action, Reply)]
+        outgoing = [o for o in outgoing if not isinstance(o.action, Reply)]
+        suppressed.extend(Suppressed("reply", f"never auto-answer automated mail ({automated})") for _ in dropped)
+    bounced = tuple(bounced_recipients(view, config.router.address)) if automated else ()
+    return Routing(view, seg, cls, facts, decision, tuple(outgoing), tuple(suppressed), automated, bounced)

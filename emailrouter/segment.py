@@ -7,10 +7,11 @@ Precedence: directory address > account number in the mail > directory domain
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from emailrouter.directory import Directory, DomainTable, normalise_address
 from emailrouter.model import UNKNOWN_SEGMENT, MessageView, Segmentation
+from emailrouter.trust import TrustPolicy, authenticated
 
 _TOKEN = re.compile(r"[A-Za-z0-9]+")
 
@@ -31,6 +32,7 @@ class SegmentRules:
     domain_rules: DomainTable[DomainRule]
     config_file: str
     directory: Directory
+    trust: TrustPolicy = field(default_factory=lambda: TrustPolicy(enabled=False))
 
 
 def find_accounts(view: MessageView, directory: Directory) -> list[str]:
@@ -46,7 +48,19 @@ def find_accounts(view: MessageView, directory: Directory) -> list[str]:
 
 
 def segment(view: MessageView, rules: SegmentRules) -> Segmentation:
-    """Decide the segment of the mail's sender."""
+    """Decide the segment of the mail's sender. A privileged segment claimed by address or domain only
+    holds when our own server authenticated the sender (see trust.py); otherwise the default applies."""
+    claimed = _claimed(view, rules)
+    trust = rules.trust
+    if claimed.segment in trust.privileged and claimed.source in ("address", "directory-domain", "domain-rule"):
+        ok, why = authenticated(view, trust)
+        if not ok:
+            detail = f"not trusted ({why}): would be {claimed.segment} by {claimed.detail}"
+            return Segmentation(rules.default, "default", detail, None, claimed.accounts)
+    return claimed
+
+
+def _claimed(view: MessageView, rules: SegmentRules) -> Segmentation:
     if view.sender is None:
         return Segmentation(UNKNOWN_SEGMENT, "none", f"no usable sender: {view.sender_problem}")
     directory = rules.directory

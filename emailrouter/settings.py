@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, Literal
 
 from emailrouter.credentials import SECRET_KINDS, OAuth2Token, Secret
+from emailrouter.guard import LoopPolicy
 from emailrouter.yamlfile import LineDict, LineList, Reader, describe
 
 Security = Literal["tls", "starttls", "plain"]
@@ -84,6 +86,8 @@ class Settings:
     state_path: Path
     delivery: DeliveryConfig
     housekeeping: HousekeepingConfig
+    loop: LoopPolicy = field(default_factory=LoopPolicy)
+    max_message_bytes: int = 25 * 1024 * 1024
 
     def plaintext_warnings(self) -> list[str]:
         out = [
@@ -256,4 +260,18 @@ def read_settings(r: Reader, doc: LineDict, base: Path) -> Settings:
     if not m:
         r.fail(hnode, "at", "housekeeping.at", f"expected HH:MM, got {at!r}")
     housekeeping = HousekeepingConfig(keep, int(m[1]) if m else 3, int(m[2]) if m else 30)
-    return Settings(tuple(mailboxes), smtp, state_path, delivery, housekeeping)
+    lnode = r.get(doc, "loop_protection", "", LineDict, required=False) or LineDict()
+    r.known_keys(lnode, "loop_protection", {"reply_window_hours", "replies_per_hour", "bounce_block_days"})
+    lp = LoopPolicy()
+    window = r.get(lnode, "reply_window_hours", "loop_protection", float, required=False)
+    per_hour = r.get(lnode, "replies_per_hour", "loop_protection", int, required=False)
+    block = r.get(lnode, "bounce_block_days", "loop_protection", float, required=False)
+    loop = LoopPolicy(
+        timedelta(hours=window) if window else lp.reply_window,
+        per_hour if per_hour else lp.replies_per_hour,
+        timedelta(days=block) if block else lp.bounce_block,
+    )
+    limits = r.get(doc, "limits", "", LineDict, required=False) or LineDict()
+    r.known_keys(limits, "limits", {"max_message_mb"})
+    max_mb = r.get(limits, "max_message_mb", "limits", float, required=False) or 25.0
+    return Settings(tuple(mailboxes), smtp, state_path, delivery, housekeeping, loop, int(max_mb * 1024 * 1024))

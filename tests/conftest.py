@@ -28,9 +28,19 @@ def config_copy(tmp_path: Path) -> Path:
     return target / "emailrouter.yaml"
 
 
-def eml(*headers: str, body: str = "", content_type: str = "text/plain; charset=utf-8") -> bytes:
-    """A small mail built from header lines and a body."""
+AUTHSERV = "mx.cc.example.co.id"
+
+
+def eml(
+    *headers: str, body: str = "", content_type: str = "text/plain; charset=utf-8", authenticated: bool = True
+) -> bytes:
+    """A small mail built from header lines and a body; by default as our own MX passes it on, with an
+    Authentication-Results header saying dmarc=pass for the From: domain."""
     head = list(headers)
+    sender = next((h for h in head if h.lower().startswith("from:")), None)
+    if authenticated and sender and "@" in sender:
+        domain = sender.rsplit("@", 1)[1].strip().rstrip(">").strip().lower()
+        head.insert(0, f"Authentication-Results: {AUTHSERV}; dmarc=pass header.from={domain}")
     if not any(h.lower().startswith("content-type:") for h in head):
         head.append(f"Content-Type: {content_type}")
     return ("\r\n".join(head) + "\r\n\r\n" + body).encode("utf-8")

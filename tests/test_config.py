@@ -49,7 +49,7 @@ def test_unknown_unit_in_a_row_is_named_with_file_line_and_key(config_copy: Path
     line = _line_of(rules, "forward: dbs_unti")
     problems = _problems(config_copy)
     assert any(
-        p.startswith(f"{rules}:{line}: rows[2].actions[1].forward: unknown unit 'dbs_unti'") for p in problems
+        p.startswith(f"{rules}:{line}: rows[3].actions[1].forward: unknown unit 'dbs_unti'") for p in problems
     ), problems
 
 
@@ -60,7 +60,7 @@ def test_unknown_template_is_named_with_file_line_and_key(config_copy: Path) -> 
     line = _line_of(rules, "reply: tiket_ack")
     problems = _problems(config_copy)
     assert any(
-        p.startswith(f"{rules}:{line}: rows[0].actions[1].reply: unknown template 'tiket_ack'")
+        p.startswith(f"{rules}:{line}: rows[1].actions[1].reply: unknown template 'tiket_ack'")
         and "tiket_ack.id.txt" in p
         for p in problems
     ), problems
@@ -98,7 +98,7 @@ def test_unknown_segment_in_a_row_is_rejected(config_copy: Path) -> None:
     _edit(rules, "      segment: DBS\n      intent: request", "      segment: DSB\n      intent: request")
     line = _line_of(rules, "segment: DSB")
     problems = _problems(config_copy)
-    assert any(p.startswith(f"{rules}:{line}: rows[2].when.segment: unknown value 'DSB'") for p in problems), problems
+    assert any(p.startswith(f"{rules}:{line}: rows[3].when.segment: unknown value 'DSB'") for p in problems), problems
 
 
 def test_bad_regex_names_the_signal_and_item(config_copy: Path) -> None:
@@ -127,8 +127,8 @@ def test_unknown_keys_are_reported_not_ignored(config_copy: Path) -> None:
     rules = config_copy.parent / "rules.yaml"
     _edit(rules, "    actions:\n      - forward: human_queue", "    acions:\n      - forward: human_queue")
     problems = _problems(config_copy)
-    assert any("rows[7].acions: unknown key" in p for p in problems), problems
-    assert any("rows[7].actions: missing" in p for p in problems), problems
+    assert any("rows[8].acions: unknown key" in p for p in problems), problems
+    assert any("rows[8].actions: missing" in p for p in problems), problems
 
 
 def test_template_syntax_error_names_template_line(config_copy: Path) -> None:
@@ -172,7 +172,7 @@ def test_check_command_exit_codes(config_copy: Path, capsys: pytest.CaptureFixtu
     _edit(config_copy.parent / "rules.yaml", "      - escalate: coordination", "      - escalate: nobody")
     assert main(["check", "-c", str(config_copy)]) == 1
     err = capsys.readouterr().err
-    assert re.search(r"rules\.yaml:\d+: rows\[3\]\.actions\[2\]\.escalate: unknown unit 'nobody'", err), err
+    assert re.search(r"rules\.yaml:\d+: rows\[4\]\.actions\[2\]\.escalate: unknown unit 'nobody'", err), err
 
 
 def test_missing_config_file_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
