@@ -192,9 +192,22 @@ def run_router_once(config: Path) -> tuple[float, int, int, float]:
         stderr=subprocess.PIPE,
         cwd=ROOT,
     )
-    _, status, usage = os.wait4(proc.pid, 0)
+    # VmHWM of the process itself: ru_maxrss would also count the benchmark's own memory, inherited by fork
+    peak_kib = 0
+    status_file = Path(f"/proc/{proc.pid}/status")
+    while True:
+        try:
+            for line in status_file.read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    peak_kib = max(peak_kib, int(line.split()[1]))
+        except (OSError, ValueError):
+            pass
+        pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+        if pid:
+            break
+        time.sleep(0.05)
     cpu = usage.ru_utime + usage.ru_stime
-    return time.perf_counter() - started, os.waitstatus_to_exitcode(status), usage.ru_maxrss, cpu
+    return time.perf_counter() - started, os.waitstatus_to_exitcode(status), peak_kib, cpu
 
 
 def router_sends(workdir: Path) -> int:
