@@ -88,7 +88,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                 state = "ok" if report.ok else f"FAILED: {report.error}"
                 print(
                     f"{report.mailbox}: {state}; fetched {report.fetched}, planned {report.planned}, "
-                    f"duplicates {report.duplicates}, failed {report.failed}, marked {report.marked}",
+                    f"duplicates {report.duplicates}, quarantined {report.quarantined}, marked {report.marked}",
                     file=sys.stderr,
                 )
             return status

@@ -196,22 +196,35 @@ def _segmentation(r: Reader, doc: LineDict, directory: Directory) -> SegmentRule
 def _trust(r: Reader, doc: LineDict, segments: set[str]) -> TrustPolicy:
     node = r.get(doc, "trust", "", LineDict, required=False)
     if node is None:
-        r.fail(doc, None, "trust", "missing: say which server's Authentication-Results to trust (trust.authserv_id),"
-               " or switch the check off with trust.enabled: false")
+        r.fail(
+            doc,
+            None,
+            "trust",
+            "missing: say which server's Authentication-Results to trust (trust.authserv_id),"
+            " or switch the check off with trust.enabled: false",
+        )
         return TrustPolicy(enabled=False)
     r.known_keys(node, "trust", {"enabled", "authserv_id", "require", "privileged"})
     enabled = r.get(node, "enabled", "trust", bool, required=False)
     if enabled is False:
-        r.fail(node, "enabled", "trust.enabled", "sender authentication is off: anyone can claim a privileged"
-               " segment by forging a From: address", warning=True)
+        r.fail(
+            node,
+            "enabled",
+            "trust.enabled",
+            "sender authentication is off: anyone can claim a privileged segment by forging a From: address",
+            warning=True,
+        )
         return TrustPolicy(enabled=False)
     authserv = r.get(node, "authserv_id", "trust", str)
     require = r.get(node, "require", "trust", str, required=False) or "dmarc"
     if require not in ("dmarc", "aligned"):
         r.fail(node, "require", "trust.require", f"expected dmarc or aligned, got {require!r}")
     privileged_node = r.get(node, "privileged", "trust", LineList, required=False)
-    privileged = frozenset(str(v) for v in privileged_node) if privileged_node is not None else frozenset(
-        {"DES", "DGS", "DBS"} & segments)
+    privileged = (
+        frozenset(str(v) for v in privileged_node)
+        if privileged_node is not None
+        else frozenset({"DES", "DGS", "DBS"} & segments)
+    )
     for bad in sorted(privileged - segments):
         r.fail(node, "privileged", "trust.privileged", f"unknown segment {bad!r}")
     return TrustPolicy(True, authserv or "", "aligned" if require == "aligned" else "dmarc", privileged)
@@ -579,8 +592,20 @@ def load_config(path: str | Path, *, directory: str | Path | None = None) -> Con
     r.known_keys(
         doc,
         "",
-        {"router", "files", "segmentation", "units", "mailboxes", "smtp", "state", "delivery", "housekeeping",
-         "trust", "loop_protection", "limits"},
+        {
+            "router",
+            "files",
+            "segmentation",
+            "units",
+            "mailboxes",
+            "smtp",
+            "state",
+            "delivery",
+            "housekeeping",
+            "trust",
+            "loop_protection",
+            "limits",
+        },
     )
     base = path.parent
     files = r.get(doc, "files", "", LineDict) or LineDict()

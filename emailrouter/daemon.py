@@ -32,7 +32,9 @@ from emailrouter.config import Config, load_config
 from emailrouter.errors import ConfigError, MailboxError, PermanentDeliveryError, TemporaryDeliveryError
 from emailrouter.explain import as_json
 from emailrouter.faults import crashpoint
+from emailrouter.guard import limit_replies
 from emailrouter.imap import Fetched, ImapMailbox, watch_idle
+from emailrouter.model import Outgoing, Record, Reply, Suppressed
 from emailrouter.pipeline import Routing, route
 from emailrouter.sdnotify import Notifier
 from emailrouter.settings import MailboxConfig
@@ -42,6 +44,8 @@ from emailrouter.store import MessageKey, OutboxEntry, Plan, PlannedSend, Store
 log = structlog.get_logger(__name__)
 # Plans are committed together, at most this many (or this many bytes of outgoing mail) at a time:
 # one fsync for many mails, and the memory held before the commit stays bounded.
+QUARANTINED = "$Quarantined"
+AUTOMATED = "$Automated"
 PLAN_BATCH = 50
 PLAN_BATCH_BYTES = 8 * 1024 * 1024
 FETCH_BYTES = 16 * 1024 * 1024  # a fetch never asks for more mail than this at once
@@ -69,7 +73,7 @@ class PollReport:
     fetched: int = 0
     planned: int = 0
     duplicates: int = 0
-    failed: int = 0
+    quarantined: int = 0
     marked: int = 0
     error: str | None = None
     rows: list[dict[str, Any]] = field(default_factory=list)  # one per mail (dry run and demo)
@@ -212,7 +216,8 @@ class Router:
         return conn.since(checkpoint.last_uid)
 
     async def _finish(self, mailbox: MailboxConfig, conn: ImapMailbox, uidvalidity: int, report: PollReport) -> None:
-        """Mark processed every mail whose actions are all durable (the IMAP mark comes last)."""
+        """Mark processed every mail whose actions are all durable (the IMAP mark comes last); flag
+        automated mail $Automated and quarantined mail $Quarantined (left in place, not marked processed)."""
         self.store.settle(self.clock())
         rows = [
             r
@@ -221,9 +226,18 @@ class Router:
         ]
         if not rows:
             return
-        await asyncio.to_thread(conn.mark, [int(r["uid"]) for r in rows])
+        quarantined = [int(r["uid"]) for r in rows if r["outcome"] == "quarantined"]
+        automated = [int(r["uid"]) for r in rows if r["outcome"] == "automated"]
+        processed = [int(r["uid"]) for r in rows if r["outcome"] != "quarantined"]
+
+        def mark() -> None:
+            conn.flag(quarantined, QUARANTINED)
+            conn.flag(automated, AUTOMATED)  # before a move, so the flag travels with the mail
+            conn.mark(processed)
+
+        await asyncio.to_thread(mark)
         self.store.marked([str(r["key"]) for r in rows])
-        report.marked += len(rows)
+        report.marked += len(processed)
 
     # ------------------------------------------------------------------ one mail
 
@@ -246,12 +260,13 @@ class Router:
 
             try:
                 routing = route(fetched.raw, self.config, now, history)
-            except Exception as exc:  # a stage broke on this mail: record it, keep going
+            except Exception as exc:  # a stage broke on this mail: quarantine it, the batch goes on
                 dedupe = "sha256:" + hashlib.sha256(fetched.raw).hexdigest()
-                log.error("decision", outcome="failed", error=f"{type(exc).__name__}: {exc}", size=fetched.size)
-                report.failed += 1
+                error = f"{type(exc).__name__}: {exc}"[:500]
+                log.error("decision", outcome="quarantined", error=error, size=fetched.size)
+                report.quarantined += 1
                 if not self.dry_run:
-                    self.store.record_outcome(key, dedupe, "failed", now, error=f"{type(exc).__name__}: {exc}")
+                    self.store.record_outcome(key, dedupe, "quarantined", now, error=error)
                 return None
             view = routing.view
             dedupe = view.message_id or "sha256:" + hashlib.sha256(fetched.raw).hexdigest()
@@ -265,6 +280,7 @@ class Router:
                 if not self.dry_run:
                     self.store.record_outcome(key, dedupe, "duplicate", now, rule=None)
                 return None
+            outgoing, suppressed = self._limit(routing, plans, now)
             log.info(
                 "decision",
                 outcome="dry-run" if self.dry_run else "planned",
@@ -274,8 +290,9 @@ class Router:
                 hard=routing.classification.hard,
                 hard_score=routing.classification.hard_score,
                 rule=routing.decision.rule,
-                actions=[f"{o.action.type}:{','.join(o.to)}" for o in routing.outgoing],
-                suppressed=[s.describe() for s in routing.suppressed],
+                actions=[f"{o.action.type}:{','.join(o.to)}" for o in outgoing],
+                suppressed=[s.describe() for s in suppressed],
+                automated=routing.automated,
                 reference=routing.decision.reference,
                 size=fetched.size,
             )
@@ -292,11 +309,34 @@ class Router:
                     message_id=o.message_id,
                     raw=o.message.as_bytes(),
                 )
-                for o in routing.outgoing
+                for o in outgoing
             ]
             trace = as_json(routing, str(key), self.config.version)
+            trace["actions"] = [o.describe() for o in outgoing]
+            trace["suppressed"] = [s.describe() for s in suppressed]
             contact = (view.sender.address, routing.classification.intent) if view.sender else None
-            return Plan(key, dedupe, routing.decision.rule, trace, sends, now, contact)
+            if routing.automated:
+                contact = None  # a robot's mail is no customer contact
+            record = next((a.tag for a in routing.decision.actions if isinstance(a, Record)), "done")
+            replies = [(to, o.action.template) for o in outgoing if isinstance(o.action, Reply) for to in o.to]
+            return Plan(
+                key, dedupe, routing.decision.rule, trace, sends, now, contact, record, replies, routing.bounced
+            )
+
+    def _limit(self, routing: Routing, plans: list[Plan], now: datetime) -> tuple[list[Outgoing], list[Suppressed]]:
+        """Reply rate limits and bounce blocks, from the persisted reply history (and this batch's plans)."""
+        policy = self.config.settings.loop
+        addresses = sorted({a for o in routing.outgoing if isinstance(o.action, Reply) for a in o.to})
+        if not addresses:
+            return list(routing.outgoing), list(routing.suppressed)
+        since = now - max(policy.reply_window, timedelta(hours=1))
+        sent = self.store.replies_to(addresses, since)
+        sent += [(a.lower(), t, p.now) for p in plans for a, t in p.replies]
+        bounced = self.store.bounces(addresses)
+        for p in plans:
+            bounced.update({a.lower(): p.now for a in p.bounced})
+        kept, suppressed = limit_replies(routing.outgoing, sent, bounced, now, policy)
+        return kept, [*routing.suppressed, *suppressed]
 
     def _commit(self, plans: list[Plan]) -> None:
         """The plan commit: durable before anything of these mails is sent."""
@@ -408,7 +448,7 @@ class Router:
 
     def status(self) -> str:
         counts = self.store.counts()
-        parts = [f"{counts.get(k, 0)} {k}" for k in ("done", "planned", "duplicate", "failed")]
+        parts = [f"{counts.get(k, 0)} {k}" for k in ("done", "planned", "duplicate", "automated", "quarantined")]
         return f"{', '.join(parts)}; outbox {counts['outbox_pending']} pending"
 
 

@@ -20,8 +20,16 @@ from emailrouter.model import MessageView, Outgoing, Reply, Suppressed
 _PRECEDENCE = frozenset({"bulk", "junk", "list", "auto_reply"})
 _SUPPRESS = frozenset({"all", "oof", "autoreply", "dr", "rn", "nrn"})
 _LIST_HEADERS = frozenset(
-    {"list-id", "list-unsubscribe", "list-post", "list-help", "list-subscribe", "list-owner", "list-archive",
-     "list-unsubscribe-post"}
+    {
+        "list-id",
+        "list-unsubscribe",
+        "list-post",
+        "list-help",
+        "list-subscribe",
+        "list-owner",
+        "list-archive",
+        "list-unsubscribe-post",
+    }
 )
 _ROBOT_LOCAL = re.compile(
     r"^(?:mailer-daemon|postmaster|no[-_.]?reply|do[-_.]?not[-_.]?reply|bounces?|.*-request|owner-.*|.*[-+.]bounces?"
@@ -110,8 +118,10 @@ def limit_replies(
             addr = address.lower()
             mine = [(t, at) for a, t, at in history if a == addr]
             if addr in bounced and now - bounced[addr] < policy.bounce_block:
-                reason = f"{addr} bounced an auto-reply on {bounced[addr]:%Y-%m-%d}: no auto-reply for " \
-                         f"{policy.bounce_block.days} days"
+                reason = (
+                    f"{addr} bounced an auto-reply on {bounced[addr]:%Y-%m-%d}: no auto-reply for "
+                    f"{policy.bounce_block.days} days"
+                )
             elif any(t == out.action.template and now - at < policy.reply_window for t, at in mine):
                 hours = policy.reply_window.total_seconds() / 3600
                 reason = f"{addr} already got the {out.action.template!r} reply within {hours:g} h"

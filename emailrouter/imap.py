@@ -143,6 +143,14 @@ class ImapMailbox:
             if b"UIDPLUS" in self.capabilities:
                 client.uid_expunge(list(uids))
 
+    def flag(self, uids: Sequence[int], keyword: str) -> None:
+        if uids:
+            self._client.add_flags(list(uids), [keyword.encode()], silent=True)
+
+    def unflag(self, uids: Sequence[int], keyword: str) -> None:
+        if uids:
+            self._client.remove_flags(list(uids), [keyword.encode()], silent=True)
+
     def noop(self) -> None:
         self._client.noop()
 

@@ -61,8 +61,11 @@ def route(
     """Everything the router decides about one mail. `history(sender, since)` gives earlier contacts."""
     limit = config.settings.max_message_bytes
     oversized = len(raw) > limit
-    view = parse_headers_only(raw, f"not analysed: {len(raw):,} bytes is over the {limit:,}-byte limit") \
-        if oversized else parse(raw)
+    view = (
+        parse_headers_only(raw, f"not analysed: {len(raw):,} bytes is over the {limit:,}-byte limit")
+        if oversized
+        else parse(raw)
+    )
     automated = automated_reason(view, config.own_addresses, config.router.address)
     seg = segment(view, config.segmentation)
     days = config.signals.history_days

@@ -32,7 +32,7 @@ CREATE TABLE IF NOT EXISTS messages (
     uidvalidity  INTEGER NOT NULL,
     uid          INTEGER NOT NULL,
     dedupe_id    TEXT NOT NULL,           -- Message-ID, or a hash of the bytes
-    outcome      TEXT NOT NULL,           -- planned | done | duplicate | failed
+    outcome      TEXT NOT NULL,           -- planned | done | duplicate | automated | quarantined
     rule         TEXT,
     decision     TEXT,                    -- JSON trace
     error        TEXT,
@@ -75,6 +75,16 @@ CREATE TABLE IF NOT EXISTS contacts (
     msg_key      TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS contacts_sender ON contacts (sender, at);
+CREATE TABLE IF NOT EXISTS replies (
+    address      TEXT NOT NULL,
+    template     TEXT NOT NULL,
+    at           TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS replies_address ON replies (address, at);
+CREATE TABLE IF NOT EXISTS bounces (
+    address      TEXT PRIMARY KEY,
+    at           TEXT NOT NULL
+);
 """
 
 FINAL = ("sent", "failed", "uncertain")
@@ -118,6 +128,9 @@ class Plan:
     sends: Sequence[PlannedSend]
     now: datetime
     contact: tuple[str, str] | None  # (sender, intent) for the history
+    outcome: str = "done"  # once every send is final: done, or the tag of a record action (automated)
+    replies: Sequence[tuple[str, str]] = ()  # (address, template) of the auto-replies planned: for the limits
+    bounced: Sequence[str] = ()  # addresses a delivery report says our auto-reply did not reach
 
     @property
     def size(self) -> int:
@@ -225,6 +238,36 @@ class Store:
         rows = self._query("SELECT key FROM messages WHERE dedupe_id=? ORDER BY rowid LIMIT 1", (dedupe_id,))
         return str(rows[0]["key"]) if rows else None
 
+    def replies_to(self, addresses: Sequence[str], since: datetime) -> list[tuple[str, str, datetime]]:
+        """(address, template, when) of auto-replies planned to these addresses since `since`."""
+        if not addresses:
+            return []
+        marks = ",".join("?" * len(addresses))
+        rows = self._query(
+            f"SELECT address, template, at FROM replies WHERE address IN ({marks}) AND at>=?",
+            [a.lower() for a in addresses] + [_iso(since)],
+        )
+        return [(r["address"], r["template"], datetime.fromisoformat(r["at"])) for r in rows]
+
+    def bounces(self, addresses: Sequence[str]) -> dict[str, datetime]:
+        if not addresses:
+            return {}
+        marks = ",".join("?" * len(addresses))
+        rows = self._query(
+            f"SELECT address, at FROM bounces WHERE address IN ({marks})", [a.lower() for a in addresses]
+        )
+        return {r["address"]: datetime.fromisoformat(r["at"]) for r in rows}
+
+    def quarantined(self) -> list[sqlite3.Row]:
+        return self._query("SELECT * FROM messages WHERE outcome='quarantined' ORDER BY received_at")
+
+    def forget(self, key: MessageKey) -> None:
+        """Drop what we know of a mail (to process it again: `quarantine retry`)."""
+        with self._tx() as db:
+            db.execute("DELETE FROM outbox WHERE msg_key=?", (str(key),))
+            db.execute("DELETE FROM contacts WHERE msg_key=?", (str(key),))
+            db.execute("DELETE FROM messages WHERE key=?", (str(key),))
+
     def history(self, sender: str, since: datetime) -> list[Contact]:
         rows = self._query(
             "SELECT at, intent FROM contacts WHERE sender=? AND at>=? ORDER BY at", (sender.lower(), _iso(since))
@@ -246,12 +289,14 @@ class Store:
                         p.key.uidvalidity,
                         p.key.uid,
                         p.dedupe_id,
-                        "planned" if p.sends else "done",
+                        "planned" if p.sends else p.outcome,
                         p.rule,
                         json.dumps(p.decision, ensure_ascii=False),
                         at,
                     ),
                 )
+                db.executemany("INSERT INTO replies VALUES (?,?,?)", [(a.lower(), t, at) for a, t in p.replies])
+                db.executemany("INSERT OR REPLACE INTO bounces VALUES (?,?)", [(a.lower(), at) for a in p.bounced])
                 for n, send in enumerate(p.sends):
                     self._insert_send(db, str(p.key), n, send, at)
                 if p.contact is not None:
@@ -379,8 +424,8 @@ class Store:
     def unfinished(self, account: str, folder: str) -> list[sqlite3.Row]:
         """Mails of this mailbox whose processing is not yet marked on the server."""
         return self._query(
-            "SELECT key, uidvalidity, uid, outcome FROM messages WHERE account=? AND folder=? AND marked=0"
-            " AND outcome IN ('planned','done','duplicate') ORDER BY uid",
+            "SELECT key, uidvalidity, uid, outcome FROM messages"
+            " WHERE account=? AND folder=? AND marked=0 ORDER BY uid",
             (account, folder),
         )
 
@@ -411,6 +456,8 @@ class Store:
         cutoff = _iso(now - timedelta(days=keep_days))
         with self._tx() as db:
             db.execute("DELETE FROM contacts WHERE at<?", (cutoff,))
+            db.execute("DELETE FROM replies WHERE at<?", (cutoff,))
+            db.execute("DELETE FROM bounces WHERE at<?", (cutoff,))
             old = "SELECT key FROM messages WHERE marked=1 AND outcome!='planned' AND received_at<?"
             db.execute(f"DELETE FROM outbox WHERE msg_key IN ({old})", (cutoff,))
             cur = db.execute("DELETE FROM messages WHERE marked=1 AND outcome!='planned' AND received_at<?", (cutoff,))

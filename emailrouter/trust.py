@@ -28,8 +28,9 @@ class TrustPolicy:
 
 def _aligned(domain: str, sender_domain: str) -> bool:
     domain, sender_domain = domain.lower().strip("."), sender_domain.lower()
-    return bool(domain) and (sender_domain == domain or sender_domain.endswith("." + domain)
-                             or domain.endswith("." + sender_domain))
+    return bool(domain) and (
+        sender_domain == domain or sender_domain.endswith("." + domain) or domain.endswith("." + sender_domain)
+    )
 
 
 def authenticated(view: MessageView, policy: TrustPolicy) -> tuple[bool, str]:

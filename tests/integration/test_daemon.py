@@ -25,7 +25,24 @@ from tests.conftest import CONFIG_DIR, DATA, NOW, ROOT
 from tests.integration.dovecot import Dovecot
 
 EXPECTED: dict[str, dict[str, Any]] = yaml.safe_load((DATA / "expected.yaml").read_text())
-ONE_PER_RULE = sorted({e["rule"]: name for name, e in sorted(EXPECTED.items(), reverse=True)}.values())
+
+
+def _one_per_rule() -> list[str]:
+    """A fixture for every row of the table, each from a different sender (so no reply limit applies)."""
+    from emailrouter.parse import parse
+
+    chosen: dict[str, str] = {}
+    senders: set[str | None] = set()
+    for name, e in sorted(EXPECTED.items()):
+        view = parse((DATA / name).read_bytes())
+        sender = view.sender.address if view.sender else None
+        if e["rule"] not in chosen and (sender is None or sender not in senders):
+            chosen[e["rule"]] = name
+            senders.add(sender)
+    return sorted(chosen.values())
+
+
+ONE_PER_RULE = _one_per_rule()
 ROUTED = b"$Routed"
 
 
@@ -153,7 +170,7 @@ def test_first_start_takes_only_unread_mail(tmp_path: Path, dovecot: Dovecot, si
 def test_smtp_down_then_up_delivers_every_mail_once(tmp_path: Path, dovecot: Dovecot, sink: SmtpSink) -> None:
     """With the relay down the plan waits in the outbox, unmarked; when it is back every mail goes out once."""
     config = load_config(write_config(tmp_path, dovecot, sink))
-    names = ONE_PER_RULE[:4]
+    names = [n for n in ONE_PER_RULE if not n.startswith("automated")][:4]  # each has something to send
     for name in names:
         dovecot.append("router", "INBOX", (DATA / name).read_bytes())
     sink.set_down(True)
