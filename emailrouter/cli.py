@@ -8,6 +8,7 @@ import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from emailrouter import __version__
 from emailrouter.config import Config, find_config, load_config
@@ -30,7 +31,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     if config is None:
         return 1
     for warning in config.warnings:
-        print(f"warning: {warning}", file=sys.stderr)
+        print(str(warning), file=sys.stderr)
     seg = config.segmentation
     print(
         f"OK {config.path}: {len(config.table.rows)} rules ({config.table.hit_policy} hit), "
@@ -97,6 +98,58 @@ def cmd_run(args: argparse.Namespace) -> int:
         router.store.close()
 
 
+def cmd_quarantine(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from emailrouter import logs
+    from emailrouter.daemon import make_router
+
+    logs.configure("warning", stream=sys.stderr)
+    config = _load(args)
+    if config is None:
+        return 1
+    router = make_router(config, dry_run=False)
+    try:
+        by_account = {m.account: m for m in config.settings.mailboxes}
+        rows = router.store.quarantined()
+        if args.action == "list":
+            if not rows:
+                print("quarantine is empty")
+            for row in rows:
+                mailbox = by_account.get(row["account"])
+                name = mailbox.name if mailbox else row["account"]
+                print(f"{name}\t{row['folder']}\tuid {row['uid']}\t{row['received_at'][:19]}\t{row['error']}")
+            return 0
+        wanted = {int(u) for u in args.uids}
+        status = 0
+        for mailbox in config.settings.mailboxes:
+            if args.mailbox and mailbox.name != args.mailbox:
+                continue
+            uids = sorted(int(r["uid"]) for r in rows if r["account"] == mailbox.account and int(r["uid"]) in wanted)
+            if not uids:
+                continue
+            report = asyncio.run(_retry(router, mailbox, uids))
+            print(
+                f"{mailbox.name}: retried {len(uids)}: planned {report.planned}, duplicates {report.duplicates}, "
+                f"quarantined again {report.quarantined}"
+            )
+            status |= 1 if report.quarantined else 0
+            wanted -= set(uids)
+        for uid in sorted(wanted):
+            print(f"uid {uid}: not in the quarantine", file=sys.stderr)
+            status = 1
+        return status
+    finally:
+        router.store.close()
+
+
+async def _retry(router: Any, mailbox: Any, uids: list[int]) -> Any:
+    try:
+        return await router.retry(mailbox, uids)
+    finally:
+        await router.close()
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from emailrouter.demo import demo
 
@@ -133,6 +186,16 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--dry-run", action="store_true", help="decide, log and report; send nothing, mark nothing")
     run.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     run.set_defaults(func=cmd_run)
+
+    quarantine = sub.add_parser("quarantine", help="mail a stage could not handle: list it, or retry after a fix")
+    qsub = quarantine.add_subparsers(dest="action", required=True)
+    qlist = qsub.add_parser("list", help="what is in the quarantine, with the error")
+    with_config(qlist)
+    qretry = qsub.add_parser("retry", help="process these UIDs again (after fixing the config or the code)")
+    with_config(qretry)
+    qretry.add_argument("--mailbox", help="only this mailbox (when several have the same UIDs)")
+    qretry.add_argument("uids", nargs="+", metavar="UID")
+    quarantine.set_defaults(func=cmd_quarantine)
 
     demo = sub.add_parser("demo", help="one full pass over real IMAP and SMTP servers on loopback, with sample mail")
     with_config(demo)

@@ -272,7 +272,9 @@ def compose_reply(case: Case, index: int, action: Reply, c: Composer) -> tuple[E
         msg["In-Reply-To"] = clean_line(view.message_id)
         refs = [*view.references[-(MAX_REFERENCES - 1) :], view.message_id]
         msg["References"] = clean_line(" ".join(dict.fromkeys(refs)))
-    msg["Auto-Submitted"] = "auto-replied"
+    msg["Auto-Submitted"] = "auto-replied"  # RFC 3834: robots must not answer this
+    msg["Precedence"] = "bulk"
+    msg["X-Loop"] = c.router.address  # if this comes back to us, the guard knows it
     msg["X-Auto-Response-Suppress"] = "All"
     msg["X-EmailRouter-Reference"] = case.decision.reference
     msg["Content-Language"] = lang

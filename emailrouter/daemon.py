@@ -358,6 +358,23 @@ class Router:
             "sends": [(o.action.type, o.to) for o in routing.outgoing],
         }
 
+    async def retry(self, mailbox: MailboxConfig, uids: Sequence[int]) -> PollReport:
+        """`quarantine retry`: forget what went wrong with these mails, take them again, unflagged."""
+        report = PollReport(mailbox.name)
+        conn, uidvalidity = await self._connection(mailbox)
+        for uid in uids:
+            self.store.forget(MessageKey(mailbox.account, mailbox.folder, uidvalidity, uid))
+        await asyncio.to_thread(conn.unflag, list(uids), QUARANTINED)
+        fetched = await asyncio.to_thread(conn.fetch, list(uids))
+        plans: list[Plan] = []
+        for uid in uids:
+            if uid in fetched and (plan := self._process(mailbox, uidvalidity, fetched[uid], report, plans)):
+                plans.append(plan)
+        self._commit(plans)
+        await self.flush_outbox()
+        await self._finish(mailbox, conn, uidvalidity, report)
+        return report
+
     # ------------------------------------------------------------------ SMTP side
 
     async def resume(self) -> None:
