@@ -283,12 +283,14 @@ def compose_reply(case: Case, index: int, action: Reply, c: Composer) -> tuple[E
 
 
 def assert_safe_headers(msg: EmailMessage) -> None:
-    """No header value may contain CR or LF (checked on every part)."""
+    """No header value may contain CR or LF, or raw non-ASCII (checked on every part)."""
     for part in msg.walk():
         for name, value in part.raw_items() if isinstance(part, EmailMessage) else ():
             text = str(value)
             if "\r" in text or "\n" in text or "\r" in name or "\n" in name:
                 raise ComposeError(f"header {name!r} would contain CR/LF")
+            if not text.isascii():
+                raise ComposeError(f"header {name!r} would carry raw non-ASCII")
 
 
 def compose(case: Case, composer: Composer) -> tuple[list[Outgoing], list[Suppressed]]:

@@ -137,7 +137,14 @@ class RawOriginal(Message):
 
 
 def message_part(raw: bytes, filename: str = "original.eml") -> EmailMessage:
-    """The incoming mail as a message/rfc822 attachment, byte for byte (line endings made CRLF)."""
+    """The incoming mail as a message/rfc822 attachment, byte for byte (line endings made CRLF).
+
+    message/rfc822 may not be base64-encoded, and SMTP refuses lines over 998 bytes: an original with
+    such lines (it happens) is attached base64-encoded as application/octet-stream instead, still whole.
+    """
+    lines = raw.replace(b"\r\n", b"\n").split(b"\n")
+    if max(map(len, lines), default=0) > MAX_LINE:
+        return file_part(raw, "application/octet-stream", filename)
     part = EmailMessage(policy=POLICY)
     part["Content-Type"] = "message/rfc822"
     part["Content-Disposition"] = f'attachment; filename="{filename}"'

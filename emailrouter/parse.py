@@ -29,7 +29,7 @@ MAX_HEADER_CHARS = 16_384  # per header value, after unfolding
 
 _CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f\x85\u2028\u2029]")
 _FOLD = re.compile(r"\r?\n[ \t]")
-_MSGID = re.compile(r"<[^<>\s]{1,900}>")
+_MSGID = re.compile(r"<[!-;=?-~]{1,900}>")  # printable ASCII only: these go back out in our headers
 _DOMAIN = re.compile(
     r"^(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$"
 )

@@ -1,10 +1,12 @@
 from __future__ import annotations
 
 import shutil
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+import structlog
 
 from emailrouter.config import Config, load_config
 
@@ -12,6 +14,13 @@ ROOT = Path(__file__).resolve().parent.parent
 CONFIG_DIR = ROOT / "config"
 DATA = Path(__file__).resolve().parent / "data"
 NOW = datetime(2026, 11, 29, 9, 0, tzinfo=UTC)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_logging() -> Iterator[None]:
+    """Each test starts with structlog's defaults (a test may have pointed logs at a captured stream)."""
+    yield
+    structlog.reset_defaults()
 
 
 @pytest.fixture(scope="session")

@@ -194,3 +194,14 @@ def test_plain_values_agree_with_the_headers(config: Config, raw: bytes) -> None
         assert tuple(a.addr_spec for a in msg["To"].addresses) == out.to
         assert str(msg["Subject"]) == out.subject
         assert str(msg["Message-ID"]) == out.message_id
+
+
+def test_an_original_with_overlong_lines_is_still_attached_whole(config: Config) -> None:
+    """SMTP refuses lines over 998 bytes: such an original is attached base64-encoded, byte for byte."""
+    raw = HARD_DCS + b"x" * 5000 + b"\r\n"
+    msg = _by_type(route(raw, config, NOW), "forward")
+    wire = msg.as_bytes()
+    assert max(len(line) for line in wire.split(b"\r\n")) <= 998
+    (attached,) = list(_reparse(msg).iter_attachments())
+    assert attached.get_filename() == "original.eml"
+    assert attached.get_content() == raw

@@ -1,0 +1,296 @@
+"""Fault injection against real servers: relay failures, IMAP resets, UIDVALIDITY changes, robots, quarantine."""
+
+from __future__ import annotations
+
+import asyncio
+import email
+import re
+import socket
+import struct
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from email.policy import default
+from pathlib import Path
+
+import pytest
+
+from emailrouter.cli import main
+from emailrouter.config import load_config
+from emailrouter.daemon import make_router
+from emailrouter.sink import SmtpSink
+from tests.conftest import DATA, ROOT
+from tests.integration.dovecot import Dovecot
+from tests.integration.test_daemon import ROUTED, once, planned_recipients, received_by_kind, write_config
+
+OUTLOOK = (DATA / "dcs-fault-outlook-en.eml").read_bytes()
+
+
+@pytest.fixture
+def sink(tmp_path: Path) -> Iterator[SmtpSink]:
+    with SmtpSink(save_to=tmp_path / "sent") as s:
+        yield s
+
+
+def with_id(raw: bytes, message_id: str, sender: str | None = None) -> bytes:
+    raw = re.sub(rb"Message-ID: <[^>]+>", f"Message-ID: <{message_id}>".encode(), raw, count=1)
+    if sender:
+        raw = re.sub(rb"^From: .*$", f"From: {sender}".encode(), raw, count=1, flags=re.M)
+        raw = re.sub(rb"header\.from=[^\s;]+", f"header.from={sender.rpartition('@')[2]}".encode(), raw)
+    return raw
+
+
+@pytest.mark.parametrize("fault", ["421", "451", "disconnect"])
+def test_temporary_relay_failures_are_retried_and_delivered_once(
+    tmp_path: Path, dovecot: Dovecot, sink: SmtpSink, fault: str
+) -> None:
+    """421, 451 and a connection dropped mid-DATA keep the message in the outbox; the retry delivers it once."""
+    config = load_config(write_config(tmp_path, dovecot, sink))
+    dovecot.append("router", "INBOX", OUTLOOK)
+    sink.script(fault)
+    assert once(config)[0] == 0
+    import time
+
+    time.sleep(0.1)  # past the test's short backoff
+    assert once(config)[0] == 0
+    assert received_by_kind(sink) == planned_recipients(config, ["dcs-fault-outlook-en.eml"])
+    assert all(ROUTED in f for f in dovecot.flags("router", "INBOX").values())
+
+
+def test_uidvalidity_change_processes_nothing_twice_and_skips_nothing(
+    tmp_path: Path, dovecot: Dovecot, sink: SmtpSink
+) -> None:
+    """After the folder gets a new UIDVALIDITY, old mail is recognised by Message-ID and new mail is routed."""
+    config = load_config(write_config(tmp_path, dovecot, sink))
+    for n in range(3):
+        dovecot.append("router", "INBOX", with_id(OUTLOOK, f"m{n}@x", f"person{n}@outlook.com"))
+    assert once(config)[0] == 0
+    before = received_by_kind(sink)
+    old = dovecot.uidvalidity("router", "INBOX")
+    # the server lost its index, and the keyword with it, as after a rebuild; one new mail arrived too
+    assert dovecot.reset_uidvalidity("router", "INBOX") != old
+    with dovecot.client() as client:
+        client.select_folder("INBOX")
+        client.remove_flags(client.search(["ALL"]), [ROUTED])
+    dovecot.append("router", "INBOX", with_id(OUTLOOK, "m-new@x", "newcomer@outlook.com"))
+    status, reports = once(config)
+    assert status == 0
+    assert (reports[0].planned, reports[0].duplicates) == (1, 3)
+    after = received_by_kind(sink)
+    assert (
+        sorted(set(after) - set(before))
+        == [("forward", "dcs-care@cc.example.co.id"), ("reply", "newcomer@outlook.com")]
+        or len(after) == len(before) + 2
+    )
+    assert len(after) == len(before) + 2
+    assert all(ROUTED in f for f in dovecot.flags("router", "INBOX").values())
+
+
+class ResettingProxy:
+    """A TCP proxy to Dovecot that resets the connection in the middle of the first body FETCH response."""
+
+    def __init__(self, port: int) -> None:
+        self.target = port
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.port = self.server.getsockname()[1]
+        self.armed = True
+        self.resets = 0
+        self.threads: list[threading.Thread] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.server.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(("127.0.0.1", self.target))
+            fetching = threading.Event()
+            for src, dst, down in ((client, upstream, False), (upstream, client, True)):
+                t = threading.Thread(target=self._pump, args=(src, dst, down, fetching, client, upstream), daemon=True)
+                t.start()
+                self.threads.append(t)
+
+    def _pump(
+        self,
+        src: socket.socket,
+        dst: socket.socket,
+        down: bool,
+        fetching: threading.Event,
+        client: socket.socket,
+        upstream: socket.socket,
+    ) -> None:
+        sent = 0
+        try:
+            while data := src.recv(65536):
+                if not down and b"BODY.PEEK[]" in data:
+                    fetching.set()
+                if down and fetching.is_set() and self.armed:
+                    sent += len(data)
+                    if sent > 2000:
+                        self.armed = False
+                        self.resets += 1
+                        dst.sendall(data[:1000])
+                        for s in (client, upstream):  # RST, not FIN
+                            s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                            s.close()
+                        return
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                try:
+                    s.close()
+                except OSError:
+                    pass
+
+    def close(self) -> None:
+        self.server.close()
+
+
+def test_imap_reset_mid_fetch_loses_nothing(tmp_path: Path, dovecot: Dovecot, sink: SmtpSink) -> None:
+    """A connection reset in the middle of a FETCH fails that pass; the next pass processes every mail once."""
+    proxy = ResettingProxy(dovecot.port)
+    path = write_config(tmp_path, dovecot, sink)
+    path.write_text(path.read_text().replace(f"port: {dovecot.port}", f"port: {proxy.port}"))
+    config = load_config(path)
+    for n in range(5):
+        dovecot.append("router", "INBOX", with_id(OUTLOOK, f"r{n}@x", f"reset{n}@outlook.com"))
+    try:
+        first = once(config)
+        assert proxy.resets == 1 and first[0] == 1  # the mailbox failed this pass
+        assert sink.count == 0
+        second = once(config)
+    finally:
+        proxy.close()
+    assert second[0] == 0 and second[1][0].planned == 5
+    assert sink.count == 10  # a reply and a forward each, once
+    assert all(ROUTED in f for f in dovecot.flags("router", "INBOX").values())
+
+
+def test_ping_pong_with_a_silent_autoresponder_stops_at_the_cap(
+    tmp_path: Path, dovecot: Dovecot, sink: SmtpSink
+) -> None:
+    """A robot answering every reply, with none of the automated headers, gets one reply per template a day."""
+    config = load_config(write_config(tmp_path, dovecot, sink))
+    rounds = 8
+    for n in range(rounds):
+        raw = with_id(OUTLOOK, f"bot-{n}@robot.example", "helpdesk-bot@outlook.com")
+        dovecot.append("router", "INBOX", raw)  # the robot's "reply" to our previous one
+        assert once(config)[0] == 0
+    to_bot = [r for r in sink.received if "helpdesk-bot@outlook.com" in r.rcpt_tos]
+    assert len(to_bot) == 1  # cap: the education template once per 24 h
+    forwards = [r for r in sink.received if "dcs-care@cc.example.co.id" in r.rcpt_tos]
+    assert len(forwards) == rounds  # the unit still sees every mail
+
+
+def test_bounced_reply_blocks_further_replies_to_that_address(tmp_path: Path, dovecot: Dovecot, sink: SmtpSink) -> None:
+    """A bounce of our auto-reply is recorded; that address gets no auto-reply afterwards, only the forward."""
+    config = load_config(write_config(tmp_path, dovecot, sink))
+    dovecot.append("router", "INBOX", (DATA / "automated-bounce-of-our-reply.eml").read_bytes())
+    assert once(config)[0] == 0
+    assert sink.count == 0
+    assert all(b"$Automated" in f and ROUTED in f for f in dovecot.flags("router", "INBOX").values())
+    dovecot.append("router", "INBOX", with_id(OUTLOOK, "after-bounce@x", "no.such.user@gmail.com"))
+    assert once(config)[0] == 0
+    assert [rcpt for r in sink.received for rcpt in r.rcpt_tos] == ["dcs-care@cc.example.co.id"]
+
+
+def test_oversized_mail_goes_to_the_failure_unit_unparsed(tmp_path: Path, dovecot: Dovecot, sink: SmtpSink) -> None:
+    """Mail over the size limit is not analysed: the failure unit gets it with a note; no reply goes out."""
+    path = write_config(tmp_path, dovecot, sink)
+    path.write_text(path.read_text().replace("max_message_mb: 25", "max_message_mb: 0.01"))
+    config = load_config(path)
+    big = OUTLOOK + b"\n" + (b"x" * 99 + b"\n") * 200
+    dovecot.append("router", "INBOX", big)
+    assert once(config)[0] == 0
+    (received,) = sink.received
+    assert received.rcpt_tos == ("email-triage@cc.example.co.id",)
+    msg = email.message_from_bytes(received.data, policy=default)
+    body = msg.get_body(("plain",))
+    assert body is not None and "over the 10,485-byte limit" in body.get_content()
+
+
+def test_quarantine_keeps_the_batch_going_and_retry_processes_later(
+    tmp_path: Path,
+    dovecot: Dovecot,
+    sink: SmtpSink,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A mail that breaks a stage is flagged $Quarantined and recorded; the others go on; `quarantine list` shows
+    it and `quarantine retry UID` processes it once the fault is gone."""
+    import emailrouter.daemon as daemon
+
+    path = write_config(tmp_path, dovecot, sink)
+    config = load_config(path)
+    dovecot.append("router", "INBOX", with_id(OUTLOOK, "q1@x", "first@outlook.com"))
+    dovecot.append("router", "INBOX", with_id(OUTLOOK, "q2@x", "breaks@outlook.com"))
+    dovecot.append("router", "INBOX", with_id(OUTLOOK, "q3@x", "third@outlook.com"))
+    real_route = daemon.route
+
+    def flaky(raw: bytes, *args, **kwargs):  # type: ignore[no-untyped-def]
+        if b"breaks@outlook.com" in raw:
+            raise RuntimeError("stage exploded")
+        return real_route(raw, *args, **kwargs)
+
+    monkeypatch.setattr(daemon, "route", flaky)
+    status, reports = once(config)
+    assert status == 0 and (reports[0].planned, reports[0].quarantined) == (2, 1)
+    flags = dovecot.flags("router", "INBOX")
+    assert b"$Quarantined" in flags[2] and ROUTED not in flags[2]
+    assert ROUTED in flags[1] and ROUTED in flags[3]
+    assert main(["quarantine", "list", "-c", str(path)]) == 0
+    listed = capsys.readouterr().out
+    assert "uid 2" in listed and "RuntimeError: stage exploded" in listed
+    monkeypatch.setattr(daemon, "route", real_route)  # "after a fix"
+    assert main(["quarantine", "retry", "-c", str(path), "2"]) == 0
+    flags = dovecot.flags("router", "INBOX")
+    assert ROUTED in flags[2] and b"$Quarantined" not in flags[2]
+    assert sorted(rcpt for r in sink.received for rcpt in r.rcpt_tos if "outlook" in rcpt) == [
+        "breaks@outlook.com",
+        "first@outlook.com",
+        "third@outlook.com",
+    ]
+    assert main(["quarantine", "list", "-c", str(path)]) == 0
+    assert "quarantine is empty" in capsys.readouterr().out
+
+
+def test_secrets_never_reach_logs(tmp_path: Path, dovecot: Dovecot, sink: SmtpSink) -> None:
+    """A failed login with a wrong password logs the failure, never the password, in JSON or console logs."""
+    path = write_config(tmp_path, dovecot, sink)
+    canary = "s3cret-CANARY-7731"
+    (tmp_path / "imap-password").write_text(canary + "\n")
+    done = subprocess.run(
+        [sys.executable, "-m", "emailrouter", "run", "--once", "--log-level", "debug", "-c", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+        check=False,
+    )
+    assert done.returncode == 1
+    assert "mailbox_failed" in done.stdout and "AUTHENTICATIONFAILED" in done.stdout
+    assert canary not in done.stdout + done.stderr
+    import io
+
+    from emailrouter import logs
+
+    captured = io.StringIO()
+    logs.configure("debug", stream=captured, json=True)
+    router = make_router(load_config(path), dry_run=False)
+    try:
+        reports = asyncio.run(daemon_once(router))
+    finally:
+        router.store.close()
+    assert '"event": "mailbox_failed"' in captured.getvalue()
+    assert canary not in captured.getvalue()
+    assert canary not in repr(reports) and canary not in repr(load_config(path).settings)
+
+
+async def daemon_once(router):  # type: ignore[no-untyped-def]
+    from emailrouter.daemon import run_once
+
+    return await run_once(router)
