@@ -37,6 +37,7 @@ from emailrouter.segment import DomainRule, SegmentRules
 from emailrouter.settings import Settings, read_settings
 from emailrouter.templates import TemplateSet, load_templates, reply_context
 from emailrouter.trust import TrustPolicy
+from emailrouter.verify import verify
 from emailrouter.yamlfile import LineDict, LineList, Reader, describe, load_yaml
 
 _ADDRESS = re.compile(
@@ -668,6 +669,8 @@ def load_config(path: str | Path, *, directory: str | Path | None = None) -> Con
         elif rules_doc is not None:
             problems.append(Problem(rules[1], 1, "", "expected a mapping at the top level"))
 
+    if table is not None and segmentation is not None:
+        problems.extend(verify(table, list(segmentation.segments), {row.id: row.line for row in table.rows}))
     errors = [p for p in problems if not p.warning]
     if errors or router is None or segmentation is None or signals is None or table is None:
         if not errors:

@@ -9,8 +9,8 @@ from typing import Literal
 
 from emailrouter.model import Action, Classification, Decision, Facts, MessageView, Segmentation
 
-HitPolicy = Literal["first", "collect"]
-HIT_POLICIES: tuple[HitPolicy, ...] = ("first", "collect")
+HitPolicy = Literal["first", "unique", "collect"]
+HIT_POLICIES: tuple[HitPolicy, ...] = ("first", "unique", "collect")
 # The facts a row may test, and the YAML type of their values.
 CONDITION_FACTS: dict[str, type] = {
     "segment": str,
@@ -64,7 +64,7 @@ def reference_for(view: MessageView, prefix: str) -> str:
 def decide(facts: Facts, table: Table, reference: str) -> Decision:
     """Apply the table. Always returns a decision: the last row matches everything."""
     matched = [row for row in table.rows if row.matches(facts)]
-    if table.hit_policy == "first":
+    if table.hit_policy in ("first", "unique"):  # unique: `check` proved at most one row (and the catch-all) match
         matched = matched[:1]
     elif len(matched) > 1:  # collect: the catch-all only takes what nothing else took
         matched = matched[:-1] if matched[-1] is table.rows[-1] else matched

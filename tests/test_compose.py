@@ -150,7 +150,7 @@ def test_message_ids_are_deterministic_and_distinct(config: Config) -> None:
 def test_no_reply_without_a_usable_sender(config: Config) -> None:
     """Mail without From: is forwarded to the human queue; no reply is composed, and the trace says so."""
     routing = route(eml("Subject: internet mati", body="tolong"), config, NOW)
-    assert routing.decision.rule == "open-catch-all-to-human-queue"
+    assert routing.decision.rule == "open-no-usable-sender-to-human-queue"
     assert [o.action.type for o in routing.outgoing] == ["forward"]
     assert routing.outgoing[0].to == ("email-triage@cc.example.co.id",)
     assert "Reply-To" not in routing.outgoing[0].message

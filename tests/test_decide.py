@@ -35,7 +35,7 @@ def instruction(segment: str, intent: str, hard: bool) -> str:
         return "open-des-dgs-request-to-account-managers"
     if corporate:
         return "1.2.3-corporate-unclear-intent-to-human-queue"
-    return "open-catch-all-to-human-queue"
+    return "open-no-usable-sender-to-human-queue"
 
 
 @pytest.mark.parametrize(("segment", "intent", "hard"), list(itertools.product(SEGMENTS, INTENTS, [False, True])))

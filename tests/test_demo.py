@@ -31,6 +31,6 @@ def test_demo_routes_every_sample_and_leaves_the_sent_mail(tmp_path: Path, capsy
     for rule in (
         "1.2.5-fault-opens-ticket",
         "1.2.9-dcs-hard-complaint-educate-forward-escalate",
-        "open-catch-all-to-human-queue",
+        "open-no-usable-sender-to-human-queue",
     ):
         assert rule in printed
