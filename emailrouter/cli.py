@@ -150,6 +150,34 @@ async def _retry(router: Any, mailbox: Any, uids: list[int]) -> Any:
         await router.close()
 
 
+def cmd_test(args: argparse.Namespace) -> int:
+    from emailrouter.errors import Problem
+    from emailrouter.ruletests import collect, run_file
+
+    config = _load(args)
+    if config is None:
+        return 1
+    files = collect([Path(p) for p in args.paths] or [config.path.parent / "tests"])
+    if not files:
+        print("error: no case files (*.yaml) found", file=sys.stderr)
+        return 1
+    problems: list[Problem] = []
+    results = [result for f in files for result in run_file(f, config, problems)]
+    for problem in problems:
+        print(f"error: {problem}", file=sys.stderr)
+    width = max((len(r.name) for r in results), default=10)
+    for result in results:
+        print(f"{'PASS' if result.passed else 'FAIL'}  {result.name:<{width}}  {result.file}:{result.line}")
+        for difference in result.differences:
+            print(f"        {difference}")
+    failed = sum(1 for r in results if not r.passed)
+    print(
+        f"rule tests: {len(results) - failed} passed, {failed} failed"
+        + (f", {len(problems)} errors" if problems else "")
+    )
+    return 1 if failed or problems else 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from emailrouter.demo import demo
 
@@ -186,6 +214,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--dry-run", action="store_true", help="decide, log and report; send nothing, mark nothing")
     run.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     run.set_defaults(func=cmd_run)
+
+    test = sub.add_parser("test", help="run rule tests: case files of messages and the expected handling")
+    with_config(test)
+    test.add_argument(
+        "paths", nargs="*", metavar="PATH", help="case files or folders (default: tests/ next to the config)"
+    )
+    test.set_defaults(func=cmd_test)
 
     quarantine = sub.add_parser("quarantine", help="mail a stage could not handle: list it, or retry after a fix")
     qsub = quarantine.add_subparsers(dest="action", required=True)
