@@ -12,7 +12,7 @@ from typing import Any
 
 from emailrouter import __version__
 from emailrouter.config import Config, find_config, load_config
-from emailrouter.errors import ConfigError
+from emailrouter.errors import ConfigError, EmailRouterError
 from emailrouter.explain import as_json, as_text
 from emailrouter.pipeline import route
 
@@ -178,6 +178,82 @@ def cmd_test(args: argparse.Namespace) -> int:
     return 1 if failed or problems else 0
 
 
+def cmd_replay(args: argparse.Namespace) -> int:
+    from emailrouter import replay
+
+    try:
+        old, new = load_config(args.old), load_config(args.new)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(f"error: {problem}", file=sys.stderr)
+        return 1
+    if args.source.startswith("imap:"):
+        source = replay.imap_folder(new, args.source[5:])
+        total = None
+    else:
+        folder = Path(args.source)
+        if not folder.is_dir():
+            print(f"error: {folder}: not a folder of .eml files (or imap:MAILBOX[/FOLDER])", file=sys.stderr)
+            return 1
+        total = sum(1 for _ in folder.rglob("*.eml"))
+        source = replay.eml_folder(folder)
+    try:
+        result = replay.replay(source, old, new, replay.Progress(total, force=args.progress))
+    except (EmailRouterError, OSError) as exc:  # an IMAP source that cannot be read
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps(result.as_json(), ensure_ascii=False, indent=2) if args.json else replay.as_text(result))
+    return 0
+
+
+def _store_of(args: argparse.Namespace) -> tuple[Config, Any] | None:
+    from emailrouter.store import Store
+
+    config = _load(args)
+    if config is None:
+        return None
+    if not config.settings.state_path.exists():
+        print(f"error: no state store at {config.settings.state_path} (has the daemon run?)", file=sys.stderr)
+        return None
+    return config, Store(config.settings.state_path)
+
+
+def cmd_stats(args: argparse.Namespace) -> int:
+    from emailrouter import stats
+
+    try:
+        since = stats.parse_since(args.since)
+    except ValueError as exc:
+        print(f"error: --since: {exc}", file=sys.stderr)
+        return 2
+    opened = _store_of(args)
+    if opened is None:
+        return 1
+    config, store = opened
+    now = datetime.now(UTC)
+    names = {m.account: m.name for m in config.settings.mailboxes}
+    figures = stats.stats(store, now - since, now, names)
+    store.close()
+    print(json.dumps(figures, ensure_ascii=False, indent=2) if args.json else stats.as_text(figures))
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    from emailrouter import stats
+
+    opened = _store_of(args)
+    if opened is None:
+        return 1
+    _, store = opened
+    records = stats.show(store, args.message_id)
+    store.close()
+    if not records:
+        print(f"error: no decision record for {args.message_id}", file=sys.stderr)
+        return 1
+    print(json.dumps(records if len(records) > 1 else records[0], ensure_ascii=False, indent=2))
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from emailrouter.demo import demo
 
@@ -221,6 +297,25 @@ def build_parser() -> argparse.ArgumentParser:
         "paths", nargs="*", metavar="PATH", help="case files or folders (default: tests/ next to the config)"
     )
     test.set_defaults(func=cmd_test)
+
+    rp = sub.add_parser("replay", help="which mails would a config change handle differently? sends nothing")
+    rp.add_argument("--old", required=True, help="the config in force")
+    rp.add_argument("--new", required=True, help="the changed config")
+    rp.add_argument("--json", action="store_true", help="machine-readable output")
+    rp.add_argument("--progress", action="store_true", help="show the progress bar even when not on a terminal")
+    rp.add_argument("source", help="a folder of .eml files, or imap:MAILBOX[/FOLDER] (a mailbox of --new, read-only)")
+    rp.set_defaults(func=cmd_replay)
+
+    st = sub.add_parser("stats", help="counts per mailbox, segment, intent, rule and action; failures; delays")
+    with_config(st)
+    st.add_argument("--since", default="24h", help="how far back: 24h (default), 7d, 90m")
+    st.add_argument("--json", action="store_true")
+    st.set_defaults(func=cmd_stats)
+
+    sh = sub.add_parser("show", help="the decision record of a mail: inputs, segment, signals, rule, sends")
+    with_config(sh)
+    sh.add_argument("message_id", metavar="MESSAGE-ID", help="as in the mail's header, with the <>")
+    sh.set_defaults(func=cmd_show)
 
     quarantine = sub.add_parser("quarantine", help="mail a stage could not handle: list it, or retry after a fix")
     qsub = quarantine.add_subparsers(dest="action", required=True)

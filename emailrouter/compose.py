@@ -351,3 +351,20 @@ def compose_failure_notice(
     )
     mime.mixed(msg, [mime.text_part(body), mime.message_part(undelivered, "undelivered.eml")])
     return msg
+
+
+def compose_report(router: RouterIdentity, to: str, subject: str, body: str, now: datetime) -> EmailMessage:
+    """The daily report to a supervisor: plain text, readable in any mail client."""
+    digest = hashlib.sha256(f"report\0{to}\0{subject}".encode()).hexdigest()[:24]
+    msg = mime.new(
+        [
+            ("From", mime.address(router.name, router.address)),
+            ("To", mime.address("", to)),
+            ("Subject", mime.text(subject)),
+            ("Date", format_datetime(now)),
+            ("Message-ID", f"<er.{digest}.report@{router.domain}>"),
+            ("Auto-Submitted", "auto-generated"),
+        ]
+    )
+    mime.single(msg, body)
+    return msg

@@ -606,6 +606,8 @@ def load_config(path: str | Path, *, directory: str | Path | None = None) -> Con
             "trust",
             "loop_protection",
             "limits",
+            "reports",
+            "metrics",
         },
     )
     base = path.parent

@@ -258,6 +258,7 @@ class Router:
                 earlier += [Contact(p.now, p.contact[1]) for p in plans if p.contact and p.contact[0] == sender]
                 return earlier
 
+            started = time.perf_counter()
             try:
                 routing = route(fetched.raw, self.config, now, history)
             except Exception as exc:  # a stage broke on this mail: quarantine it, the batch goes on
@@ -314,6 +315,7 @@ class Router:
             trace = as_json(routing, str(key), self.config.version)
             trace["actions"] = [o.describe() for o in outgoing]
             trace["suppressed"] = [s.describe() for s in suppressed]
+            trace["timings"] = {"decide_ms": round((time.perf_counter() - started) * 1000, 3)}
             contact = (view.sender.address, routing.classification.intent) if view.sender else None
             if routing.automated:
                 contact = None  # a robot's mail is no customer contact
@@ -527,6 +529,9 @@ class Service:
         if not self.router.stopping:
             await self.router.flush_outbox()
 
+    async def _report_job(self) -> None:
+        await send_daily_report(self.router)
+
     async def _housekeeping_job(self) -> None:
         keep = self.router.config.settings.housekeeping.keep_days
         removed = self.router.store.prune(self.router.clock(), keep)
@@ -568,6 +573,16 @@ class Service:
             misfire_grace_time=None,
         )
         hk = config.settings.housekeeping
+        if (report := config.settings.report) is not None:
+            self.scheduler.add_job(
+                self._report_job,
+                "cron",
+                hour=report.hour,
+                minute=report.minute,
+                id="report",
+                max_instances=1,
+                coalesce=True,
+            )
         self.scheduler.add_job(
             self._housekeeping_job,
             "cron",
@@ -658,6 +673,33 @@ class Service:
         await self.router.close()
         log.info("stopped", status=self.router.status())
         return 0
+
+
+async def send_daily_report(router: Router, now: datetime | None = None) -> bool:
+    """Yesterday's figures (UTC day) to the configured supervisor address. True if it was sent."""
+    from emailrouter.compose import compose_report
+    from emailrouter.stats import as_text, stats
+
+    report = router.config.settings.report
+    if report is None or router.transport is None:
+        return False
+    now = now or router.clock()
+    day_end = now.replace(hour=0, minute=0, second=0, microsecond=0)
+    day_start = day_end - timedelta(days=1)
+    names = {m.account: m.name for m in router.config.settings.mailboxes}
+    figures = stats(router.store, day_start, day_end, names)
+    subject = (
+        f"emailrouter daily report {day_start:%Y-%m-%d}: {figures['messages']} mails, "
+        f"{figures['hard_complaints']} hard complaints, {len(figures['failures'])} failures"
+    )
+    msg = compose_report(router.config.router, report.to, subject, as_text(figures), now)
+    try:
+        await router.transport.send(router.config.router.address, [report.to], msg.as_bytes())
+    except (TemporaryDeliveryError, PermanentDeliveryError) as exc:
+        log.error("report_not_sent", error=str(exc))
+        return False
+    log.info("report_sent", to=report.to, day=f"{day_start:%Y-%m-%d}")
+    return True
 
 
 def make_router(config: Config, *, dry_run: bool) -> Router:

@@ -15,6 +15,7 @@ def as_json(routing: Routing, file: str, config_version: str) -> dict[str, Any]:
         "sender": view.sender.address if view.sender else None,
         "sender_problem": view.sender_problem,
         "subject": view.subject,
+        "size": view.size,
         "segment": seg.segment,
         "segment_source": seg.source,
         "segment_detail": seg.detail,

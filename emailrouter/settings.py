@@ -80,6 +80,15 @@ class HousekeepingConfig:
 
 
 @dataclass(frozen=True)
+class ReportConfig:
+    """The daily report mail: the same figures as `emailrouter stats` for the previous day."""
+
+    to: str
+    hour: int
+    minute: int
+
+
+@dataclass(frozen=True)
 class Settings:
     mailboxes: tuple[MailboxConfig, ...]
     smtp: SmtpConfig | None
@@ -88,6 +97,8 @@ class Settings:
     housekeeping: HousekeepingConfig
     loop: LoopPolicy = field(default_factory=LoopPolicy)
     max_message_bytes: int = 25 * 1024 * 1024
+    report: ReportConfig | None = None
+    metrics_listen: tuple[str, int] | None = None
 
     def plaintext_warnings(self) -> list[str]:
         out = [
@@ -274,4 +285,33 @@ def read_settings(r: Reader, doc: LineDict, base: Path) -> Settings:
     limits = r.get(doc, "limits", "", LineDict, required=False) or LineDict()
     r.known_keys(limits, "limits", {"max_message_mb"})
     max_mb = r.get(limits, "max_message_mb", "limits", float, required=False) or 25.0
-    return Settings(tuple(mailboxes), smtp, state_path, delivery, housekeeping, loop, int(max_mb * 1024 * 1024))
+    report = None
+    if (rnode := r.get(doc, "reports", "", LineDict, required=False)) is not None:
+        r.known_keys(rnode, "reports", {"daily_to", "at"})
+        to = r.get(rnode, "daily_to", "reports", str)
+        when = r.get(rnode, "at", "reports", str, required=False) or "07:00"
+        rm = re.fullmatch(r"([01]?\d|2[0-3]):([0-5]\d)", when)
+        if not rm:
+            r.fail(rnode, "at", "reports.at", f"expected HH:MM, got {when!r}")
+        if to is not None and not re.fullmatch(r"[^@\s]+@[^@\s]+\.[^@\s]+", to):
+            r.fail(rnode, "daily_to", "reports.daily_to", f"not an email address: {to!r}")
+        elif to is not None and rm:
+            report = ReportConfig(to, int(rm[1]), int(rm[2]))
+    metrics = None
+    if (mnode := r.get(doc, "metrics", "", LineDict, required=False)) is not None:
+        r.known_keys(mnode, "metrics", {"listen"})
+        listen = r.get(mnode, "listen", "metrics", str)
+        mm = re.fullmatch(r"(127\.\d+\.\d+\.\d+|localhost|\[::1\]):(\d{1,5})", listen or "")
+        if listen is not None and not mm:
+            r.fail(
+                mnode,
+                "listen",
+                "metrics.listen",
+                f"expected a loopback HOST:PORT such as 127.0.0.1:9464, got "
+                f"{listen!r} (the endpoint has no authentication)",
+            )
+        elif mm:
+            metrics = (mm[1].strip("[]"), int(mm[2]))
+    return Settings(
+        tuple(mailboxes), smtp, state_path, delivery, housekeeping, loop, int(max_mb * 1024 * 1024), report, metrics
+    )

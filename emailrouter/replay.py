@@ -1,0 +1,149 @@
+"""Replay diff: run a corpus through an old and a new config and show which mails would be handled
+differently, and how (rule, recipients, templates). Nothing is sent, nothing is marked.
+
+SOURCE is a folder of .eml files, or `imap:MAILBOX[/FOLDER]` for a mailbox of the new config, read
+with EXAMINE (read-only) and BODY.PEEK[].
+"""
+
+from __future__ import annotations
+
+import sys
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TextIO
+
+from emailrouter.config import Config
+from emailrouter.model import Reply
+from emailrouter.pipeline import Routing, route
+
+NOW = datetime(2026, 1, 1, 9, 0, tzinfo=UTC)
+
+
+def summary_of(routing: Routing) -> dict[str, Any]:
+    return {
+        "segment": routing.segmentation.segment,
+        "intent": routing.classification.intent,
+        "hard": routing.classification.hard,
+        "rule": routing.decision.rule,
+        "recipients": sorted(f"{o.action.type}:{to}" for o in routing.outgoing for to in o.to),
+        "templates": sorted(o.action.template for o in routing.outgoing if isinstance(o.action, Reply)),
+    }
+
+
+@dataclass
+class ReplayResult:
+    total: int = 0
+    changes: list[dict[str, Any]] = field(default_factory=list)
+    counts: Counter[str] = field(default_factory=Counter)
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "total": self.total,
+            "changed": len(self.changes),
+            "counts": dict(self.counts),
+            "messages": self.changes,
+        }
+
+
+def compare(name: str, raw: bytes, old: Config, new: Config) -> dict[str, Any] | None:
+    before = summary_of(route(raw, old, NOW))
+    after_routing = route(raw, new, NOW)
+    after = summary_of(after_routing)
+    changed = [key for key in before if before[key] != after[key]]
+    if not changed:
+        return None
+    return {
+        "source": name,
+        "message_id": after_routing.view.message_id,
+        "subject": after_routing.view.subject,
+        "changed": changed,
+        "old": before,
+        "new": after,
+    }
+
+
+def eml_folder(folder: Path) -> Iterator[tuple[str, bytes]]:
+    for path in sorted(folder.rglob("*.eml")):
+        yield str(path), path.read_bytes()
+
+
+def imap_folder(config: Config, spec: str) -> Iterator[tuple[str, bytes]]:
+    """Every mail of a configured mailbox's folder, read-only (EXAMINE), in batches of 200."""
+    from emailrouter.errors import MailboxError
+    from emailrouter.imap import ImapMailbox
+
+    name, _, folder = spec.partition("/")
+    mailbox = next((m for m in config.settings.mailboxes if m.name == name), None)
+    if mailbox is None:
+        raise MailboxError(f"no mailbox {name!r} in {config.path}")
+    conn = ImapMailbox(mailbox)
+    try:
+        conn.connect()
+        client = conn._client
+        client.select_folder(folder or mailbox.folder, readonly=True)
+        uids = sorted(client.search(["ALL"]))
+        for start in range(0, len(uids), 200):
+            for uid, fetched in sorted(conn.fetch(uids[start : start + 200]).items()):
+                yield f"{name}/{folder or mailbox.folder}:{uid}", fetched.raw
+    finally:
+        conn.close()
+
+
+class Progress:
+    """A one-line progress bar on stderr (only on a terminal, unless forced)."""
+
+    def __init__(self, total: int | None, stream: TextIO | None = None, force: bool = False) -> None:
+        self.total = total
+        self.stream = stream or sys.stderr
+        self.enabled = force or self.stream.isatty()
+        self.last = -1
+
+    def update(self, done: int) -> None:
+        if not self.enabled:
+            return
+        if self.total:
+            percent = done * 100 // self.total
+            if percent == self.last:
+                return
+            self.last = percent
+            bar = "#" * (percent // 4)
+            self.stream.write(f"\rreplay [{bar:<25}] {done}/{self.total} ({percent}%)")
+        elif done % 100 == 0:
+            self.stream.write(f"\rreplay {done} mails")
+        self.stream.flush()
+
+    def close(self) -> None:
+        if self.enabled:
+            self.stream.write("\n")
+
+
+def replay(source: Iterator[tuple[str, bytes]], old: Config, new: Config, progress: Progress) -> ReplayResult:
+    result = ReplayResult()
+    for name, raw in source:
+        result.total += 1
+        change = compare(name, raw, old, new)
+        if change is not None:
+            result.changes.append(change)
+            result.counts.update(change["changed"])
+        progress.update(result.total)
+    progress.close()
+    return result
+
+
+def as_text(result: ReplayResult) -> str:
+    lines = []
+    for change in result.changes:
+        lines.append(f"{change['source']}  ({change['subject'][:60]})")
+        for key in change["changed"]:
+            old, new = change["old"][key], change["new"][key]
+            if isinstance(old, list):
+                gone, added = sorted(set(old) - set(new)), sorted(set(new) - set(old))
+                lines.append(f"    {key}: " + ", ".join([*(f"-{x}" for x in gone), *(f"+{x}" for x in added)]))
+            else:
+                lines.append(f"    {key}: {old} -> {new}")
+    counts = ", ".join(f"{k} {v}" for k, v in sorted(result.counts.items())) or "none"
+    lines.append(f"\n{result.total} mails replayed, {len(result.changes)} handled differently ({counts})")
+    return "\n".join(lines)
