@@ -34,6 +34,7 @@ from emailrouter.explain import as_json
 from emailrouter.faults import crashpoint
 from emailrouter.guard import limit_replies
 from emailrouter.imap import Fetched, ImapMailbox, watch_idle
+from emailrouter.metrics import Metrics, MetricsServer, stale_mailboxes
 from emailrouter.model import Outgoing, Record, Reply, Suppressed
 from emailrouter.pipeline import Routing, route
 from emailrouter.sdnotify import Notifier
@@ -97,8 +98,10 @@ class Router:
         *,
         dry_run: bool = False,
         clock: Callable[[], datetime] = utcnow,
+        metrics: Metrics | None = None,
     ) -> None:
         self.config = config
+        self.metrics = metrics or Metrics()
         self.store = store
         self.transport = transport
         self.dry_run = dry_run
@@ -168,6 +171,7 @@ class Router:
             return self._failed(mailbox, health, report, f"{type(exc).__name__}: {exc}")
         health.failures = 0
         health.last_success = time.monotonic()
+        self.metrics.poll_success(mailbox.name)
         return report
 
     def _failed(self, mailbox: MailboxConfig, health: MailboxHealth, report: PollReport, error: str) -> PollReport:
@@ -265,6 +269,7 @@ class Router:
                 dedupe = "sha256:" + hashlib.sha256(fetched.raw).hexdigest()
                 error = f"{type(exc).__name__}: {exc}"[:500]
                 log.error("decision", outcome="quarantined", error=error, size=fetched.size)
+                self.metrics.message(mailbox.name, "unknown", "unknown", "quarantined")
                 report.quarantined += 1
                 if not self.dry_run:
                     self.store.record_outcome(key, dedupe, "quarantined", now, error=error)
@@ -276,6 +281,8 @@ class Router:
             first = "this batch" if pending else self.store.first_with_dedupe_id(dedupe)
             if first is not None:
                 log.info("decision", outcome="duplicate", first=first)
+                seg, intent = routing.segmentation.segment, routing.classification.intent
+                self.metrics.message(mailbox.name, seg, intent, "duplicate")
                 report.duplicates += 1
                 report.rows.append(self._row(routing, "duplicate"))
                 if not self.dry_run:
@@ -297,7 +304,11 @@ class Router:
                 reference=routing.decision.reference,
                 size=fetched.size,
             )
-            report.rows.append(self._row(routing, "dry-run" if self.dry_run else "planned"))
+            outcome = "dry-run" if self.dry_run else "planned"
+            self.metrics.message(mailbox.name, routing.segmentation.segment, routing.classification.intent, outcome)
+            for skipped in suppressed:
+                self.metrics.action(skipped.type, None, "suppressed")
+            report.rows.append(self._row(routing, outcome))
             report.planned += 1
             if self.dry_run:
                 return None
@@ -407,6 +418,7 @@ class Router:
                 self.store.mark_sent(to_record, self.clock())
                 crashpoint("after-send-recorded")
             self.store.settle(self.clock())
+            self.metrics.outbox_pending(self.store.pending_count())
         return delivered
 
     async def _deliver(self, entry: OutboxEntry) -> Literal["record", "recorded", "not-sent"]:
@@ -425,6 +437,7 @@ class Router:
                     delay = backoff(entry.attempts + 1, delivery.retry_initial, delivery.retry_max)
                     self.store.mark_retry(entry.id, str(exc), now + timedelta(seconds=delay))
                     log.warning("send_deferred", kind=entry.kind, error=str(exc), retry_in=delay)
+                    self.metrics.action(entry.kind, entry.unit, "deferred")
                     return "not-sent"
                 self._permanent(entry, f"gave up after {delivery.give_up_after / 3600:g} h: {exc}")
                 return "not-sent"
@@ -433,6 +446,7 @@ class Router:
                 return "not-sent"
             crashpoint("after-smtp-accepted")
             log.info("sent", kind=entry.kind, to=list(entry.recipients))
+            self.metrics.action(entry.kind, entry.unit, "sent")
             if entry.kind != "reply":
                 return "record"
             self.store.mark_sent([entry.id], self.clock())
@@ -442,6 +456,7 @@ class Router:
     def _permanent(self, entry: OutboxEntry, error: str) -> None:
         """Recorded, and the human queue is told, so the mail does not vanish."""
         self.store.mark_failed(entry.id, error)
+        self.metrics.action(entry.kind, entry.unit, "failed")
         log.error("send_failed", kind=entry.kind, to=list(entry.recipients), error=error)
         router = self.config.router
         unit = self.config.units.get(router.failures_to)
@@ -501,6 +516,8 @@ class Service:
         self._wake: set[str] = set()
         self._running: dict[str, asyncio.Task[Any]] = {}
         self._ready = False
+        self._started = time.monotonic()
+        self._metrics_server: MetricsServer | None = None
 
     # jobs ------------------------------------------------------------------
 
@@ -536,6 +553,17 @@ class Service:
         keep = self.router.config.settings.housekeeping.keep_days
         removed = self.router.store.prune(self.router.clock(), keep)
         log.info("housekeeping", removed=removed, keep_days=keep)
+
+    def _health(self) -> list[str]:
+        """For /healthz (runs on the HTTP thread: reads only): mailboxes without a recent successful poll."""
+        health = list(self.router.health.items())
+        mailboxes = self.router.config.settings.mailboxes
+        return stale_mailboxes(
+            {n: h.last_success for n, h in health},
+            {m.name: max(m.poll_interval, 10) for m in mailboxes},
+            time.monotonic(),
+            started=self._started,
+        )
 
     def wake(self, name: str) -> None:
         """New mail announced by IDLE: poll now (or right after the poll in progress)."""
@@ -623,13 +651,18 @@ class Service:
             config = load_config(self.config_path)
         except ConfigError as exc:
             log.error("reload_rejected", problems=[str(p) for p in exc.problems])
+            self.router.metrics.reload("rejected")
             return
         if config.settings.state_path != self.router.config.settings.state_path:
             log.warning("reload_state_path_ignored", reason="the state store moves only with a restart")
+        old_listen = self.router.config.settings.metrics_listen
         self.router.config = config
         for warning in config.settings.plaintext_warnings():
             log.warning("plaintext_connection", detail=warning)
         self._schedule(config)
+        if config.settings.metrics_listen != old_listen:
+            log.warning("reload_metrics_listen_ignored", reason="the metrics address moves only with a restart")
+        self.router.metrics.reload("ok")
         log.info("reloaded", version=config.version)
 
     async def _watchdog(self) -> None:
@@ -653,6 +686,12 @@ class Service:
         loop.add_signal_handler(signal.SIGINT, self.stop_event.set)
         loop.add_signal_handler(signal.SIGHUP, self.reload)
         await self.router.resume()
+        self._started = time.monotonic()
+        listen = self.router.config.settings.metrics_listen
+        if listen is not None:  # off unless configured; a taken port fails the start rather than run blind
+            self._metrics_server = MetricsServer(self.router.metrics, listen[0], listen[1], self._health)
+            self._metrics_server.start()
+            log.info("metrics_listening", url=self._metrics_server.url)
         self._schedule(self.router.config)
         self.scheduler.start()
         watchdog = asyncio.create_task(self._watchdog())
@@ -671,6 +710,8 @@ class Service:
             await asyncio.wait(list(self._running.values()), timeout=60)
         watchdog.cancel()
         await self.router.close()
+        if self._metrics_server is not None:
+            await asyncio.to_thread(self._metrics_server.stop)
         log.info("stopped", status=self.router.status())
         return 0
 

@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 from emailrouter.credentials import SECRET_KINDS, OAuth2Token, Secret
 from emailrouter.guard import LoopPolicy
+from emailrouter.metrics import parse_listen
 from emailrouter.yamlfile import LineDict, LineList, Reader, describe
 
 Security = Literal["tls", "starttls", "plain"]
@@ -301,17 +302,16 @@ def read_settings(r: Reader, doc: LineDict, base: Path) -> Settings:
     if (mnode := r.get(doc, "metrics", "", LineDict, required=False)) is not None:
         r.known_keys(mnode, "metrics", {"listen"})
         listen = r.get(mnode, "listen", "metrics", str)
-        mm = re.fullmatch(r"(127\.\d+\.\d+\.\d+|localhost|\[::1\]):(\d{1,5})", listen or "")
-        if listen is not None and not mm:
-            r.fail(
-                mnode,
-                "listen",
-                "metrics.listen",
-                f"expected a loopback HOST:PORT such as 127.0.0.1:9464, got "
-                f"{listen!r} (the endpoint has no authentication)",
-            )
-        elif mm:
-            metrics = (mm[1].strip("[]"), int(mm[2]))
+        if listen is not None:
+            try:
+                metrics = parse_listen(listen)
+            except ValueError as exc:
+                r.fail(
+                    mnode,
+                    "listen",
+                    "metrics.listen",
+                    f"{exc} (a loopback HOST:PORT such as 127.0.0.1:9464: the endpoint has no authentication)",
+                )
     return Settings(
         tuple(mailboxes), smtp, state_path, delivery, housekeeping, loop, int(max_mb * 1024 * 1024), report, metrics
     )
