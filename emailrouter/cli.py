@@ -254,6 +254,13 @@ def cmd_show(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_schema(args: argparse.Namespace) -> int:
+    from emailrouter.schema import SCHEMAS
+
+    print(json.dumps(SCHEMAS[args.which](), ensure_ascii=False, indent=2))
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from emailrouter.demo import demo
 
@@ -316,6 +323,10 @@ def build_parser() -> argparse.ArgumentParser:
     with_config(sh)
     sh.add_argument("message_id", metavar="MESSAGE-ID", help="as in the mail's header, with the <>")
     sh.set_defaults(func=cmd_show)
+
+    sc = sub.add_parser("schema", help="print the JSON Schema of a config file, for validation as you type")
+    sc.add_argument("which", nargs="?", default="config", choices=["config", "rules", "signals"])
+    sc.set_defaults(func=cmd_schema)
 
     quarantine = sub.add_parser("quarantine", help="mail a stage could not handle: list it, or retry after a fix")
     qsub = quarantine.add_subparsers(dest="action", required=True)

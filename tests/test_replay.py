@@ -45,8 +45,9 @@ def test_replay_lists_exactly_the_mails_the_change_affects(tmp_path: Path, capsy
 def test_replay_text_output_and_no_changes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """The text report shows -/+ recipients and a summary; the same config twice changes nothing."""
     new = changed_config(tmp_path)
-    assert main(["replay", "--old", str(CONFIG_DIR / "emailrouter.yaml"), "--new", str(new), "--progress",
-                 str(DATA)]) == 0
+    assert (
+        main(["replay", "--old", str(CONFIG_DIR / "emailrouter.yaml"), "--new", str(new), "--progress", str(DATA)]) == 0
+    )
     captured = capsys.readouterr()
     assert "-forward:dbs-business@cc.example.co.id, +forward:account-managers@cc.example.co.id" in captured.out
     assert "replay [" in captured.err and "100%" in captured.err

@@ -84,3 +84,11 @@ def test_oauth2_token_is_reread_before_it_expires(tmp_path: Path) -> None:
     token.invalidate()
     assert token.get(now=102) == "token-3"
     assert os.path.exists(counter)
+
+
+def test_an_empty_password_is_an_error_not_a_crash_at_login(config_copy: Path) -> None:
+    """`password:` with no value is reported by check, naming the key."""
+    config_copy.write_text(config_copy.read_text() + MAILBOX.replace("{credential: imap-jkt}", ""))
+    with pytest.raises(ConfigError) as info:
+        load_config(config_copy)
+    assert [p.key for p in info.value.problems] == ["mailboxes[0].password"]

@@ -1,0 +1,402 @@
+"""JSON Schemas for editors: the shipped files pass, typical mistakes are flagged, and they agree with the loader."""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+import yaml
+
+from emailrouter.config import load_config
+from emailrouter.credentials import SECRET_KINDS
+from emailrouter.decide import CONDITION_FACTS, HIT_POLICIES
+from emailrouter.directory import DomainTable
+from emailrouter.errors import ConfigError
+from emailrouter.model import INTENTS, LANGUAGES, SEGMENT_SOURCES
+from emailrouter.schema import DOMAIN_PATTERN, SCHEMAS, main_schema, rules_schema, signals_schema
+from emailrouter.settings import SECURITIES
+
+ROOT = Path(__file__).parent.parent
+FILES = {"config": "emailrouter.yaml", "rules": "rules.yaml", "signals": "signals.yaml"}
+MAILBOX = {"name": "jkt", "host": "imap.example.co.id", "username": "cs-jkt", "password": {"credential": "imap-jkt"}}
+NO_PASSWORD = {key: value for key, value in MAILBOX.items() if key != "password"}
+SMTP = {"host": "smtp.example.co.id", "username": "router", "password": {"env": "SMTP_PASSWORD"}}
+
+Path_ = tuple[str | int, ...]
+Edit = Callable[[Any], None]
+
+
+def _shipped(name: str) -> Any:
+    return yaml.safe_load((ROOT / "config" / FILES[name]).read_text(encoding="utf-8"))
+
+
+def _base(name: str) -> Any:
+    """The shipped file; the main file also gets a mailbox and a relay, so daemon settings can be edited."""
+    doc = _shipped(name)
+    if name == "config":
+        doc["mailboxes"] = [copy.deepcopy(MAILBOX)]
+        doc["smtp"] = copy.deepcopy(SMTP)
+    return doc
+
+
+def _errors(name: str, doc: Any) -> list[jsonschema.ValidationError]:
+    return list(jsonschema.Draft202012Validator(SCHEMAS[name]()).iter_errors(doc))
+
+
+def _node(doc: Any, path: Path_) -> Any:
+    for key in path:
+        doc = doc[key]
+    return doc
+
+
+def _set(path: Path_, value: Any) -> Edit:
+    return lambda doc: _node(doc, path[:-1]).__setitem__(path[-1], copy.deepcopy(value))
+
+
+def _delete(*paths: Path_) -> Edit:
+    def edit(doc: Any) -> None:
+        for path in paths:
+            del _node(doc, path[:-1])[path[-1]]
+
+    return edit
+
+
+def _rename(path: Path_, new: str) -> Edit:
+    def edit(doc: Any) -> None:
+        parent = _node(doc, path[:-1])
+        parent[new] = parent.pop(path[-1])
+
+    return edit
+
+
+def _edited(name: str, edit: Edit) -> Any:
+    doc = _base(name)
+    edit(doc)
+    return doc
+
+
+def _load_edited(config_copy: Path, name: str, edit: Edit) -> None:
+    """Write the edited file into the config copy (the main file keeps its mailbox and relay) and load it."""
+    for other in FILES:
+        doc = _edited(other, edit) if other == name else _base(other)
+        (config_copy.parent / FILES[other]).write_text(yaml.safe_dump(doc, allow_unicode=True), encoding="utf-8")
+    load_config(config_copy)
+
+
+# (file, what, edit, where the editor should flag it)
+MISTAKES: list[tuple[str, str, Edit, Path_]] = [
+    ("rules", "misspelt key in a row (acions)", _rename(("rows", 1, "actions"), "acions"), ("rows", 1)),
+    ("rules", "unknown hit policy", _set(("hit_policy",), "last"), ("hit_policy",)),
+    ("rules", "unknown condition fact", _set(("rows", 1, "when", "weekday"), "monday"), ("rows", 1, "when")),
+    ("rules", "hard as a string", _set(("rows", 4, "when", "hard"), "yes"), ("rows", 4, "when", "hard")),
+    ("rules", "unknown intent value", _set(("rows", 1, "when", "intent"), ["fault", "complaint"]), ("rows", 1)),
+    ("rules", "action with two kinds", _set(("rows", 1, "actions", 0, "forward"), "ticketing"), ("rows", 1)),
+    ("rules", "unit on a forward", _set(("rows", 1, "actions", 0, "unit"), "ticketing"), ("rows", 1)),
+    ("rules", "row without actions", _set(("rows", 1, "actions"), []), ("rows", 1, "actions")),
+    ("rules", "record tag in capitals", _set(("rows", 0, "actions", 0, "record"), "Automated"), ("rows", 0)),
+    ("rules", "empty table", _set(("rows",), []), ("rows",)),
+    ("config", "password as a plain string", _set(("mailboxes", 0, "password"), "hunter2"), ("mailboxes", 0)),
+    ("config", "security: ssl", _set(("mailboxes", 0, "security"), "ssl"), ("mailboxes", 0, "security")),
+    ("config", "smtp security: ssl", _set(("smtp", "security"), "ssl"), ("smtp", "security")),
+    ("config", "mailbox without password or oauth2", _delete(("mailboxes", 0, "password")), ("mailboxes", 0)),
+    ("config", "secret of two kinds", _set(("smtp", "password", "file"), "pw.txt"), ("smtp", "password")),
+    ("config", "secret of an unknown kind", _set(("smtp", "password"), {"vault": "x"}), ("smtp", "password")),
+    ("config", "smtp username without password", _delete(("smtp", "password")), ("smtp",)),
+    ("config", "misspelt top-level key", _rename(("units",), "unit"), ()),
+    ("config", "trust without authserv_id", _delete(("trust", "authserv_id")), ("trust",)),
+    ("config", "unit without next_steps", _delete(("units", "dcs_unit", "next_steps")), ("units", "dcs_unit")),
+    ("config", "unit name missing a language", _delete(("units", "dcs_unit", "name", "en")), ("units", "dcs_unit")),
+    ("config", "router address not an address", _set(("router", "address"), "emailrouter"), ("router", "address")),
+    ("config", "lower-case segment code", _set(("segmentation", "segments", "des"), "x"), ("segmentation",)),
+    (
+        "config",
+        "domain rule with @",
+        _set(("segmentation", "domain_rules", 2, "match"), "@gmail.com"),
+        ("segmentation",),
+    ),
+    ("config", "housekeeping at 25:00", _set(("housekeeping",), {"at": "25:00"}), ("housekeeping", "at")),
+    ("config", "reference prefix in lower case", _set(("router", "reference_prefix"), "er"), ("router",)),
+    (
+        "signals",
+        "signal with no matcher",
+        _delete(("hard_complaint", "signals", 0, "keywords"), ("hard_complaint", "signals", 0, "phrases")),
+        ("hard_complaint", "signals", 0),
+    ),
+    ("signals", "keyword of two words", _set(("intent", "signals", 0, "keywords", 0), "tidak bisa"), ("intent",)),
+    ("signals", "regex and keywords together", _set(("intent", "signals", 0, "regex"), ["mati"]), ("intent",)),
+    (
+        "signals",
+        "history on an intent signal",
+        _set(("intent", "signals", 0, "history"), {"previous": 2, "within_days": 7}),
+        ("intent",),
+    ),
+    (
+        "signals",
+        "caps_ratio as a percentage",
+        _set(("hard_complaint", "signals", 8, "caps_ratio"), 60),
+        ("hard_complaint",),
+    ),
+    ("signals", "signal counting toward unknown", _set(("intent", "signals", 0, "intent"), "unknown"), ("intent",)),
+    ("signals", "signal without weight", _delete(("intent", "signals", 0, "weight")), ("intent", "signals", 0)),
+    ("signals", "misspelt section", _rename(("hard_complaint",), "hard_complaints"), ()),
+]
+
+# (file, what, edit): edits the loader accepts, so the schema must too
+ACCEPTED: list[tuple[str, str, Edit]] = [
+    ("config", "a mailbox and a relay", lambda doc: None),
+    ("config", "trust switched off, no authserv_id", _set(("trust",), {"enabled": False})),
+    ("config", "a unit name for every language", _set(("units", "dcs_unit", "name"), "Consumer Care")),
+    (
+        "config",
+        "oauth2 instead of a password",
+        _set(("mailboxes", 0), {**NO_PASSWORD, "oauth2": {"token": {"command": "get-token jkt"}, "lifetime": 600}}),
+    ),
+    ("config", "a relay without login", _set(("smtp",), {"host": "localhost", "port": 25, "security": "plain"})),
+    (
+        "config",
+        "every mailbox setting",
+        _set(
+            ("mailboxes", 0),
+            {
+                **MAILBOX,
+                "port": 1993,
+                "security": "starttls",
+                "timeout": 10,
+                "ca_file": "ca.pem",
+                "folder": "Support",
+                "processed": "move",
+                "keyword": "$Handled",
+                "move_to": "Done",
+                "poll_interval": 30.5,
+                "idle": False,
+                "batch_size": 50,
+            },
+        ),
+    ),
+    ("config", "domain rules in any case", _set(("segmentation", "domain_rules", 0, "match"), " *.Go.ID ")),
+    (
+        "config",
+        "every daemon section",
+        lambda doc: doc.update(
+            state={"path": "$STATE_DIRECTORY/x.sqlite3"},
+            delivery={"retry_initial": 5, "retry_max": 600.5, "give_up_after_hours": 48, "outbox_interval": 10},
+            housekeeping={"keep_days": 30, "at": "4:05"},
+            loop_protection={"reply_window_hours": 12, "replies_per_hour": 1, "bounce_block_days": 7.5},
+            limits={"max_message_mb": 10},
+        ),
+    ),
+    ("rules", "hit policy collect", _set(("hit_policy",), "collect")),
+    ("rules", "no hit policy", _delete(("hit_policy",))),
+    ("rules", "an empty when on the last row", _set(("rows", -1, "when"), {})),
+    (
+        "rules",
+        "every fact, as value and as list",
+        _set(
+            ("rows", 1, "when"),
+            {
+                "segment": ["DES"],
+                "segment_source": "address",
+                "intent": ["fault", "request"],
+                "hard": [True, False],
+                "language": "en",
+                "has_attachments": False,
+                "automated": [False],
+            },
+        ),
+    ),
+    ("rules", "a reply without unit", _set(("rows", 1, "actions", 1), {"reply": "ticket_ack"})),
+    ("signals", "keywords and phrases together", _set(("intent", "signals", 0, "phrases"), ["kabel putus"])),
+    ("signals", "only defaults in language", _delete(("language", "default"), ("language", "english_min"))),
+    ("signals", "no margin", _delete(("intent", "margin"))),
+    ("signals", "boundary values", lambda doc: doc["hard_complaint"]["signals"][8].update(caps_ratio=1, min_letters=0)),
+]
+
+
+MISTAKE_PARAMS = [pytest.param(name, edit, where, id=f"{name}: {what}") for name, what, edit, where in MISTAKES]
+ACCEPTED_PARAMS = [pytest.param(name, edit, id=f"{name}: {what}") for name, what, edit in ACCEPTED]
+
+
+def _enum_at(schema: dict[str, Any], *path: str) -> list[Any]:
+    node: Any = schema
+    for key in path:
+        node = node["properties"][key]
+    return list(node["enum"])
+
+
+# --------------------------------------------------------------------------- the schemas themselves
+
+
+@pytest.mark.parametrize("name", FILES)
+def test_shipped_file_validates(name: str) -> None:
+    """The shipped config/emailrouter.yaml, rules.yaml and signals.yaml pass their schema."""
+    assert [e.message for e in _errors(name, _shipped(name))] == []
+
+
+@pytest.mark.parametrize("name", FILES)
+def test_schema_is_a_valid_draft_2020_12_schema(name: str) -> None:
+    """Each schema is itself a valid draft 2020-12 JSON Schema, with $schema, $id and title."""
+    schema = SCHEMAS[name]()
+    jsonschema.Draft202012Validator.check_schema(schema)
+    assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
+    assert schema["$id"] == f"https://emailrouter.invalid/schema/{name}.json"
+    assert schema["title"] and "emailrouter check" in schema["description"]
+
+
+@pytest.mark.parametrize("name", FILES)
+def test_schema_survives_json(name: str) -> None:
+    """What `emailrouter schema` prints reads back as the same schema (no tuples or other non-JSON values)."""
+    schema = SCHEMAS[name]()
+    assert json.loads(json.dumps(schema, indent=2)) == schema
+
+
+def _properties(node: Any, path: str = "") -> Iterator[tuple[str, Any]]:
+    if isinstance(node, dict):
+        for key, value in node.get("properties", {}).items():
+            yield f"{path}.{key}", value
+        if isinstance(node.get("additionalProperties"), dict):
+            yield f"{path}.*", node["additionalProperties"]
+        for key, value in node.items():
+            if key != "if":  # a condition's properties are tests, not something written in the file
+                yield from _properties(value, f"{path}/{key}")
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            yield from _properties(value, f"{path}[{i}]")
+
+
+@pytest.mark.parametrize("name", FILES)
+def test_every_property_has_a_description(name: str) -> None:
+    """Every property (and every free-form map value) carries a description, which editors show on hover."""
+    missing = [path for path, value in _properties(SCHEMAS[name]()) if not value.get("description")]
+    assert missing == []
+
+
+def test_schema_functions_are_the_registered_ones() -> None:
+    """SCHEMAS maps config, rules and signals to the three schema functions."""
+    assert {"config": main_schema, "rules": rules_schema, "signals": signals_schema} == SCHEMAS
+
+
+# --------------------------------------------------------------------------- mistakes and what is accepted
+
+
+@pytest.mark.parametrize(("name", "edit", "where"), MISTAKE_PARAMS)
+def test_typical_mistake_is_flagged_where_it_is(name: str, edit: Edit, where: Path_) -> None:
+    """A typical mistake is rejected, and every complaint points at the part of the file that has it."""
+    errors = _errors(name, _edited(name, edit))
+    assert errors, "the schema accepted the mistake"
+    for error in errors:
+        assert tuple(error.absolute_path)[: len(where)] == where, error.message
+
+
+@pytest.mark.parametrize(("name", "edit", "where"), MISTAKE_PARAMS)
+def test_typical_mistake_is_one_the_loader_rejects(config_copy: Path, name: str, edit: Edit, where: Path_) -> None:
+    """Every mistake the schema flags is a real one: loading the edited files fails too."""
+    with pytest.raises(ConfigError):
+        _load_edited(config_copy, name, edit)
+
+
+@pytest.mark.parametrize(("name", "edit"), ACCEPTED_PARAMS)
+def test_what_the_loader_accepts_the_schema_accepts(config_copy: Path, name: str, edit: Edit) -> None:
+    """An edit the loader accepts is accepted by the schema too: the editor never flags a working config."""
+    _load_edited(config_copy, name, edit)
+    assert [e.message for e in _errors(name, _edited(name, edit))] == []
+
+
+@pytest.mark.parametrize(
+    "pattern",
+    ["gmail.com", "*.go.id", " *.Go.ID ", "localhost", "a-b.example", "@gmail.com", "*gmail.com", "http://x.com",
+     "a..b", "-a.com", "a_b.com", "*.", "", "x" * 64 + ".com", ("a" * 60 + ".") * 4 + "com"],
+)  # fmt: skip
+def test_domain_rule_pattern_matches_the_loader(pattern: str) -> None:
+    """The schema's domain-rule pattern accepts exactly the patterns DomainTable.parse_pattern accepts."""
+    assert (re.search(DOMAIN_PATTERN, pattern) is not None) == (DomainTable.parse_pattern(pattern) is not None)
+
+
+# --------------------------------------------------------------------------- in step with the code
+
+
+def test_hit_policies_are_the_codes() -> None:
+    """The rules schema's hit_policy enum is decide.HIT_POLICIES."""
+    assert _enum_at(rules_schema(), "hit_policy") == list(HIT_POLICIES)
+
+
+@pytest.mark.parametrize(("fact", "kind"), CONDITION_FACTS.items())
+def test_every_condition_fact_is_allowed_under_when(fact: str, kind: type) -> None:
+    """Each fact of decide.CONDITION_FACTS is allowed under `when`, with values of its type and no other."""
+    when = rules_schema()["properties"]["rows"]["items"]["properties"]["when"]
+    assert fact in when["properties"]
+    good: Any = {bool: True, str: "DES"}[kind]
+    enum = when["properties"][fact]["anyOf"][0].get("enum")
+    if enum:
+        good = enum[0]
+    bad: Any = "yes" if kind is bool else 1
+    for value, ok in ((good, True), ([good], True), (bad, False), ([], False), ({"x": good}, False)):
+        doc = _base("rules")
+        doc["rows"][1]["when"] = {fact: value}
+        assert (not _errors("rules", doc)) is ok, (fact, value)
+
+
+def test_condition_facts_are_exactly_the_codes() -> None:
+    """`when` allows no fact that decide.CONDITION_FACTS does not know."""
+    when = rules_schema()["properties"]["rows"]["items"]["properties"]["when"]
+    assert list(when["properties"]) == list(CONDITION_FACTS)
+    assert when["additionalProperties"] is False
+
+
+def test_fact_values_are_the_codes() -> None:
+    """Intent, language and segment-source values under `when` are model.INTENTS, LANGUAGES and SEGMENT_SOURCES."""
+    facts = rules_schema()["properties"]["rows"]["items"]["properties"]["when"]["properties"]
+    assert facts["intent"]["anyOf"][0]["enum"] == list(INTENTS)
+    assert facts["language"]["anyOf"][0]["enum"] == list(LANGUAGES)
+    assert facts["segment_source"]["anyOf"][0]["enum"] == list(SEGMENT_SOURCES)
+
+
+def test_security_and_secret_kinds_are_the_codes() -> None:
+    """Mailbox and relay security values are settings.SECURITIES; secret kinds are credentials.SECRET_KINDS."""
+    schema = main_schema()
+    mailbox = schema["properties"]["mailboxes"]["items"]
+    assert mailbox["properties"]["security"]["enum"] == list(SECURITIES)
+    assert _enum_at(schema, "smtp", "security") == list(SECURITIES)
+    assert list(mailbox["properties"]["password"]["properties"]) == list(SECRET_KINDS)
+    assert list(schema["properties"]["smtp"]["properties"]["password"]["properties"]) == list(SECRET_KINDS)
+
+
+def test_signal_intents_and_languages_are_the_codes() -> None:
+    """A signal counts toward one of the intents other than unknown; the default language is one of LANGUAGES."""
+    schema = signals_schema()
+    signal = schema["properties"]["intent"]["properties"]["signals"]["items"]
+    assert signal["properties"]["intent"]["enum"] == [i for i in INTENTS if i != "unknown"]
+    assert _enum_at(schema, "language", "default") == list(LANGUAGES)
+
+
+def _patterns(node: Any) -> Iterator[dict[str, Any]]:
+    if isinstance(node, dict):
+        if "pattern" in node:
+            yield node
+        for value in node.values():
+            yield from _patterns(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _patterns(value)
+
+
+@pytest.mark.parametrize("name", FILES)
+def test_every_pattern_explains_itself(name: str) -> None:
+    """Every pattern comes with a patternErrorMessage, so the editor says what is wrong instead of showing a regex."""
+    assert [n["pattern"] for n in _patterns(SCHEMAS[name]()) if not n.get("patternErrorMessage")] == []
+
+
+def test_schema_command_prints_each_schema(capsys: pytest.CaptureFixture[str]) -> None:
+    """`emailrouter schema NAME` prints that schema as JSON."""
+    import json
+
+    from emailrouter.cli import main
+
+    for name in ("config", "rules", "signals"):
+        assert main(["schema", name]) == 0
+        assert json.loads(capsys.readouterr().out)["$id"].endswith(f"/{name}.json")
