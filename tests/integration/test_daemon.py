@@ -364,6 +364,12 @@ def test_daemon_idle_reload_and_sigterm(tmp_path: Path, dovecot: Dovecot, sink: 
         rules.write_text(good.replace("      - forward: dbs_unit", "      - forward: no_such_unit"))
         proc.send_signal(signal.SIGHUP)
         _wait(lambda: '"event": "reload_rejected"' in log_file.read_text(), 10, "the rejected reload")
+        # a table that fails verification (a shadowed row) is rejected the same way
+        shadowed = "  - id: never-fires\n    when:\n      segment: DCS\n    actions:\n      - forward: dcs_unit\n\n"
+        rules.write_text(good.replace("  - id: open-no-usable-sender", shadowed + "  - id: open-no-usable-sender"))
+        proc.send_signal(signal.SIGHUP)
+        _wait(lambda: log_file.read_text().count('"event": "reload_rejected"') == 2, 10, "the second rejection")
+        assert "'never-fires' can never fire" in log_file.read_text()
         dovecot.append("router", "INBOX", (DATA / "dcs-info-promo-yahoo-id.eml").read_bytes())
         _wait(lambda: sink.count >= 4, 15, "the second mail at the sink (old config still running)")
         time.sleep(1.5)  # one watchdog period
