@@ -31,24 +31,16 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+sys.path[:0] = [str(ROOT), str(Path(__file__).resolve().parent)]
 
 import aiosmtplib  # noqa: E402
+import pipeline  # noqa: E402  (benchmarks/pipeline.py, next to this file)
 from imapclient import IMAPClient  # noqa: E402
 
 from emailrouter.sink import SmtpSink  # noqa: E402
 from tests.integration.dovecot import Dovecot, dovecot_available, make_base  # noqa: E402
 
-SENTENCES = [
-    "Selamat pagi, internet di rumah saya mati sejak kemarin malam.",
-    "min inet sy lemot bgt dr kmrn, udh restart modem tetap gk bisa.",
-    "Mau tanya harga paket 100 Mbps untuk kantor cabang kami?",
-    "Kami ingin pasang baru layanan internet di cabang Bandung.",
-    "Dear team, our dedicated link has been down since 07:00 this morning.",
-    "Sudah berkali-kali lapor tapi belum ada solusi, saya viralkan di medsos!!!",
-    "Mohon dapat ditindaklanjuti secepatnya karena kami bekerja dari rumah.",
-    "Please find the details of our site below for your reference.",
-]
+SENTENCES = pipeline.SENTENCES[:7] + pipeline.FILLER[:2]  # the same customer language as benchmarks/pipeline.py
 SENDERS = [
     "budi.santoso@gmail.com",
     "noc@it.pertamina.co.id",

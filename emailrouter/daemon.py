@@ -601,25 +601,11 @@ class Service:
             misfire_grace_time=None,
         )
         hk = config.settings.housekeeping
+        daily = [(self._housekeeping_job, "housekeeping", hk.hour, hk.minute)]
         if (report := config.settings.report) is not None:
-            self.scheduler.add_job(
-                self._report_job,
-                "cron",
-                hour=report.hour,
-                minute=report.minute,
-                id="report",
-                max_instances=1,
-                coalesce=True,
-            )
-        self.scheduler.add_job(
-            self._housekeeping_job,
-            "cron",
-            hour=hk.hour,
-            minute=hk.minute,
-            id="housekeeping",
-            max_instances=1,
-            coalesce=True,
-        )
+            daily.append((self._report_job, "report", report.hour, report.minute))
+        for job, job_id, hour, minute in daily:
+            self.scheduler.add_job(job, "cron", hour=hour, minute=minute, id=job_id, max_instances=1, coalesce=True)
         self._start_idle(config)
 
     def _start_idle(self, config: Config) -> None:
