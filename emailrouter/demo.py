@@ -90,8 +90,8 @@ async def _demo(out: Path, base: Config, samples: list[Path]) -> int:
     )
     print(f"The sent mail is in {sent}/ (open the .eml files with any mail program).")
     print(
-        f"Run it again and nothing is sent twice: state is kept in {out / 'state.sqlite3'} "
-        "(the demo starts afresh each time)."
+        f"What was decided and sent is recorded in {out / 'state.sqlite3'}; each demo run starts afresh "
+        "(the daemon, `emailrouter run`, keeps its state and never sends twice)."
     )
     return status
 
