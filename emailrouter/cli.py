@@ -81,6 +81,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     if not config.settings.mailboxes:
         print(f"error: {config.path}: mailboxes: none configured, nothing to run", file=sys.stderr)
         return 1
+    lock = _single_instance(config.settings.state_path) if not args.dry_run else None
+    if lock is False:
+        return 1
     router = make_router(config, dry_run=args.dry_run)
     try:
         if args.once:
@@ -259,6 +262,22 @@ def cmd_schema(args: argparse.Namespace) -> int:
 
     print(json.dumps(SCHEMAS[args.which](), ensure_ascii=False, indent=2))
     return 0
+
+
+def _single_instance(state_path: Path) -> Any:
+    """Hold an exclusive lock next to the state store for the life of the process: two `run`s polling and
+    sending from one state would step on each other. False (after saying why) if another run holds it."""
+    import fcntl
+
+    state_path.parent.mkdir(parents=True, exist_ok=True)
+    handle = open(state_path.with_name(state_path.name + ".lock"), "a")  # noqa: SIM115 - held until exit
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.close()
+        print(f"error: another `emailrouter run` is using {state_path}; stop it first", file=sys.stderr)
+        return False
+    return handle
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

@@ -109,6 +109,7 @@ class Router:
         self.stopping = False  # set on SIGTERM: finish the message in hand, take no new one
         self.health: dict[str, MailboxHealth] = {m.name: MailboxHealth() for m in config.settings.mailboxes}
         self._imap: dict[str, ImapMailbox] = {}
+        self._flush_lock = asyncio.Lock()
 
     def should_stop(self) -> bool:
         return self.stopping
@@ -400,9 +401,16 @@ class Router:
                 self.store.mark_retry(entry.id, "interrupted while sending", self.clock())
 
     async def flush_outbox(self) -> int:
-        """Send every due outbox entry. Returns how many were sent."""
+        """Send every due outbox entry. Returns how many were sent.
+
+        One flush at a time: the outbox job and a mailbox job may both want to flush, and two flushes
+        reading the same due entries would send them twice."""
         if self.transport is None or self.dry_run:
             return 0
+        async with self._flush_lock:
+            return await self._flush()
+
+    async def _flush(self) -> int:
         to_record: list[int] = []  # forwards, escalations, tickets: recorded in one commit per flush
         delivered = 0
         try:
@@ -427,8 +435,10 @@ class Router:
         assert self.transport is not None
         delivery = self.config.settings.delivery
         with structlog.contextvars.bound_contextvars(outbox_id=entry.id, message_id=entry.message_id):
-            if entry.kind == "reply":
-                self.store.mark_sending(entry.id)  # durable before the 250: never a second auto-reply
+            # claimed before the send: no other task or process sends it too; for a customer reply the
+            # claim is durable before the 250, so a reply in doubt after a crash is never sent again
+            if not self.store.claim(entry.id, durable=entry.kind == "reply"):
+                return "not-sent"
             try:
                 await self.transport.send(entry.mail_from, entry.recipients, entry.raw)
             except TemporaryDeliveryError as exc:

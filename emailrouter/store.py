@@ -394,9 +394,16 @@ class Store:
         """Entries caught in the middle of a send by a crash."""
         return self._entries("status='sending'", ())
 
-    def mark_sending(self, entry_id: int) -> None:
-        with self._tx(durable=True) as db:
-            db.execute("UPDATE outbox SET status='sending', attempts=attempts+1 WHERE id=?", (entry_id,))
+    def claim(self, entry_id: int, durable: bool) -> bool:
+        """Take a pending entry for sending; False if another task or process already took it.
+
+        `durable` (customer replies): the claim is on disk before the send, so after a crash the reply
+        is known to be in doubt and is never sent again."""
+        with self._tx(durable=durable) as db:
+            cur = db.execute(
+                "UPDATE outbox SET status='sending', attempts=attempts+1 WHERE id=? AND status='pending'", (entry_id,)
+            )
+            return cur.rowcount == 1
 
     def mark_sent(self, entry_ids: Sequence[int], now: datetime) -> None:
         with self._tx() as db:

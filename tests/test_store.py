@@ -55,7 +55,8 @@ def test_sends_caught_mid_way_are_reported_as_interrupted(tmp_path: Path) -> Non
     store = Store(tmp_path / "s.sqlite3")
     store.plan([Plan(KEY, "<m@x>", "r", {}, [_send("reply", 1)], NOW, None)])
     (entry,) = store.due(NOW)
-    store.mark_sending(entry.id)
+    assert store.claim(entry.id, durable=True)
+    assert not store.claim(entry.id, durable=True)  # taken: a second sender backs off
     store.close()
     store = Store(tmp_path / "s.sqlite3")
     assert [(e.id, e.status) for e in store.interrupted()] == [(entry.id, "sending")]

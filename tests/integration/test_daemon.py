@@ -432,3 +432,47 @@ def test_third_mail_about_the_same_thing_counts_toward_a_hard_complaint(
         traces = [json.loads(row[0]) for row in db.execute("SELECT decision FROM messages ORDER BY uid")]
     fired = [[s["name"] for s in t["signals"] if s["group"] == "hard"] for t in traces]
     assert ["repeated_contact" in names for names in fired] == [False, False, True]
+
+
+def test_concurrent_flushes_never_send_twice(tmp_path: Path, dovecot: Dovecot, sink: SmtpSink) -> None:
+    """The outbox job and a mailbox job flushing at the same moment send each planned message once."""
+    config = load_config(write_config(tmp_path, dovecot, sink))
+    for name in ONE_PER_RULE:
+        dovecot.append("router", "INBOX", (DATA / name).read_bytes())
+    sink.set_down(True)
+    router = make_router(config, dry_run=False)
+    mailbox = config.settings.mailboxes[0]
+
+    async def scenario() -> None:
+        await router.poll_once(mailbox)  # planned, nothing sent: the relay is down
+        sink.set_down(False)
+        await asyncio.sleep(0.1)  # past the test's short retry backoff
+        await asyncio.gather(router.flush_outbox(), router.flush_outbox(), router.flush_outbox())
+        await router.close()
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        router.store.close()
+    assert received_by_kind(sink) == planned_recipients(config, ONE_PER_RULE)
+
+
+def test_a_second_run_on_the_same_state_is_refused(tmp_path: Path, dovecot: Dovecot, sink: SmtpSink) -> None:
+    """While `emailrouter run` holds the state store, `run --once` on the same state refuses to start."""
+    path = write_config(tmp_path, dovecot, sink)
+    daemon = subprocess.Popen(
+        [sys.executable, "-m", "emailrouter", "run", "-c", str(path)],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        _wait(lambda: (tmp_path / "state.sqlite3.lock").exists(), 20, "the daemon's lock")
+        time.sleep(0.5)
+        second = _run_cli(path)
+        assert second.returncode == 1
+        assert "another `emailrouter run` is using" in second.stderr
+    finally:
+        daemon.terminate()
+        daemon.wait(timeout=30)
+    assert _run_cli(path).returncode == 0  # free again
