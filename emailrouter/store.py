@@ -138,15 +138,11 @@ class Plan:
 
 
 @dataclass(frozen=True)
-class OutboxEntry:
+class OutboxEntry(PlannedSend):
+    """A planned send as the outbox holds it: which mail it is for, and how far it got."""
+
     id: int
     msg_key: str
-    kind: str
-    unit: str | None
-    mail_from: str
-    recipients: tuple[str, ...]
-    message_id: str
-    raw: bytes
     status: str
     attempts: int
     created_at: datetime
@@ -369,17 +365,17 @@ class Store:
         rows = self._query(f"SELECT * FROM outbox WHERE {where} ORDER BY id", args)
         return [
             OutboxEntry(
-                r["id"],
-                r["msg_key"],
-                r["kind"],
-                r["unit"],
-                r["mail_from"],
-                tuple(json.loads(r["recipients"])),
-                r["message_id"],
-                bytes(r["raw"]),
-                r["status"],
-                r["attempts"],
-                datetime.fromisoformat(r["created_at"]),
+                kind=r["kind"],
+                unit=r["unit"],
+                mail_from=r["mail_from"],
+                recipients=tuple(json.loads(r["recipients"])),
+                message_id=r["message_id"],
+                raw=bytes(r["raw"]),
+                id=r["id"],
+                msg_key=r["msg_key"],
+                status=r["status"],
+                attempts=r["attempts"],
+                created_at=datetime.fromisoformat(r["created_at"]),
             )
             for r in rows
         ]
