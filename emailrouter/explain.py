@@ -2,9 +2,32 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
+from emailrouter.model import Reply
 from emailrouter.pipeline import Routing
+
+# The moment offline evaluations (rule tests, replays) decide at, so their results do not depend on the clock.
+EVALUATION_TIME = datetime(2026, 1, 1, 9, 0, tzinfo=UTC)
+
+
+def outcome(routing: Routing) -> dict[str, Any]:
+    """What happened to a mail, in the plain terms ops compare: facts, rule, actions, recipients, templates."""
+    return {
+        "segment": routing.segmentation.segment,
+        "segment_source": routing.segmentation.source,
+        "intent": routing.classification.intent,
+        "hard": routing.classification.hard,
+        "language": routing.classification.language,
+        "rule": routing.decision.rule,
+        "actions": [
+            f"reply:{o.action.template}" if isinstance(o.action, Reply) else f"{o.action.type}:{o.unit}"
+            for o in routing.outgoing
+        ],
+        "recipients": sorted(f"{o.action.type}:{to}" for o in routing.outgoing for to in o.to),
+        "templates": sorted(o.action.template for o in routing.outgoing if isinstance(o.action, Reply)),
+    }
 
 
 def as_json(routing: Routing, file: str, config_version: str) -> dict[str, Any]:

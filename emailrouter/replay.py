@@ -11,26 +11,19 @@ import sys
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
 from emailrouter.config import Config
-from emailrouter.model import Reply
+from emailrouter.explain import EVALUATION_TIME, outcome
 from emailrouter.pipeline import Routing, route
 
-NOW = datetime(2026, 1, 1, 9, 0, tzinfo=UTC)
+COMPARED = ("segment", "intent", "hard", "rule", "recipients", "templates")
 
 
 def summary_of(routing: Routing) -> dict[str, Any]:
-    return {
-        "segment": routing.segmentation.segment,
-        "intent": routing.classification.intent,
-        "hard": routing.classification.hard,
-        "rule": routing.decision.rule,
-        "recipients": sorted(f"{o.action.type}:{to}" for o in routing.outgoing for to in o.to),
-        "templates": sorted(o.action.template for o in routing.outgoing if isinstance(o.action, Reply)),
-    }
+    full = outcome(routing)
+    return {key: full[key] for key in COMPARED}
 
 
 @dataclass
@@ -49,8 +42,8 @@ class ReplayResult:
 
 
 def compare(name: str, raw: bytes, old: Config, new: Config) -> dict[str, Any] | None:
-    before = summary_of(route(raw, old, NOW))
-    after_routing = route(raw, new, NOW)
+    before = summary_of(route(raw, old, EVALUATION_TIME))
+    after_routing = route(raw, new, EVALUATION_TIME)
     after = summary_of(after_routing)
     changed = [key for key in before if before[key] != after[key]]
     if not changed:

@@ -25,18 +25,15 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 from emailrouter.config import Config
 from emailrouter.errors import Problem
-from emailrouter.model import Reply
-from emailrouter.pipeline import Routing, route
+from emailrouter.explain import EVALUATION_TIME, outcome
+from emailrouter.pipeline import route
 from emailrouter.yamlfile import LineDict, LineList, Reader, load_yaml
 
 FIELDS = ("segment", "segment_source", "intent", "hard", "language", "rule", "actions")
-NOW = datetime(2026, 1, 1, 9, 0, tzinfo=UTC)
 
 
 @dataclass
@@ -49,25 +46,6 @@ class CaseResult:
     @property
     def passed(self) -> bool:
         return not self.differences
-
-
-def actions_of(routing: Routing) -> list[str]:
-    out = []
-    for o in routing.outgoing:
-        out.append(f"reply:{o.action.template}" if isinstance(o.action, Reply) else f"{o.action.type}:{o.unit}")
-    return out
-
-
-def facts_of(routing: Routing) -> dict[str, Any]:
-    return {
-        "segment": routing.segmentation.segment,
-        "segment_source": routing.segmentation.source,
-        "intent": routing.classification.intent,
-        "hard": routing.classification.hard,
-        "language": routing.classification.language,
-        "rule": routing.decision.rule,
-        "actions": actions_of(routing),
-    }
 
 
 def build_message(spec: LineDict, authserv_id: str) -> bytes:
@@ -136,7 +114,7 @@ def run_file(path: Path, config: Config, problems: list[Problem]) -> list[CaseRe
             raw = build_message(spec, config.segmentation.trust.authserv_id)
         if raw is None:
             continue
-        got = facts_of(route(raw, config, NOW))
+        got = outcome(route(raw, config, EVALUATION_TIME))
         result = CaseResult(shown, case.line, name)
         for key in FIELDS:
             if key in expect:
