@@ -50,7 +50,8 @@ class ImapMailbox:
         self.client: IMAPClient | None = None
         self.capabilities: frozenset[bytes] = frozenset()
 
-    def connect(self) -> FolderState:
+    def connect(self, folder: str | None = None, readonly: bool = False) -> FolderState:
+        """Log in and select the folder (default: the configured one). `readonly`: EXAMINE, create nothing."""
         cfg, ep = self.config, self.config.endpoint
         context = None if ep.plaintext else tls_context(str(ep.ca_file) if ep.ca_file else None)
         try:
@@ -74,17 +75,17 @@ class ImapMailbox:
                 assert cfg.password is not None
                 client.login(cfg.username, cfg.password.read())
             self.capabilities = frozenset(client.capabilities())
-            if cfg.processed == "move" and not client.folder_exists(cfg.move_to):
+            if not readonly and cfg.processed == "move" and not client.folder_exists(cfg.move_to):
                 client.create_folder(cfg.move_to)
-            return self.select()
+            return self.select(folder, readonly)
         except (IMAPClientError, OSError, ssl.SSLError) as exc:
             self.close()
             raise MailboxError(
                 f"{cfg.name}: cannot open {cfg.folder} on {ep.host}:{ep.port}: {type(exc).__name__}: {exc}"
             ) from None
 
-    def select(self) -> FolderState:
-        info = self._client.select_folder(self.config.folder)
+    def select(self, folder: str | None = None, readonly: bool = False) -> FolderState:
+        info = self._client.select_folder(folder or self.config.folder, readonly=readonly)
         uidnext = info.get(b"UIDNEXT")
         return FolderState(int(info[b"UIDVALIDITY"]), int(uidnext) if uidnext is not None else None)
 
@@ -111,6 +112,9 @@ class ImapMailbox:
     def all_unprocessed(self) -> list[int]:
         """After a UIDVALIDITY change: everything not marked processed (duplicates are caught by Message-ID)."""
         return sorted(self._client.search(self._unprocessed() or ["ALL"]))
+
+    def all_uids(self) -> list[int]:
+        return sorted(self._client.search(["ALL"]))
 
     def sizes(self, uids: Sequence[int]) -> dict[int, int]:
         data = self._client.fetch(list(uids), ["RFC822.SIZE"])

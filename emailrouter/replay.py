@@ -74,10 +74,8 @@ def imap_folder(config: Config, spec: str) -> Iterator[tuple[str, bytes]]:
         raise MailboxError(f"no mailbox {name!r} in {config.path}")
     conn = ImapMailbox(mailbox)
     try:
-        conn.connect()
-        client = conn._client
-        client.select_folder(folder or mailbox.folder, readonly=True)
-        uids = sorted(client.search(["ALL"]))
+        conn.connect(folder or None, readonly=True)
+        uids = conn.all_uids()
         for start in range(0, len(uids), 200):
             for uid, fetched in sorted(conn.fetch(uids[start : start + 200]).items()):
                 yield f"{name}/{folder or mailbox.folder}:{uid}", fetched.raw

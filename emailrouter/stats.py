@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-import sqlite3
 import statistics
 from collections import Counter
 from datetime import datetime, timedelta
@@ -21,15 +20,11 @@ def parse_since(text: str) -> timedelta:
     return timedelta(**{{"m": "minutes", "h": "hours", "d": "days"}[m[2]]: int(m[1])})
 
 
-def _rows(store: Store, sql: str, args: tuple[Any, ...]) -> list[sqlite3.Row]:
-    return store._query(sql, args)
-
-
 def stats(store: Store, since: datetime, until: datetime, mailbox_names: dict[str, str]) -> dict[str, Any]:
     """Counts per mailbox, segment, intent, rule and action; suppressions; failures; delivery times."""
     lo, hi = since.isoformat(timespec="microseconds"), until.isoformat(timespec="microseconds")
-    messages = _rows(
-        store, "SELECT account, outcome, rule, decision FROM messages WHERE received_at>=? AND received_at<?", (lo, hi)
+    messages = store.query(
+        "SELECT account, outcome, rule, decision FROM messages WHERE received_at>=? AND received_at<?", (lo, hi)
     )
     per: dict[str, Counter[str]] = {k: Counter() for k in ("mailbox", "outcome", "segment", "intent", "rule")}
     suppressed: Counter[str] = Counter()
@@ -51,8 +46,7 @@ def stats(store: Store, since: datetime, until: datetime, mailbox_names: dict[st
     actions: Counter[str] = Counter()
     delays: list[float] = []
     failures = []
-    for row in _rows(
-        store,
+    for row in store.query(
         "SELECT o.kind, o.unit, o.status, o.sent_at, o.last_error, o.recipients, m.received_at "
         "FROM outbox o JOIN messages m ON m.key = o.msg_key WHERE m.received_at>=? AND "
         "m.received_at<?",
@@ -120,13 +114,12 @@ def as_text(figures: dict[str, Any]) -> str:
 
 def show(store: Store, message_id: str) -> list[dict[str, Any]]:
     """The decision record(s) of a mail (by Message-ID or state key), with what became of each send."""
-    rows = _rows(
-        store, "SELECT * FROM messages WHERE dedupe_id=? OR key=? ORDER BY received_at", (message_id, message_id)
+    rows = store.query(
+        "SELECT * FROM messages WHERE dedupe_id=? OR key=? ORDER BY received_at", (message_id, message_id)
     )
     out = []
     for row in rows:
-        sends = _rows(
-            store,
+        sends = store.query(
             "SELECT kind, unit, recipients, message_id, status, attempts, sent_at, last_error "
             "FROM outbox WHERE msg_key=? ORDER BY idx",
             (row["key"],),

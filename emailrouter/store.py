@@ -192,14 +192,14 @@ class Store:
             if durable:
                 self._db.execute("PRAGMA synchronous=NORMAL")
 
-    def _query(self, sql: str, args: Sequence[Any] = ()) -> list[sqlite3.Row]:
+    def query(self, sql: str, args: Sequence[Any] = ()) -> list[sqlite3.Row]:
         with self._lock:
             return self._db.execute(sql, args).fetchall()
 
     # ------------------------------------------------------------------ checkpoints
 
     def checkpoint(self, account: str, folder: str) -> Checkpoint | None:
-        rows = self._query(
+        rows = self.query(
             "SELECT uidvalidity, last_uid FROM checkpoints WHERE account=? AND folder=?", (account, folder)
         )
         return Checkpoint(rows[0]["uidvalidity"], rows[0]["last_uid"]) if rows else None
@@ -227,11 +227,11 @@ class Store:
     # ------------------------------------------------------------------ messages
 
     def outcome(self, key: MessageKey) -> sqlite3.Row | None:
-        rows = self._query("SELECT * FROM messages WHERE key=?", (str(key),))
+        rows = self.query("SELECT * FROM messages WHERE key=?", (str(key),))
         return rows[0] if rows else None
 
     def first_with_dedupe_id(self, dedupe_id: str) -> str | None:
-        rows = self._query("SELECT key FROM messages WHERE dedupe_id=? ORDER BY rowid LIMIT 1", (dedupe_id,))
+        rows = self.query("SELECT key FROM messages WHERE dedupe_id=? ORDER BY rowid LIMIT 1", (dedupe_id,))
         return str(rows[0]["key"]) if rows else None
 
     def replies_to(self, addresses: Sequence[str], since: datetime) -> list[tuple[str, str, datetime]]:
@@ -239,7 +239,7 @@ class Store:
         if not addresses:
             return []
         marks = ",".join("?" * len(addresses))
-        rows = self._query(
+        rows = self.query(
             f"SELECT address, template, at FROM replies WHERE address IN ({marks}) AND at>=?",
             [a.lower() for a in addresses] + [_iso(since)],
         )
@@ -249,13 +249,11 @@ class Store:
         if not addresses:
             return {}
         marks = ",".join("?" * len(addresses))
-        rows = self._query(
-            f"SELECT address, at FROM bounces WHERE address IN ({marks})", [a.lower() for a in addresses]
-        )
+        rows = self.query(f"SELECT address, at FROM bounces WHERE address IN ({marks})", [a.lower() for a in addresses])
         return {r["address"]: datetime.fromisoformat(r["at"]) for r in rows}
 
     def quarantined(self) -> list[sqlite3.Row]:
-        return self._query("SELECT * FROM messages WHERE outcome='quarantined' ORDER BY received_at")
+        return self.query("SELECT * FROM messages WHERE outcome='quarantined' ORDER BY received_at")
 
     def forget(self, key: MessageKey) -> None:
         """Drop what we know of a mail (to process it again: `quarantine retry`)."""
@@ -265,7 +263,7 @@ class Store:
             db.execute("DELETE FROM messages WHERE key=?", (str(key),))
 
     def history(self, sender: str, since: datetime) -> list[Contact]:
-        rows = self._query(
+        rows = self.query(
             "SELECT at, intent FROM contacts WHERE sender=? AND at>=? ORDER BY at", (sender.lower(), _iso(since))
         )
         return [Contact(datetime.fromisoformat(r["at"]), r["intent"]) for r in rows]
@@ -362,7 +360,7 @@ class Store:
     # ------------------------------------------------------------------ outbox
 
     def _entries(self, where: str, args: Sequence[Any]) -> list[OutboxEntry]:
-        rows = self._query(f"SELECT * FROM outbox WHERE {where} ORDER BY id", args)
+        rows = self.query(f"SELECT * FROM outbox WHERE {where} ORDER BY id", args)
         return [
             OutboxEntry(
                 kind=r["kind"],
@@ -420,13 +418,13 @@ class Store:
             db.execute("UPDATE outbox SET status=?, last_error=? WHERE id=?", (status, error, entry_id))
 
     def pending_count(self) -> int:
-        return int(self._query("SELECT count(*) FROM outbox WHERE status IN ('pending','sending')")[0][0])
+        return int(self.query("SELECT count(*) FROM outbox WHERE status IN ('pending','sending')")[0][0])
 
     # ------------------------------------------------------------------ finishing
 
     def unfinished(self, account: str, folder: str) -> list[sqlite3.Row]:
         """Mails of this mailbox whose processing is not yet marked on the server."""
-        return self._query(
+        return self.query(
             "SELECT key, uidvalidity, uid, outcome FROM messages"
             " WHERE account=? AND folder=? AND marked=0 ORDER BY uid",
             (account, folder),
@@ -449,7 +447,7 @@ class Store:
     # ------------------------------------------------------------------ reports and housekeeping
 
     def counts(self) -> dict[str, int]:
-        rows = self._query("SELECT outcome, count(*) AS n FROM messages GROUP BY outcome")
+        rows = self.query("SELECT outcome, count(*) AS n FROM messages GROUP BY outcome")
         out = {r["outcome"]: int(r["n"]) for r in rows}
         out["outbox_pending"] = self.pending_count()
         return out
