@@ -114,6 +114,8 @@ def _secret(r: Reader, node: LineDict, key: str, path: str, base: Path) -> Secre
     value = node.get(key)
     full = f"{path}.{key}"
     if value is None:
+        if key in node:  # `password:` with nothing after it
+            r.fail(node, key, full, f"empty: use {', '.join('{' + k + ': ...}' for k in SECRET_KINDS)}")
         return None
     if isinstance(value, str):
         r.fail(
@@ -197,17 +199,8 @@ def _mailbox(r: Reader, item: Any, path: str, base: Path, names: set[str]) -> Ma
             r.fail(node, None, f"{path}.oauth2.token", "missing")
         lifetime = r.get(node, "lifetime", f"{path}.oauth2", float, required=False) or 3000.0
         oauth2 = OAuth2Token(token, lifetime) if token else None
-    if (
-        password is None
-        and oauth2 is None
-        and not any(p.key.startswith((f"{path}.password", f"{path}.oauth2")) for p in r.problems)
-    ):
-        r.fail(
-            item,
-            "password" if "password" in item else None,
-            f"{path}.password",
-            "missing: give password ({env|file|credential|command: ...}) or oauth2",
-        )
+    if "password" not in item and "oauth2" not in item:
+        r.fail(item, None, f"{path}.password", "missing: give password ({env|file|credential|command: ...}) or oauth2")
     processed = r.get(item, "processed", path, str, required=False) or "keyword"
     if processed not in ("keyword", "move"):
         r.fail(item, "processed", f"{path}.processed", f"expected keyword or move, got {processed!r}")
