@@ -272,6 +272,12 @@ def test_mailbox_failure_is_reported_and_does_not_stop_others(tmp_path: Path, do
     assert sink.count == 2
 
 
+def start_daemon(config: Path, **popen: Any) -> subprocess.Popen[bytes]:
+    """`emailrouter run -c CONFIG` in the background (output discarded unless redirected in `popen`)."""
+    options: dict[str, Any] = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL, **popen}
+    return subprocess.Popen([sys.executable, "-m", "emailrouter", "run", "-c", str(config)], cwd=ROOT, **options)
+
+
 def _run_cli(config: Path, *args: str, crash_at: str | None = None) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if k != "EMAILROUTER_CRASH_AT"}
     if crash_at:
@@ -344,13 +350,7 @@ def test_daemon_idle_reload_and_sigterm(tmp_path: Path, dovecot: Dovecot, sink: 
     path.write_text(path.read_text().replace("    idle: false\n", "    idle: true\n    poll_interval: 600\n"))
     log_file = tmp_path / "daemon.log"
     with log_file.open("w") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "emailrouter", "run", "-c", str(path)],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            cwd=ROOT,
-            env=env,
-        )
+        proc = start_daemon(path, stdout=out, stderr=subprocess.STDOUT, env=env)
     try:
         _wait(lambda: '"event": "imap_connected"' in log_file.read_text(), 20, "the first connection")
         time.sleep(1.0)  # the IDLE watcher connects too
@@ -460,12 +460,7 @@ def test_concurrent_flushes_never_send_twice(tmp_path: Path, dovecot: Dovecot, s
 def test_a_second_run_on_the_same_state_is_refused(tmp_path: Path, dovecot: Dovecot, sink: SmtpSink) -> None:
     """While `emailrouter run` holds the state store, `run --once` on the same state refuses to start."""
     path = write_config(tmp_path, dovecot, sink)
-    daemon = subprocess.Popen(
-        [sys.executable, "-m", "emailrouter", "run", "-c", str(path)],
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    daemon = start_daemon(path)
     try:
         _wait(lambda: (tmp_path / "state.sqlite3.lock").exists(), 20, "the daemon's lock")
         time.sleep(0.5)

@@ -19,7 +19,7 @@ from emailrouter.daemon import make_router, send_daily_report
 from emailrouter.sink import SmtpSink
 from tests.conftest import DATA
 from tests.integration.dovecot import Dovecot
-from tests.integration.test_daemon import ROUTED, once, write_config
+from tests.integration.test_daemon import ROUTED, once, start_daemon, write_config
 
 NAMES = ["dcs-hard-media-threat-informal.eml", "des-fault-pertamina-id.eml", "automated-out-of-office-en.eml"]
 
@@ -116,12 +116,8 @@ def test_prometheus_metrics_and_health_endpoint(tmp_path: Path, dovecot: Dovecot
     """With metrics.listen set, the daemon serves counters per mailbox/segment/intent/outcome and per action on
     loopback, and /healthz answers 200 while the mailbox polls."""
     import socket
-    import subprocess
-    import sys
     import time
     import urllib.request
-
-    from tests.conftest import ROOT
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -129,12 +125,7 @@ def test_prometheus_metrics_and_health_endpoint(tmp_path: Path, dovecot: Dovecot
     path = write_config(tmp_path, dovecot, sink)
     path.write_text(path.read_text() + f'metrics:\n  listen: "127.0.0.1:{port}"\n')
     dovecot.append("router", "INBOX", (DATA / "dcs-fault-outlook-en.eml").read_bytes())
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "emailrouter", "run", "-c", str(path)],
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    proc = start_daemon(path)
     try:
         deadline = time.monotonic() + 20
         while sink.count < 2 and time.monotonic() < deadline:
