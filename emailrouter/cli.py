@@ -8,13 +8,17 @@ import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from emailrouter import __version__
 from emailrouter.config import Config, find_config, load_config
 from emailrouter.errors import ConfigError, EmailRouterError
 from emailrouter.explain import as_json, as_text
 from emailrouter.pipeline import route
+
+if TYPE_CHECKING:
+    from emailrouter.daemon import PollReport, Router
+    from emailrouter.settings import MailboxConfig
 
 
 def _load(args: argparse.Namespace) -> Config | None:
@@ -146,7 +150,7 @@ def cmd_quarantine(args: argparse.Namespace) -> int:
         router.store.close()
 
 
-async def _retry(router: Any, mailbox: Any, uids: list[int]) -> Any:
+async def _retry(router: Router, mailbox: MailboxConfig, uids: list[int]) -> PollReport:
     try:
         return await router.retry(mailbox, uids)
     finally:

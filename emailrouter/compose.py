@@ -316,7 +316,7 @@ def compose(case: Case, composer: Composer) -> tuple[list[Outgoing], list[Suppre
                 msg, subject = compose_ticket(case, index, action, composer)
             to = composer.units[action.unit].address
         assert_safe_headers(msg)
-        out.append(Outgoing(action, msg, (to,), subject, message_id(case, index, action, composer.router)))
+        out.append(Outgoing(action, msg, (to,), subject, str(msg["Message-ID"])))
     return out, suppressed
 
 

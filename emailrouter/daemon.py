@@ -545,12 +545,13 @@ class Service:
                 report = await self.router.poll_once(mailbox)
                 if report.ok and not self._ready:
                     self._ready = True
-                    self.notifier.send(ready="1", status=self.router.status())
+                    self.notifier.send(ready="1")
                 if name not in self._wake or self.router.stopping or not report.ok:
                     break
         finally:
             self._running.pop(name, None)
-        self.notifier.send(status=self.router.status())
+        if self.notifier.enabled:  # counting the store is not free: only when someone listens
+            self.notifier.send(status=self.router.status())
 
     async def _outbox_job(self) -> None:
         if not self.router.stopping:
@@ -662,18 +663,13 @@ class Service:
         log.info("reloaded", version=config.version)
 
     async def _watchdog(self) -> None:
+        """Under systemd: STATUS= now and then, and WATCHDOG=1 only while every mailbox makes progress
+        (the same rule as /healthz)."""
         interval = self.notifier.watchdog_interval
         while not self.stop_event.is_set():
             await asyncio.sleep(max(1.0, interval / 3) if interval else 10.0)
             self.notifier.send(status=self.router.status())
-            if not interval:
-                continue
-            now = time.monotonic()
-            progressing = all(
-                now - self.router.health.get(m.name, MailboxHealth()).last_success < 3 * max(m.poll_interval, 10)
-                for m in self.router.config.settings.mailboxes
-            )
-            if progressing:
+            if interval and not self._health():
                 self.notifier.send(watchdog="1")
 
     async def serve(self) -> int:
@@ -690,7 +686,7 @@ class Service:
             log.info("metrics_listening", url=self._metrics_server.url)
         self._schedule(self.router.config)
         self.scheduler.start()
-        watchdog = asyncio.create_task(self._watchdog())
+        watchdog = asyncio.create_task(self._watchdog()) if self.notifier.enabled else None
         log.info(
             "started",
             mailboxes=[m.name for m in self.router.config.settings.mailboxes],
@@ -704,7 +700,8 @@ class Service:
         self._idle_stop.set()
         if self._running:
             await asyncio.wait(list(self._running.values()), timeout=60)
-        watchdog.cancel()
+        if watchdog is not None:
+            watchdog.cancel()
         await self.router.close()
         if self._metrics_server is not None:
             await asyncio.to_thread(self._metrics_server.stop)
