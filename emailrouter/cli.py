@@ -60,7 +60,12 @@ def cmd_explain(args: argparse.Namespace) -> int:
             print(f"error: {name}: {exc.strerror or exc}", file=sys.stderr)
             status = 2
             continue
-        routing = route(raw, config, now)
+        try:
+            routing = route(raw, config, now)
+        except Exception as exc:  # a stage broke on this mail: say so, and explain the other files
+            print(f"error: {name}: cannot be routed: {type(exc).__name__}: {exc}", file=sys.stderr)
+            status = max(status, 1)
+            continue
         if args.json:
             results.append(as_json(routing, name, config.version))
         else:

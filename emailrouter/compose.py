@@ -5,6 +5,10 @@ why, intent, hard complaint and the signals that fired, rule id, customer), the 
 whole. No header ever carries a CR or LF that came from customer input: every header value goes
 through `clean_line`, and `assert_safe_headers` checks the finished message (the Python on the
 machine may predate the standard library's own guard).
+
+A reply whose template fails on this mail does not take the rest of the plan with it: `compose` returns
+the other messages and a `RenderFailure` for the reply, and `compose_render_failure_notice` tells the
+failure unit.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from emailrouter.model import (
     OpenTicket,
     Outgoing,
     Record,
+    RenderFailure,
     Reply,
     RouterIdentity,
     Segmentation,
@@ -40,6 +45,7 @@ from emailrouter.templates import TemplateSet, reply_context
 MAX_SUBJECT = 200
 MAX_REFERENCES = 10
 EXCERPT_LINES = 25
+EXCERPT_BYTES = 4096  # of UTF-8: a 10 MB one-line mail must not make a 10 MB summary
 
 
 @dataclass(frozen=True)
@@ -120,11 +126,26 @@ def summary(case: Case, units: dict[str, Unit], headline: str) -> str:
         lines.extend(f"  - {a.filename or '(unnamed)'} ({a.content_type}, {a.size:,} bytes)" for a in view.attachments)
     if view.defects:
         lines.append(f"Parser notes:    {'; '.join(view.defects[:5])}")
-    excerpt = view.text.splitlines()[:EXCERPT_LINES]
-    lines += ["", "--- What the customer wrote (the original is attached) ---", *excerpt]
-    if len(view.text.splitlines()) > EXCERPT_LINES:
-        lines.append("[…]")
+    lines += ["", "--- What the customer wrote (the original is attached) ---", *excerpt(view.text)]
     return "\n".join(lines) + "\n"
+
+
+def excerpt(text: str, max_lines: int = EXCERPT_LINES, max_bytes: int = EXCERPT_BYTES) -> list[str]:
+    """The start of what the customer wrote: at most `max_lines` lines and `max_bytes` bytes of UTF-8, cut at a
+    character boundary; when that is not all of it, a last line says how many bytes more the original holds."""
+    head = text[: max_bytes + 1]  # a character is at least one byte: the excerpt lies within this
+    head_lines = head.splitlines()
+    shown = "\n".join(head_lines[:max_lines])
+    data = shown.encode("utf-8", "surrogatepass")
+    cut = len(data) > max_bytes or len(head_lines) > max_lines or len(text) > len(head)
+    if len(data) > max_bytes:
+        data = data[:max_bytes].decode("utf-8", "ignore").encode("utf-8")  # drops the character cut in half
+        shown = data.decode("utf-8")
+    lines = shown.splitlines()
+    if cut:
+        rest = max(len(text.encode("utf-8", "surrogatepass")) - len(data), 1)
+        lines.append(f"[… {rest:,} more {'byte' if rest == 1 else 'bytes'} in the attached original]")
+    return lines
 
 
 def _plain_action(action: Action, units: dict[str, Unit]) -> str:
@@ -293,10 +314,13 @@ def assert_safe_headers(msg: EmailMessage) -> None:
                 raise ComposeError(f"header {name!r} would carry raw non-ASCII")
 
 
-def compose(case: Case, composer: Composer) -> tuple[list[Outgoing], list[Suppressed]]:
-    """Build one message per planned action. Replies without a usable sender are suppressed."""
+def compose(case: Case, composer: Composer) -> tuple[list[Outgoing], list[Suppressed], list[RenderFailure]]:
+    """Build one message per planned action. Replies without a usable sender are suppressed; a reply that
+    cannot be built (its template fails on this mail) is returned as a `RenderFailure`, and every other
+    message is built all the same."""
     out: list[Outgoing] = []
     suppressed: list[Suppressed] = []
+    failed: list[RenderFailure] = []
     for index, action in enumerate(case.decision.actions):
         msg: EmailMessage
         if isinstance(action, Record):
@@ -305,7 +329,14 @@ def compose(case: Case, composer: Composer) -> tuple[list[Outgoing], list[Suppre
             if case.view.sender is None:
                 suppressed.append(Suppressed(action.type, f"no usable sender address: {case.view.sender_problem}"))
                 continue
-            msg, subject = compose_reply(case, index, action, composer)
+            try:
+                msg, subject = compose_reply(case, index, action, composer)
+                assert_safe_headers(msg)
+            except ComposeError as exc:  # a template error (with file and line) or an unsafe header
+                lang = case.classification.language
+                mid = message_id(case, index, action, composer.router)
+                failed.append(RenderFailure(action, action.template, lang, str(exc), mid))
+                continue
             to = case.view.sender.address
         else:
             if isinstance(action, Forward):
@@ -317,7 +348,7 @@ def compose(case: Case, composer: Composer) -> tuple[list[Outgoing], list[Suppre
             to = composer.units[action.unit].address
         assert_safe_headers(msg)
         out.append(Outgoing(action, msg, (to,), subject, str(msg["Message-ID"])))
-    return out, suppressed
+    return out, suppressed, failed
 
 
 def compose_failure_notice(
@@ -353,6 +384,61 @@ def compose_failure_notice(
     return msg
 
 
+def compose_render_failure_notice(
+    router: RouterIdentity,
+    unit: Unit,
+    view: MessageView,
+    failure: RenderFailure,
+    *,
+    rule: str,
+    reference: str,
+    now: datetime,
+) -> EmailMessage:
+    """Tell the failure unit that a customer got no reply because its template failed on this mail.
+
+    It names the mail (Message-ID, sender, subject), the rule, the template and the reason (file and line);
+    Reply-To is the customer, so an agent can answer by hand. The Message-ID is derived from the reply's,
+    so composing the notice again for the same mail gives the same message."""
+    digest = hashlib.sha256(f"render-failure\0{failure.message_id}".encode()).hexdigest()[:24]
+    language = "English" if failure.language == "en" else "Indonesian"
+    headers = [
+        ("From", mime.address(router.name, router.address)),
+        ("To", mime.address(unit.name["en"], unit.address)),
+        ("Subject", mime.text(f"[REPLY NOT SENT] template {failure.template}: {_subject(view)}")),
+        ("Date", format_datetime(now)),
+        ("Message-ID", f"<er.{digest}.failure@{router.domain}>"),
+        ("Auto-Submitted", "auto-generated"),
+        ("X-EmailRouter-Rule", mime.text(rule)),
+        ("X-EmailRouter-Reference", reference),
+    ]
+    if view.message_id:
+        headers.append(("References", clean_line(view.message_id)))
+    if view.sender is not None:
+        headers.append(("Reply-To", mime.address(view.sender.name, view.sender.address)))
+    msg = mime.new(headers)
+    body = "\n".join(
+        [
+            "emailrouter did not send an automatic reply to a customer: its template could not be rendered",
+            "for this mail. Everything else the rule does (forward, escalation, ticket) went ahead as planned.",
+            "",
+            f"Message-ID:  {clean_line(view.message_id or '(none)')}",
+            f"Sender:      {_customer(view)}",
+            f"Subject:     {_subject(view)}",
+            f"Rule:        {rule}",
+            f"Reference:   {reference}",
+            f"Template:    {failure.template} ({language})",
+            f"Reason:      {clean_line(failure.reason)}",
+            "",
+            "Please fix the template (`emailrouter check` renders every template against sample data, and",
+            "`emailrouter explain` shows the failure for a saved copy of this mail), and answer the customer",
+            "by hand if they need it: replying to this message writes to them.",
+            "",
+        ]
+    )
+    mime.single(msg, body)
+    return msg
+
+
 def compose_report(router: RouterIdentity, to: str, subject: str, body: str, now: datetime) -> EmailMessage:
     """The daily report to a supervisor: plain text, readable in any mail client."""
     digest = hashlib.sha256(f"report\0{to}\0{subject}".encode()).hexdigest()[:24]
@@ -367,4 +453,51 @@ def compose_report(router: RouterIdentity, to: str, subject: str, body: str, now
         ]
     )
     mime.single(msg, body)
+    return msg
+
+
+def compose_quarantine_notice(
+    router: RouterIdentity,
+    unit: Unit,
+    *,
+    mailbox: str,
+    uid: int,
+    message_id: str | None,
+    sender: str,
+    subject: str,
+    error: str,
+    original: bytes | None,
+    now: datetime,
+) -> EmailMessage:
+    """Tell the failure unit that a mail could not be handled at all (a stage broke on it): which mail, where
+    it waits (flagged $Quarantined), why, and the original attached when it is not too large."""
+    digest = hashlib.sha256(f"quarantine\0{mailbox}\0{uid}\0{message_id}".encode()).hexdigest()[:24]
+    msg = mime.new(
+        [
+            ("From", mime.address(router.name, router.address)),
+            ("To", mime.address(unit.name["en"], unit.address)),
+            ("Subject", mime.text(f"[QUARANTINED] mail from {clean_line(sender)[:200]}: {clean_line(subject)[:200]}")),
+            ("Date", format_datetime(now)),
+            ("Message-ID", f"<er.{digest}.failure@{router.domain}>"),
+            ("Auto-Submitted", "auto-generated"),
+        ]
+    )
+    lines = [
+        "emailrouter could not handle this mail: it was not answered, forwarded or escalated.",
+        "",
+        f"Mailbox:     {mailbox} (uid {uid}), flagged $Quarantined and left unread",
+        f"Message-ID:  {clean_line(message_id or '(none)')}",
+        f"From:        {clean_line(sender)}",
+        f"Subject:     {clean_line(subject)}",
+        f"Error:       {clean_line(error)}",
+        "",
+        "Please handle the customer's mail by hand. Once the cause is fixed, `emailrouter quarantine retry`",
+        "takes it again.",
+        "" if original is not None else "The original is too large to attach: it is in the mailbox.",
+    ]
+    body = "\n".join(lines) + "\n"
+    if original is None:
+        mime.single(msg, body)
+    else:
+        mime.mixed(msg, [mime.text_part(body), mime.message_part(original, "quarantined.eml")])
     return msg

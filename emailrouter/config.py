@@ -7,9 +7,11 @@ or raises `ConfigError` listing every problem found.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,7 +37,14 @@ from emailrouter.model import (
 )
 from emailrouter.segment import DomainRule, SegmentRules
 from emailrouter.settings import Settings, read_settings
-from emailrouter.templates import TemplateSet, load_templates, reply_context
+from emailrouter.templates import (
+    NO_UNIT,
+    TemplateRenderError,
+    TemplateSet,
+    check_templates,
+    load_templates,
+    unitless_failure,
+)
 from emailrouter.trust import TrustPolicy
 from emailrouter.verify import verify
 from emailrouter.yamlfile import LineDict, LineList, Reader, describe, load_yaml
@@ -402,7 +411,14 @@ def _signals(r: Reader, doc: LineDict) -> Signals | None:
 # --------------------------------------------------------------------------- rules file
 
 
-def _action(r: Reader, item: Any, path: str, units: dict[str, Unit], templates: TemplateSet) -> Action | None:
+def _action(
+    r: Reader,
+    item: Any,
+    path: str,
+    units: dict[str, Unit],
+    templates: TemplateSet,
+    unitless: Callable[[str], TemplateRenderError | None] = lambda _: None,
+) -> Action | None:
     if not isinstance(item, LineDict):
         r.fail(item, None, path, f"expected a mapping such as 'forward: UNIT', got {describe(item)}")
         return None
@@ -440,6 +456,17 @@ def _action(r: Reader, item: Any, path: str, units: dict[str, Unit], templates: 
         unit = r.get(item, "unit", path, str, required=False)
         if unit is not None and not unit_ok(unit, "unit"):
             return None
+        if unit is None and (failure := unitless(target)) is not None:
+            if failure.reason == NO_UNIT:
+                where = f"{failure.file}:{failure.line}" if failure.line is not None else failure.file
+                reason = (
+                    f"template {target!r} tells the customer about a unit ({where}) but this reply names none:"
+                    " add 'unit: UNIT' under it, or use the unit only inside {% if unit is defined %}"
+                )
+            else:
+                reason = f"template {target!r} does not render for a reply that names no unit: {failure}"
+            r.fail(item, "reply", f"{path}.reply", reason)
+            return None
         return Reply(target, unit)
     if not unit_ok(target, kind):
         return None
@@ -451,7 +478,12 @@ def _action(r: Reader, item: Any, path: str, units: dict[str, Unit], templates: 
 
 
 def _table(
-    r: Reader, doc: LineDict, segments: set[str], units: dict[str, Unit], templates: TemplateSet
+    r: Reader,
+    doc: LineDict,
+    segments: set[str],
+    units: dict[str, Unit],
+    templates: TemplateSet,
+    unitless: Callable[[str], TemplateRenderError | None] = lambda _: None,
 ) -> Table | None:
     r.known_keys(doc, "", {"hit_policy", "rows"})
     policy = r.get(doc, "hit_policy", "", str, required=False) or "first"
@@ -505,7 +537,7 @@ def _table(
         actions_node = r.get(item, "actions", path, LineList)
         actions: list[Action] = []
         for _, apath, aitem in r.items(actions_node or LineList(), f"{path}.actions"):
-            action = _action(r, aitem, apath, units, templates)
+            action = _action(r, aitem, apath, units, templates, unitless)
             if action is None:
                 ok = False
             else:
@@ -534,44 +566,6 @@ def _table(
 
 
 # --------------------------------------------------------------------------- everything
-
-
-def _sample_render(
-    config_units: dict[str, Unit], router: RouterIdentity, templates: TemplateSet, display: str, problems: list[Problem]
-) -> None:
-    """Render every template in every language with sample data, as `check` promises."""
-    unit = next(iter(config_units.values()), None)
-    for name in sorted(templates.names):
-        for lang in LANGUAGES:
-            if not templates.has(name, lang):
-                problems.append(
-                    Problem(
-                        f"{display}/{name}.{lang}.txt",
-                        None,
-                        name,
-                        f"template {name!r} has no {lang} version",
-                        warning=True,
-                    )
-                )
-                continue
-            context = reply_context(
-                router=router,
-                language=lang,
-                customer_name="Budi Santoso",
-                customer_address="budi@example.com",
-                original_subject="Internet mati",
-                unit=unit,
-                reference=f"{router.reference_prefix}-SAMPLE00",
-                segment="DCS",
-            )
-            try:
-                templates.render(name, lang, context)
-            except Exception as exc:  # a template error of any kind is a config problem
-                problems.append(
-                    Problem(
-                        f"{display}/{name}.{lang}.txt", getattr(exc, "lineno", None), name, f"does not render: {exc}"
-                    )
-                )
 
 
 def load_config(path: str | Path, *, directory: str | Path | None = None) -> Config:
@@ -651,7 +645,7 @@ def load_config(path: str | Path, *, directory: str | Path | None = None) -> Con
         for p in sorted(tpl[0].glob("*.txt")) if tpl[0].is_dir() else []:
             digest.update(p.name.encode() + b"\0" + p.read_bytes())
         if router is not None:
-            _sample_render(units, router, templates, tpl[1], problems)
+            check_templates(templates, router, list(units.values()), sorted(segments), tpl[1], problems)
 
     signals = None
     if (sig := file_path("signals")) is not None and (sig_text := _read(sig[0], sig[1], problems)) is not None:
@@ -667,7 +661,12 @@ def load_config(path: str | Path, *, directory: str | Path | None = None) -> Con
         digest.update(rules_text.encode())
         rules_doc = load_yaml(rules_text, rules[1], problems)
         if isinstance(rules_doc, LineDict):
-            table = _table(Reader(rules[1], problems), rules_doc, segments, units, templates)
+
+            @functools.cache
+            def unitless(name: str) -> TemplateRenderError | None:
+                return unitless_failure(templates, name, router, sorted(segments)) if router is not None else None
+
+            table = _table(Reader(rules[1], problems), rules_doc, segments, units, templates, unitless)
         elif rules_doc is not None:
             problems.append(Problem(rules[1], 1, "", "expected a mapping at the top level"))
 

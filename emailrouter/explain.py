@@ -27,7 +27,13 @@ def outcome(routing: Routing) -> dict[str, Any]:
         ],
         "recipients": sorted(f"{o.action.type}:{to}" for o in routing.outgoing for to in o.to),
         "templates": sorted(o.action.template for o in routing.outgoing if isinstance(o.action, Reply)),
+        "failed": [f"reply:{f.template}.{f.language}" for f in routing.failed],
     }
+
+
+def failure_lines(routing: Routing) -> list[str]:
+    """One line per reply whose template failed on this mail: which template, in which language, and why."""
+    return [f"reply {f.template} ({f.language}) not rendered: {f.reason}" for f in routing.failed]
 
 
 def as_json(routing: Routing, file: str, config_version: str) -> dict[str, Any]:
@@ -58,6 +64,7 @@ def as_json(routing: Routing, file: str, config_version: str) -> dict[str, Any]:
         "reference": dec.reference,
         "actions": [o.describe() for o in routing.outgoing],
         "suppressed": [s.describe() for s in routing.suppressed],
+        "failed": [f.describe() for f in routing.failed],
         "attachments": [
             {"filename": a.filename, "content_type": a.content_type, "size": a.size} for a in view.attachments
         ],
@@ -93,4 +100,6 @@ def as_text(routing: Routing, file: str) -> str:
         lines.append(f"  -> {o.action.type:<9} to {', '.join(o.to)}: {o.subject}")
     for skipped in routing.suppressed:
         lines.append(f"  -x {skipped.type:<9} suppressed: {skipped.reason}")
+    for failed in failure_lines(routing):
+        lines.append(f"  !! {failed}")
     return "\n".join(lines)

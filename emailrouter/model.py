@@ -230,6 +230,29 @@ class Suppressed:
         return {"type": self.type, "reason": self.reason}
 
 
+@dataclass(frozen=True)
+class RenderFailure:
+    """A reply the plan had whose template failed on this mail: not sent; the rest of the plan goes ahead,
+    and the failure unit is told (`compose.compose_render_failure_notice`)."""
+
+    action: Reply
+    template: str
+    language: Language
+    reason: str  # where and why: "config/templates/education.id.txt:3: list object has no element 0"
+    message_id: str = ""  # the Message-ID the reply would have had (the notice's own is derived from it)
+
+    type: ClassVar[str] = "reply"
+
+    def describe(self) -> dict[str, str]:
+        return {
+            "type": self.type,
+            "template": self.template,
+            "language": self.language,
+            "reason": self.reason,
+            "message_id": self.message_id,
+        }
+
+
 # --------------------------------------------------------------------------- config pieces
 
 

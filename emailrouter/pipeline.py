@@ -23,6 +23,7 @@ from emailrouter.model import (
     Forward,
     MessageView,
     Outgoing,
+    RenderFailure,
     Reply,
     Segmentation,
     Suppressed,
@@ -46,6 +47,7 @@ class Routing:
     suppressed: tuple[Suppressed, ...]
     automated: str | None = None  # why the mail counts as automated, if it does
     bounced: tuple[str, ...] = ()  # recipients a delivery report says our auto-reply did not reach
+    failed: tuple[RenderFailure, ...] = ()  # replies whose template failed on this mail: not sent, to be reported
 
 
 def no_history(sender: str, since: datetime) -> Sequence[Contact]:
@@ -79,11 +81,14 @@ def route(
     else:
         decision = decide(facts, config.table, reference)
     case = Case(view, seg, cls, decision, now)
-    outgoing, suppressed = compose(case, Composer(config.router, config.units, config.templates))
+    outgoing, suppressed, failed = compose(case, Composer(config.router, config.units, config.templates))
     if automated is not None:
         suppressed.insert(0, Suppressed("all", f"automated mail: {automated}"))
-        dropped = [o for o in outgoing if isinstance(o.action, Reply)]
+        dropped = [o for o in outgoing if isinstance(o.action, Reply)] + failed  # a reply never sent cannot fail
         outgoing = [o for o in outgoing if not isinstance(o.action, Reply)]
+        failed = []
         suppressed.extend(Suppressed("reply", f"never auto-answer automated mail ({automated})") for _ in dropped)
     bounced = tuple(bounced_recipients(view, config.router.address)) if automated else ()
-    return Routing(view, seg, cls, facts, decision, tuple(outgoing), tuple(suppressed), automated, bounced)
+    return Routing(
+        view, seg, cls, facts, decision, tuple(outgoing), tuple(suppressed), automated, bounced, tuple(failed)
+    )

@@ -3,6 +3,9 @@ differently, and how (rule, recipients, templates). Nothing is sent, nothing is 
 
 SOURCE is a folder of .eml files, or `imap:MAILBOX[/FOLDER]` for a mailbox of the new config, read
 with EXAMINE (read-only) and BODY.PEEK[].
+
+A mail on which a reply template fails (under either config), or that a stage cannot handle at all, is
+listed with the reason; the replay goes on with the next mail.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from emailrouter.config import Config
 from emailrouter.explain import EVALUATION_TIME, outcome
 from emailrouter.pipeline import Routing, route
 
-COMPARED = ("segment", "intent", "hard", "rule", "recipients", "templates")
+COMPARED = ("segment", "intent", "hard", "rule", "recipients", "templates", "failed")
 
 
 def summary_of(routing: Routing) -> dict[str, Any]:
@@ -31,6 +34,8 @@ class ReplayResult:
     total: int = 0
     changes: list[dict[str, Any]] = field(default_factory=list)
     counts: Counter[str] = field(default_factory=Counter)
+    # per mail and config: replies whose template failed, or the error that stopped routing altogether
+    failures: list[dict[str, Any]] = field(default_factory=list)
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -38,12 +43,42 @@ class ReplayResult:
             "changed": len(self.changes),
             "counts": dict(self.counts),
             "messages": self.changes,
+            "failed": len({f["source"] for f in self.failures}),
+            "failures": self.failures,
         }
 
 
-def compare(name: str, raw: bytes, old: Config, new: Config) -> dict[str, Any] | None:
-    before = summary_of(route(raw, old, EVALUATION_TIME))
-    after_routing = route(raw, new, EVALUATION_TIME)
+def _route(name: str, raw: bytes, config: Config, which: str, failures: list[dict[str, Any]]) -> Routing | None:
+    """Route under one config; a failed reply render or a stage error is noted in `failures`."""
+    try:
+        routing = route(raw, config, EVALUATION_TIME)
+    except Exception as exc:  # a stage broke on this mail: note it, replay the others
+        failures.append({"source": name, "config": which, "error": f"{type(exc).__name__}: {exc}"})
+        return None
+    if routing.failed:
+        failures.append(
+            {
+                "source": name,
+                "config": which,
+                "message_id": routing.view.message_id,
+                "subject": routing.view.subject,
+                "failed": [f.describe() for f in routing.failed],
+            }
+        )
+    return routing
+
+
+def compare(
+    name: str, raw: bytes, old: Config, new: Config, failures: list[dict[str, Any]] | None = None
+) -> dict[str, Any] | None:
+    """How the new config handles this mail differently from the old one (None: the same, or not comparable
+    because a stage failed under one of them, which `failures` then records)."""
+    failures = [] if failures is None else failures
+    before_routing = _route(name, raw, old, "old", failures)
+    after_routing = _route(name, raw, new, "new", failures)
+    if before_routing is None or after_routing is None:
+        return None
+    before = summary_of(before_routing)
     after = summary_of(after_routing)
     changed = [key for key in before if before[key] != after[key]]
     if not changed:
@@ -115,7 +150,7 @@ def replay(source: Iterator[tuple[str, bytes]], old: Config, new: Config, progre
     result = ReplayResult()
     for name, raw in source:
         result.total += 1
-        change = compare(name, raw, old, new)
+        change = compare(name, raw, old, new, result.failures)
         if change is not None:
             result.changes.append(change)
             result.counts.update(change["changed"])
@@ -135,6 +170,16 @@ def as_text(result: ReplayResult) -> str:
                 lines.append(f"    {key}: " + ", ".join([*(f"-{x}" for x in gone), *(f"+{x}" for x in added)]))
             else:
                 lines.append(f"    {key}: {old} -> {new}")
+    for failure in result.failures:
+        head = f"{failure['source']}  ({failure['subject'][:60]})" if "subject" in failure else failure["source"]
+        lines.append(f"{head}  FAILED under the {failure['config']} config")
+        if "error" in failure:
+            lines.append(f"    error: {failure['error']}")
+        for f in failure.get("failed", ()):
+            lines.append(f"    reply {f['template']} ({f['language']}) not rendered: {f['reason']}")
     counts = ", ".join(f"{k} {v}" for k, v in sorted(result.counts.items())) or "none"
-    lines.append(f"\n{result.total} mails replayed, {len(result.changes)} handled differently ({counts})")
+    summary = f"\n{result.total} mails replayed, {len(result.changes)} handled differently ({counts})"
+    if result.failures:
+        summary += f"; {len({f['source'] for f in result.failures})} failed under one config or both (listed above)"
+    lines.append(summary)
     return "\n".join(lines)

@@ -18,7 +18,8 @@ A case file holds a list of cases:
         rule: 1.2.5-fault-opens-ticket
         actions: [ticket:ticketing, reply:ticket_ack]    # type:unit, or reply:template
 
-`emailrouter test [PATH...]` runs them (default: the `tests/` folder next to the main config).
+`emailrouter test [PATH...]` runs them (default: the `tests/` folder next to the main config). A case whose
+reply template fails on its mail fails, with the template, line and reason, whatever it expects.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from pathlib import Path
 
 from emailrouter.config import Config
 from emailrouter.errors import Problem
-from emailrouter.explain import EVALUATION_TIME, outcome
+from emailrouter.explain import EVALUATION_TIME, failure_lines, outcome
 from emailrouter.pipeline import route
 from emailrouter.yamlfile import LineDict, LineList, Reader, load_yaml
 
@@ -114,14 +115,20 @@ def run_file(path: Path, config: Config, problems: list[Problem]) -> list[CaseRe
             raw = build_message(spec, config.segmentation.trust.authserv_id)
         if raw is None:
             continue
-        got = outcome(route(raw, config, EVALUATION_TIME))
         result = CaseResult(shown, case.line, name)
+        results.append(result)
+        try:
+            routing = route(raw, config, EVALUATION_TIME)
+        except Exception as exc:  # a stage broke on this mail: the case fails, the other cases still run
+            result.differences.append(f"error: the mail could not be routed: {type(exc).__name__}: {exc}")
+            continue
+        result.differences.extend(failure_lines(routing))  # a reply that cannot be rendered always fails a case
+        got = outcome(routing)
         for key in FIELDS:
             if key in expect:
                 want = list(expect[key]) if isinstance(expect[key], LineList) else expect[key]
                 if want != got[key]:
                     result.differences.append(f"{key}: expected {want!r}, got {got[key]!r}")
-        results.append(result)
     return results
 
 
