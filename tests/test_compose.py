@@ -6,13 +6,15 @@ import email
 import json
 from email.message import EmailMessage
 from email.policy import default
+from pathlib import Path
 
 import pytest
 
-from emailrouter.compose import assert_safe_headers
-from emailrouter.config import Config
+from emailrouter.compose import EXCERPT_BYTES, assert_safe_headers, compose_render_failure_notice, excerpt
+from emailrouter.config import Config, load_config
 from emailrouter.errors import ComposeError
 from emailrouter.pipeline import Routing, route
+from tests.broken_template import CALM_MAIL, URGENT_MAIL, break_template
 from tests.conftest import NOW, eml
 
 HARD_DCS = eml(
@@ -205,3 +207,101 @@ def test_an_original_with_overlong_lines_is_still_attached_whole(config: Config)
     (attached,) = list(_reparse(msg).iter_attachments())
     assert attached.get_filename() == "original.eml"
     assert attached.get_content() == raw
+
+
+def _broken(config_copy: Path) -> tuple[Config, Path, int]:
+    tpl, line = break_template(config_copy.parent)
+    return load_config(config_copy), tpl, line
+
+
+def test_a_reply_whose_template_fails_still_lets_the_forward_go(config_copy: Path) -> None:
+    """A reply that cannot be rendered is recorded as failed, with file, line and reason; the forward still goes."""
+    config, tpl, line = _broken(config_copy)
+    routing = route(URGENT_MAIL, config, NOW)
+    assert routing.decision.rule == "1.2.8-dcs-educate-forward"
+    assert [o.action.type for o in routing.outgoing] == ["forward"]
+    (failure,) = routing.failed
+    assert (failure.template, failure.language, failure.action.unit) == ("education", "id", "dcs_unit")
+    assert failure.reason == f"{tpl}:{line}: 'urgent_note' is undefined"
+    assert failure.message_id.endswith(".reply@cc.example.co.id>")
+    assert failure.message_id not in {o.message_id for o in routing.outgoing}
+    calm = route(CALM_MAIL, config, NOW)
+    assert [o.action.type for o in calm.outgoing] == ["reply", "forward"] and not calm.failed
+
+
+def test_the_render_failure_notice_tells_the_failure_unit_what_and_why(config_copy: Path) -> None:
+    """The notice goes to the failure unit with the mail's Message-ID, sender, subject, template and reason."""
+    config, tpl, line = _broken(config_copy)
+    routing = route(URGENT_MAIL, config, NOW)
+    unit = config.units[config.router.failures_to]
+    (failure,) = routing.failed
+    notice = compose_render_failure_notice(
+        config.router,
+        unit,
+        routing.view,
+        failure,
+        rule=routing.decision.rule,
+        reference=routing.decision.reference,
+        now=NOW,
+    )
+    assert_safe_headers(notice)
+    msg = _reparse(notice)
+    assert msg["To"].addresses[0].addr_spec == unit.address == "email-triage@cc.example.co.id"
+    assert msg["Reply-To"].addresses[0].addr_spec == "budi.santoso@gmail.com"
+    assert str(msg["Subject"]) == "[REPLY NOT SENT] template education: URGENT internet mati"
+    assert msg["Auto-Submitted"] == "auto-generated"
+    text = _text(msg)
+    for expected in (
+        "Message-ID:  <urgent-1@mail.gmail.com>",
+        "Sender:      Budi Santoso <budi.santoso@gmail.com>",
+        "Subject:     URGENT internet mati",
+        "Rule:        1.2.8-dcs-educate-forward",
+        f"Reference:   {routing.decision.reference}",
+        "Template:    education (Indonesian)",
+        f"Reason:      {tpl}:{line}: 'urgent_note' is undefined",
+    ):
+        assert expected in text, expected
+    again = compose_render_failure_notice(
+        config.router, unit, routing.view, failure, rule=routing.decision.rule, reference="x", now=NOW
+    )
+    assert again["Message-ID"] == notice["Message-ID"] != failure.message_id
+    assert str(notice["Message-ID"]).endswith(".failure@cc.example.co.id>")
+
+
+def test_a_failing_reply_to_automated_mail_is_suppressed_not_failed(config_copy: Path) -> None:
+    """Automated mail is never answered, so a reply template failing on it is no failure to report."""
+    rules = config_copy.parent / "rules.yaml"
+    text = rules.read_text()
+    start = text.index("  - id: guard-automated-mail-recorded")
+    rules.write_text(text[:start] + text[text.index("  - id: 1.2.5-fault-opens-ticket") :])
+    config, _, _ = _broken(config_copy)
+    auto = URGENT_MAIL.replace(b"To: cs@", b"Auto-Submitted: auto-replied\r\nTo: cs@")
+    routing = route(auto, config, NOW)
+    assert routing.automated is not None
+    assert [o.action.type for o in routing.outgoing] == ["forward"]
+    assert routing.failed == ()
+    assert any(s.type == "reply" and "never auto-answer" in s.reason for s in routing.suppressed)
+
+
+def test_the_summary_excerpt_of_a_multi_megabyte_one_line_mail_is_bounded_in_bytes(config: Config) -> None:
+    """A 6 MB single-line mail gives a summary of a few KB with a note of what was left out, not a 6 MB one."""
+    line = ("internet mati sejak pagi " * 240_000).rstrip()
+    raw = HARD_DCS.split(b"\r\n\r\n", 1)[0] + b"\r\n\r\n" + line.encode() + b"\r\n"
+    assert len(raw) > 6_000_000
+    msg = _by_type(route(raw, config, NOW), "forward")
+    summary = _text(_reparse(msg).get_body(("plain",)))
+    assert len(summary.encode()) < EXCERPT_BYTES + 3000
+    shown = summary.split("--- What the customer wrote (the original is attached) ---\n", 1)[1].splitlines()
+    assert len(shown[0].encode()) == EXCERPT_BYTES
+    assert shown[1] == f"[… {len(line.encode()) - EXCERPT_BYTES:,} more bytes in the attached original]"
+    assert len(msg.as_bytes()) < 1.4 * len(raw)  # the original attached (base64), and little more
+
+
+def test_the_excerpt_is_cut_at_a_character_boundary() -> None:
+    """Multi-byte characters are never cut in half; short text is shown whole, without a note."""
+    lines = excerpt("é" * 3000 + "漢" * 10)
+    assert len(lines) == 2 and set(lines[0]) == {"é"} and len(lines[0].encode()) == EXCERPT_BYTES
+    assert lines[1] == f"[… {6000 + 30 - EXCERPT_BYTES:,} more bytes in the attached original]"
+    assert excerpt("Internet mati.\nTolong dibantu.") == ["Internet mati.", "Tolong dibantu."]
+    many = excerpt("\n".join(f"baris {i}" for i in range(40)))
+    assert many[-2] == "baris 24" and many[-1].startswith("[… ") and len(many) == 26

@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from emailrouter.cli import main
+from tests.broken_template import CALM_MAIL, URGENT_MAIL, break_template
 from tests.conftest import CONFIG_DIR, DATA
 
 EXPECTED = yaml.safe_load((DATA / "expected.yaml").read_text())
@@ -54,3 +55,67 @@ def test_replay_text_output_and_no_changes(tmp_path: Path, capsys: pytest.Captur
     same = str(CONFIG_DIR / "emailrouter.yaml")
     assert main(["replay", "--old", same, "--new", same, str(DATA)]) == 0
     assert f"{len(EXPECTED)} mails replayed, 0 handled differently" in capsys.readouterr().out
+
+
+def test_replay_reports_a_failed_reply_render_per_mail(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A template that fails on one mail under the new config is listed with the reason; the replay completes."""
+    new = tmp_path / "new"
+    shutil.copytree(CONFIG_DIR, new, ignore=shutil.ignore_patterns("samples", "tests"))
+    tpl, line = break_template(new)
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "urgent.eml").write_bytes(URGENT_MAIL)
+    (corpus / "calm.eml").write_bytes(CALM_MAIL)
+    old = str(CONFIG_DIR / "emailrouter.yaml")
+    assert main(["replay", "--old", old, "--new", str(new / "emailrouter.yaml"), "--json", str(corpus)]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["total"] == 2 and result["changed"] == 1 and result["failed"] == 1
+    (change,) = result["messages"]
+    assert Path(change["source"]).name == "urgent.eml"
+    assert change["changed"] == ["recipients", "templates", "failed"]
+    assert change["new"]["failed"] == ["reply:education.id"] and change["old"]["failed"] == []
+    assert change["old"]["templates"] == ["education"] and change["new"]["templates"] == []
+    assert change["new"]["recipients"] == ["forward:dcs-care@cc.example.co.id"]
+    (failure,) = result["failures"]
+    assert (Path(failure["source"]).name, failure["config"], failure["message_id"]) == (
+        "urgent.eml",
+        "new",
+        "<urgent-1@mail.gmail.com>",
+    )
+    (reply,) = failure["failed"]
+    assert (reply["template"], reply["language"]) == ("education", "id")
+    assert reply["reason"] == f"{tpl}:{line}: 'urgent_note' is undefined"
+
+    assert main(["replay", "--old", old, "--new", str(new / "emailrouter.yaml"), str(corpus)]) == 0
+    out = capsys.readouterr().out
+    assert "urgent.eml  (URGENT internet mati)  FAILED under the new config" in out
+    assert f"    reply education (id) not rendered: {tpl}:{line}: 'urgent_note' is undefined" in out
+    assert "2 mails replayed, 1 handled differently" in out and "1 failed under one config or both" in out
+
+
+def test_replay_reports_a_mail_a_stage_cannot_handle_and_goes_on(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Should routing raise on one mail, replay lists it with the error under each config and replays the rest."""
+    import emailrouter.replay
+
+    real = emailrouter.replay.route
+
+    def route(raw: bytes, *args: object, **kwargs: object) -> object:
+        if b"URGENT" in raw:
+            raise ValueError("a stage broke")
+        return real(raw, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(emailrouter.replay, "route", route)
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "urgent.eml").write_bytes(URGENT_MAIL)
+    (corpus / "calm.eml").write_bytes(CALM_MAIL)
+    same = str(CONFIG_DIR / "emailrouter.yaml")
+    assert main(["replay", "--old", same, "--new", same, "--json", str(corpus)]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["total"] == 2 and result["changed"] == 0 and result["failed"] == 1
+    assert [(Path(f["source"]).name, f["config"], f["error"]) for f in result["failures"]] == [
+        ("urgent.eml", "old", "ValueError: a stage broke"),
+        ("urgent.eml", "new", "ValueError: a stage broke"),
+    ]

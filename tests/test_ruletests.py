@@ -8,6 +8,7 @@ import pytest
 import yaml
 
 from emailrouter.cli import main
+from tests.broken_template import break_template
 from tests.conftest import CONFIG_DIR, DATA
 
 CONFIG = str(CONFIG_DIR / "emailrouter.yaml")
@@ -52,3 +53,57 @@ def test_broken_case_file_is_an_error_with_file_and_line(tmp_path: Path, capsys:
     cases.write_text("- name: x\n  mesage: {from: a@b.example}\n  expect: {rule: r}\n")
     assert main(["test", "-c", CONFIG, str(cases)]) == 1
     assert f"{cases}:2: cases[0].mesage: unknown key" in capsys.readouterr().err
+
+
+def test_a_reply_that_cannot_be_rendered_fails_its_case_with_the_reason(
+    config_copy: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A case whose reply template fails on its mail fails with file, line and reason; the other cases still run."""
+    tpl, line = break_template(config_copy.parent)
+    cases = config_copy.parent / "cases.yaml"
+    cases.write_text(
+        """- name: urgent mail breaks the template
+  message: {from: Budi Santoso <budi.santoso@gmail.com>, subject: URGENT internet mati, body: Internet saya mati.}
+  expect: {rule: 1.2.8-dcs-educate-forward}
+- name: calm mail is answered
+  message: {from: Budi Santoso <budi.santoso@gmail.com>, subject: Internet mati, body: Internet saya mati.}
+  expect: {rule: 1.2.8-dcs-educate-forward, actions: [reply:education, forward:dcs_unit]}
+"""
+    )
+    assert main(["test", "-c", str(config_copy), str(cases)]) == 1
+    captured = capsys.readouterr()
+    assert "Traceback" not in captured.out + captured.err
+    assert "FAIL  urgent mail breaks the template" in captured.out
+    assert f"reply education (id) not rendered: {tpl}:{line}: 'urgent_note' is undefined" in captured.out
+    assert "PASS  calm mail is answered" in captured.out
+    assert "rule tests: 1 passed, 1 failed" in captured.out
+
+
+def test_a_mail_a_stage_cannot_handle_fails_its_case_not_the_run(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Should routing raise on one case's mail, that case fails with the error and the other cases still run."""
+    import emailrouter.ruletests
+
+    real = emailrouter.ruletests.route
+
+    def route(raw: bytes, *args: object, **kwargs: object) -> object:
+        if b"boom" in raw:
+            raise ValueError("a stage broke")
+        return real(raw, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(emailrouter.ruletests, "route", route)
+    cases = tmp_path / "cases.yaml"
+    cases.write_text(
+        """- name: breaks
+  message: {from: budi@gmail.com, subject: boom, body: x}
+  expect: {segment: DCS}
+- name: fine
+  message: {from: budi@gmail.com, subject: internet mati, body: sejak pagi}
+  expect: {segment: DCS}
+"""
+    )
+    assert main(["test", "-c", CONFIG, str(cases)]) == 1
+    out = capsys.readouterr().out
+    assert "FAIL  breaks" in out and "error: the mail could not be routed: ValueError: a stage broke" in out
+    assert "PASS  fine" in out
