@@ -13,23 +13,34 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import signal
 import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from email.message import EmailMessage
+from email.parser import BytesHeaderParser
+from email.policy import compat32
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 
 import structlog
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from emailrouter.classify import Contact
-from emailrouter.compose import compose_failure_notice
+from emailrouter.compose import compose_failure_notice, compose_quarantine_notice, compose_render_failure_notice
 from emailrouter.config import Config, load_config
-from emailrouter.errors import ConfigError, MailboxError, PermanentDeliveryError, TemporaryDeliveryError
+from emailrouter.dedupe import bytes_hash, content_hash, duplicate_of
+from emailrouter.errors import (
+    ConfigError,
+    MailboxError,
+    PermanentDeliveryError,
+    RelayError,
+    StateError,
+    TemporaryDeliveryError,
+    UncertainDeliveryError,
+)
 from emailrouter.explain import as_json
 from emailrouter.faults import crashpoint
 from emailrouter.guard import limit_replies
@@ -56,6 +67,21 @@ class Transport(Protocol):
     async def send(self, mail_from: str, recipients: Sequence[str], raw: bytes) -> str: ...
 
     async def close(self) -> None: ...
+
+
+def quick_headers(raw: bytes) -> dict[str, str]:
+    """Message-ID, From and Subject of a mail a stage broke on, read as leniently as possible (never raises):
+    enough for the quarantine notice and the log."""
+    out: dict[str, str] = {}
+    try:
+        headers = BytesHeaderParser(policy=compat32).parsebytes(raw[:65536])
+        for name in ("message-id", "from", "subject"):
+            value = headers.get(name)
+            if value is not None:
+                out[name] = " ".join(str(value).split())[:300]
+    except Exception:  # the mail is already known to break things: fall back to nothing
+        pass
+    return out
 
 
 def utcnow() -> datetime:
@@ -87,6 +113,24 @@ class MailboxHealth:
     retry_at: float = 0.0
 
 
+@dataclass
+class Dependency:
+    """Something every mail needs (the relay, the state store, the failure unit): while it is down the router
+    waits for it with backoff instead of failing mail, and says so (log, metric, /healthz, STATUS)."""
+
+    name: str
+    error: str | None = None  # None: working
+    failures: int = 0
+    retry_at: float = 0.0  # time.monotonic() before which it is not tried again
+
+    @property
+    def up(self) -> bool:
+        return self.error is None
+
+    def waiting(self) -> bool:
+        return self.error is not None and time.monotonic() < self.retry_at
+
+
 class Router:
     """One router: the config in force, the state store, the SMTP transport and the IMAP connections."""
 
@@ -110,6 +154,55 @@ class Router:
         self.health: dict[str, MailboxHealth] = {m.name: MailboxHealth() for m in config.settings.mailboxes}
         self._imap: dict[str, ImapMailbox] = {}
         self._flush_lock = asyncio.Lock()
+        self.relay = Dependency("relay")
+        self.state = Dependency("state")
+        self.failure_unit = Dependency("failure_unit")
+        # outcomes of sends that happened but could not be written (state store full): written first next time
+        self._unrecorded: list[Callable[[], None]] = []
+
+    # ------------------------------------------------------------------ dependencies
+
+    def _went_down(self, dep: Dependency, error: str, maximum: float = 300.0) -> None:
+        dep.failures += 1
+        delay = backoff(dep.failures, 1.0, maximum)
+        dep.retry_at = time.monotonic() + delay
+        if dep.error is None:
+            log.error(f"{dep.name}_unavailable", error=error, retry_in=delay)
+        else:
+            log.info(f"{dep.name}_still_unavailable", error=error, retry_in=delay, failures=dep.failures)
+        dep.error = error
+        self.metrics.dependency(dep.name, False)
+
+    def _came_back(self, dep: Dependency) -> None:
+        if dep.error is not None:
+            log.info(f"{dep.name}_recovered", after_failures=dep.failures)
+            self.metrics.dependency(dep.name, True)
+        dep.error, dep.failures, dep.retry_at = None, 0, 0.0
+
+    def problems(self) -> list[str]:
+        """What is down right now, one line each (for /healthz, the watchdog and STATUS)."""
+        return [f"{d.name}: {d.error}" for d in (self.relay, self.state, self.failure_unit) if d.error is not None]
+
+    def _record(self, write: Callable[[], None]) -> None:
+        """Write the outcome of a send; if the state store cannot take it now, keep it and write it first next time."""
+        try:
+            write()
+        except StateError as exc:
+            self._unrecorded.append(write)
+            self._went_down(self.state, str(exc), maximum=30.0)
+
+    def _state_usable(self) -> bool:
+        """Write what could not be written before; False while the state store still refuses (or waits)."""
+        if self.state.waiting():
+            return False
+        while self._unrecorded:
+            try:
+                self._unrecorded[0]()
+            except StateError as exc:
+                self._went_down(self.state, str(exc), maximum=30.0)
+                return False
+            self._unrecorded.pop(0)
+        return True
 
     def should_stop(self) -> bool:
         return self.stopping
@@ -139,9 +232,15 @@ class Router:
             await self.transport.close()
 
     async def poll_once(self, mailbox: MailboxConfig) -> PollReport:
-        """One pass over one mailbox: finish what is settled, then take new mail."""
+        """One pass over one mailbox: finish what is settled, then take new mail.
+
+        Nothing new is taken while the state store cannot be written: a plan that cannot be committed is
+        not acted on, and the checkpoint stays where it was, so the same mail is taken again later."""
         report = PollReport(mailbox.name)
         health = self.health.setdefault(mailbox.name, MailboxHealth())
+        if not self.dry_run and not self._state_usable():
+            report.ok, report.error = False, f"state store unwritable: {self.state.error}"
+            return report
         try:
             conn, uidvalidity = await self._connection(mailbox)
             if not self.dry_run:
@@ -166,10 +265,16 @@ class Router:
                 if not self.dry_run:
                     await self.flush_outbox()
                     await self._finish(mailbox, conn, uidvalidity, report)
+        except StateError as exc:  # the IMAP side is fine: keep the connection, wait for the disk
+            self._went_down(self.state, str(exc), maximum=30.0)
+            report.ok, report.error = False, f"state store unwritable: {exc}"
+            return report
         except (MailboxError, OSError) as exc:
             return self._failed(mailbox, health, report, str(exc))
         except Exception as exc:  # imapclient raises its own error types; one bad mailbox never stops the others
             return self._failed(mailbox, health, report, f"{type(exc).__name__}: {exc}")
+        if not self.dry_run:
+            self._came_back(self.state)
         health.failures = 0
         health.last_success = time.monotonic()
         self.metrics.poll_success(mailbox.name)
@@ -249,10 +354,12 @@ class Router:
     def _process(
         self, mailbox: MailboxConfig, uidvalidity: int, fetched: Fetched, report: PollReport, plans: list[Plan]
     ) -> Plan | None:
-        """Decide one mail; the plan it returns is committed (with others of its batch) before any send.
+        """Decide one mail. The plan it returns (every outcome, duplicates and quarantine included) is
+        committed with the others of its batch before any send, and before the checkpoint passes it.
         `plans` are this batch's plans not committed yet."""
         key = MessageKey(mailbox.account, mailbox.folder, uidvalidity, fetched.uid)
-        with structlog.contextvars.bound_contextvars(mailbox=mailbox.name, uid=fetched.uid):
+        # a fresh context per mail: nothing of the previous mail's identity leaks into this one's lines
+        with structlog.contextvars.bound_contextvars(mailbox=mailbox.name, uid=fetched.uid, message_id=None):
             if self.store.outcome(key) is not None:
                 return None  # already planned: the outbox and _finish take it from here
             now = self.clock()
@@ -264,51 +371,53 @@ class Router:
                 return earlier
 
             started = time.perf_counter()
+            content = content_hash(fetched.raw)
             try:
                 routing = route(fetched.raw, self.config, now, history)
             except Exception as exc:  # a stage broke on this mail: quarantine it, the batch goes on
-                dedupe = "sha256:" + hashlib.sha256(fetched.raw).hexdigest()
-                error = f"{type(exc).__name__}: {exc}"[:500]
-                log.error("decision", outcome="quarantined", error=error, size=fetched.size)
-                self.metrics.message(mailbox.name, "unknown", "unknown", "quarantined")
-                report.quarantined += 1
-                if not self.dry_run:
-                    self.store.record_outcome(key, dedupe, "quarantined", now, error=error)
-                return None
+                return self._quarantine(mailbox, key, fetched, content, f"{type(exc).__name__}: {exc}", plans, report)
             view = routing.view
-            dedupe = view.message_id or "sha256:" + hashlib.sha256(fetched.raw).hexdigest()
+            dedupe = view.message_id or bytes_hash(fetched.raw)
             structlog.contextvars.bind_contextvars(message_id=view.message_id)
-            pending = any(p.dedupe_id == dedupe for p in plans)
-            first = "this batch" if pending else self.store.first_with_dedupe_id(dedupe)
+            earlier = [(str(p.key), p.content_hash) for p in plans if p.dedupe_id == dedupe]
+            earlier += self.store.seen(dedupe)
+            first = duplicate_of(content, earlier)
             if first is not None:
                 log.info("decision", outcome="duplicate", first=first)
                 seg, intent = routing.segmentation.segment, routing.classification.intent
                 self.metrics.message(mailbox.name, seg, intent, "duplicate")
                 report.duplicates += 1
                 report.rows.append(self._row(routing, "duplicate"))
-                if not self.dry_run:
-                    self.store.record_outcome(key, dedupe, "duplicate", now, rule=None)
-                return None
+                crashpoint("after-duplicate")
+                if self.dry_run:
+                    return None
+                return Plan(key, dedupe, "", {}, (), now, None, "duplicate", content_hash=content)
+            if earlier:  # the same Message-ID on a different mail: processed as the new mail it is
+                log.warning("message_id_reused", earlier=[k for k, _ in earlier][:3])
             outgoing, suppressed = self._limit(routing, plans, now)
+            record = next((a.tag for a in routing.decision.actions if isinstance(a, Record)), None)
+            outcome = "dry-run" if self.dry_run else (record or "planned")
             log.info(
                 "decision",
-                outcome="dry-run" if self.dry_run else "planned",
+                outcome=outcome,
+                rule=routing.decision.rule,
                 segment=routing.segmentation.segment,
                 segment_source=routing.segmentation.source,
                 intent=routing.classification.intent,
                 hard=routing.classification.hard,
                 hard_score=routing.classification.hard_score,
-                rule=routing.decision.rule,
                 actions=[f"{o.action.type}:{','.join(o.to)}" for o in outgoing],
                 suppressed=[s.describe() for s in suppressed],
+                failed=[f.describe() for f in routing.failed],
                 automated=routing.automated,
                 reference=routing.decision.reference,
                 size=fetched.size,
             )
-            outcome = "dry-run" if self.dry_run else "planned"
             self.metrics.message(mailbox.name, routing.segmentation.segment, routing.classification.intent, outcome)
             for skipped in suppressed:
                 self.metrics.action(skipped.type, None, "suppressed")
+            for _ in routing.failed:
+                self.metrics.action("reply", None, "failed")
             report.rows.append(self._row(routing, outcome))
             report.planned += 1
             if self.dry_run:
@@ -324,6 +433,7 @@ class Router:
                 )
                 for o in outgoing
             ]
+            sends += self._render_failure_notices(routing, now)
             trace = as_json(routing, str(key), self.config.version)
             trace["actions"] = [o.describe() for o in outgoing]
             trace["suppressed"] = [s.describe() for s in suppressed]
@@ -331,11 +441,99 @@ class Router:
             contact = (view.sender.address, routing.classification.intent) if view.sender else None
             if routing.automated:
                 contact = None  # a robot's mail is no customer contact
-            record = next((a.tag for a in routing.decision.actions if isinstance(a, Record)), "done")
             replies = [(to, o.action.template) for o in outgoing if isinstance(o.action, Reply) for to in o.to]
+            bounced = [r.recipient for r in routing.bounced if self.store.replied_to(r.message_ids, r.recipient)]
+            if len(bounced) < len(routing.bounced):
+                ignored = sorted({r.recipient for r in routing.bounced} - set(bounced))
+                log.warning("bounce_ignored", reason="it quotes no reply we sent to that address", recipients=ignored)
             return Plan(
-                key, dedupe, routing.decision.rule, trace, sends, now, contact, record, replies, routing.bounced
+                key,
+                dedupe,
+                routing.decision.rule,
+                trace,
+                sends,
+                now,
+                contact,
+                record or "done",
+                replies,
+                bounced,
+                content_hash=content,
             )
+
+    def _failure_unit_send(self, kind: str, msg: EmailMessage) -> PlannedSend | None:
+        unit = self.config.units.get(self.config.router.failures_to)
+        if unit is None:
+            return None
+        return PlannedSend(kind, unit.key, self.config.router.address, (unit.address,), str(msg["Message-ID"]),
+                           msg.as_bytes())
+
+    def _render_failure_notices(self, routing: Routing, now: datetime) -> list[PlannedSend]:
+        """A reply whose template failed on this mail: the failure unit is told (the other actions go out)."""
+        unit = self.config.units.get(self.config.router.failures_to)
+        out = []
+        for failure in routing.failed:
+            log.error("reply_not_rendered", template=failure.template, reason=failure.reason)
+            if unit is None:
+                continue
+            notice = compose_render_failure_notice(
+                self.config.router,
+                unit,
+                routing.view,
+                failure,
+                rule=routing.decision.rule,
+                reference=routing.decision.reference,
+                now=now,
+            )
+            if (send := self._failure_unit_send("failure", notice)) is not None:
+                out.append(send)
+        return out
+
+    def _quarantine(
+        self,
+        mailbox: MailboxConfig,
+        key: MessageKey,
+        fetched: Fetched,
+        content: str,
+        error: str,
+        plans: list[Plan],
+        report: PollReport,
+    ) -> Plan | None:
+        """A mail a stage broke on: recorded (flagged $Quarantined, left unread) and the failure unit is told,
+        at most `limits.quarantine_notices_per_hour` times an hour."""
+        error = error[:500]
+        now = self.clock()
+        headers = quick_headers(fetched.raw)
+        log.error("decision", outcome="quarantined", error=error, size=fetched.size)
+        self.metrics.message(mailbox.name, "unknown", "unknown", "quarantined")
+        report.quarantined += 1
+        if self.dry_run:
+            return None
+        sends: list[PlannedSend] = []
+        unit = self.config.units.get(self.config.router.failures_to)
+        limit = self.config.settings.quarantine_notices_per_hour
+        recent = self.store.count_sends("quarantine", now - timedelta(hours=1))
+        recent += sum(1 for p in plans for s in p.sends if s.kind == "quarantine")
+        if unit is not None and recent < limit:
+            small = fetched.size <= self.config.settings.max_message_bytes
+            notice = compose_quarantine_notice(
+                self.config.router,
+                unit,
+                mailbox=mailbox.name,
+                uid=fetched.uid,
+                message_id=headers.get("message-id"),
+                sender=headers.get("from", "(unknown)"),
+                subject=headers.get("subject", ""),
+                error=error,
+                original=fetched.raw if small else None,
+                now=now,
+            )
+            if (send := self._failure_unit_send("quarantine", notice)) is not None:
+                sends.append(send)
+        else:
+            log.warning("quarantine_notice_suppressed", limit_per_hour=limit)
+        dedupe = headers.get("message-id") or bytes_hash(fetched.raw)
+        return Plan(key, dedupe, "", {"error": error}, sends, now, None, "quarantined", error=error,
+                    content_hash=content)
 
     def _limit(self, routing: Routing, plans: list[Plan], now: datetime) -> tuple[list[Outgoing], list[Suppressed]]:
         """Reply rate limits and bounce blocks, from the persisted reply history (and this batch's plans)."""
@@ -353,8 +551,9 @@ class Router:
         return kept, [*routing.suppressed, *suppressed]
 
     def _commit(self, plans: list[Plan]) -> None:
-        """The plan commit: durable before anything of these mails is sent."""
-        if plans:
+        """The plan commit: durable before anything of these mails is sent. If it fails (StateError), nothing
+        of these mails happened: the batch stops and is taken again from the same checkpoint."""
+        if plans and not self.dry_run:
             self.store.plan(plans)
             plans.clear()
             crashpoint("after-plan")
@@ -397,6 +596,7 @@ class Router:
             if entry.kind == "reply":
                 self.store.mark_failed(entry.id, "interrupted while sending: not sent again", status="uncertain")
                 log.warning("reply_uncertain", message_id=entry.message_id, to=list(entry.recipients))
+                self.metrics.action(entry.kind, entry.unit, "uncertain")
             else:
                 self.store.mark_retry(entry.id, "interrupted while sending", self.clock())
 
@@ -404,74 +604,118 @@ class Router:
         """Send every due outbox entry. Returns how many were sent.
 
         One flush at a time: the outbox job and a mailbox job may both want to flush, and two flushes
-        reading the same due entries would send them twice."""
+        reading the same due entries would send them twice. While the relay is down (RelayError) the whole
+        outbox waits, with backoff, and no entry's state changes."""
         if self.transport is None or self.dry_run:
             return 0
         async with self._flush_lock:
-            return await self._flush()
+            if self.relay.waiting() or not self._state_usable():
+                return 0
+            delivered = 0
+            try:
+                while ids := self.store.due_ids(self.clock()):
+                    for entry_id in ids:
+                        if self.stopping:
+                            return delivered
+                        entry = self.store.entry(entry_id)
+                        if entry is not None and entry.status == "pending":
+                            delivered += await self._deliver(entry)
+                    if len(ids) < 500:
+                        break
+            except RelayError as exc:
+                self._went_down(self.relay, str(exc), maximum=min(300.0, self.config.settings.delivery.retry_max))
+            except StateError as exc:
+                self._went_down(self.state, str(exc), maximum=30.0)
+            finally:
+                with contextlib.suppress(StateError):
+                    self.store.settle(self.clock())
+                    self.metrics.outbox_pending(self.store.pending_count())
+            return delivered
 
-    async def _flush(self) -> int:
-        to_record: list[int] = []  # forwards, escalations, tickets: recorded in one commit per flush
-        delivered = 0
-        try:
-            for entry in self.store.due(self.clock()):
-                if self.stopping:
-                    break
-                outcome = await self._deliver(entry)
-                delivered += outcome != "not-sent"
-                if outcome == "record":
-                    to_record.append(entry.id)
-        finally:
-            if to_record:
-                self.store.mark_sent(to_record, self.clock())
-                crashpoint("after-send-recorded")
-            self.store.settle(self.clock())
-            self.metrics.outbox_pending(self.store.pending_count())
-        return delivered
-
-    async def _deliver(self, entry: OutboxEntry) -> Literal["record", "recorded", "not-sent"]:
-        """Send one entry. A reply is recorded here, around the send; anything else is left to the caller
-        to record in a batch ("record"): if we crash first, it goes out again with the same Message-ID."""
+    async def _deliver(self, entry: OutboxEntry) -> int:
+        """Send one entry and record what happened at once (1 if it was delivered). Claimed before the send,
+        so no other task or process sends it too; for a customer reply the claim is durable before the 250,
+        so a reply in doubt after a crash is never sent again. A relay-level error gives the claim back and
+        propagates: the flush stops."""
         assert self.transport is not None
         delivery = self.config.settings.delivery
-        with structlog.contextvars.bound_contextvars(outbox_id=entry.id, message_id=entry.message_id):
-            # claimed before the send: no other task or process sends it too; for a customer reply the
-            # claim is durable before the 250, so a reply in doubt after a crash is never sent again
+        with structlog.contextvars.bound_contextvars(
+            outbox_id=entry.id, message_id=entry.message_id, for_mail=entry.msg_key, kind=entry.kind
+        ):
             if not self.store.claim(entry.id, durable=entry.kind == "reply"):
-                return "not-sent"
+                return 0
             try:
                 await self.transport.send(entry.mail_from, entry.recipients, entry.raw)
+            except RelayError as exc:
+                relay_error = str(exc)
+                self._record(lambda: self.store.release(entry.id, relay_error))
+                raise
+            except UncertainDeliveryError as exc:
+                self._uncertain(entry, str(exc))
+                return 0
             except TemporaryDeliveryError as exc:
                 now = self.clock()
                 if (now - entry.created_at).total_seconds() < delivery.give_up_after:
                     delay = backoff(entry.attempts + 1, delivery.retry_initial, delivery.retry_max)
-                    self.store.mark_retry(entry.id, str(exc), now + timedelta(seconds=delay))
-                    log.warning("send_deferred", kind=entry.kind, error=str(exc), retry_in=delay)
+                    error, retry_at = str(exc), now + timedelta(seconds=delay)
+                    self._record(lambda: self.store.mark_retry(entry.id, error, retry_at))
+                    log.warning("send_deferred", error=error, retry_in=delay)
                     self.metrics.action(entry.kind, entry.unit, "deferred")
-                    return "not-sent"
+                    return 0
                 self._permanent(entry, f"gave up after {delivery.give_up_after / 3600:g} h: {exc}")
-                return "not-sent"
+                return 0
             except PermanentDeliveryError as exc:
                 self._permanent(entry, str(exc))
-                return "not-sent"
+                return 0
+            except BaseException:  # a bug or a cancellation: nothing was sent that we know of, give the claim back
+                self._record(lambda: self.store.release(entry.id))
+                raise
             crashpoint("after-smtp-accepted")
-            log.info("sent", kind=entry.kind, to=list(entry.recipients))
-            self.metrics.action(entry.kind, entry.unit, "sent")
-            if entry.kind != "reply":
-                return "record"
-            self.store.mark_sent([entry.id], self.clock())
+            now = self.clock()
+            self._record(lambda: self.store.mark_sent([entry.id], now))
             crashpoint("after-send-recorded")
-            return "recorded"
+            log.info("sent", to=list(entry.recipients))
+            self.metrics.action(entry.kind, entry.unit, "sent")
+            self._came_back(self.relay)
+            if self._for_failure_unit(entry):
+                self._came_back(self.failure_unit)
+            return 1
+
+    def _uncertain(self, entry: OutboxEntry, error: str) -> None:
+        """The message went out but its answer was lost or late: a customer reply is never sent again, anything
+        else goes again (same Message-ID: the unit's mail client shows one message)."""
+        self.metrics.action(entry.kind, entry.unit, "uncertain")
+        if entry.kind == "reply":
+            self._record(lambda: self.store.mark_failed(entry.id, error, status="uncertain"))
+            log.warning("reply_uncertain", error=error, to=list(entry.recipients), resent=False)
+            return
+        delivery = self.config.settings.delivery
+        delay = backoff(entry.attempts + 1, delivery.retry_initial, delivery.retry_max)
+        retry_at = self.clock() + timedelta(seconds=delay)
+        self._record(lambda: self.store.mark_retry(entry.id, error, retry_at))
+        log.warning("send_uncertain", error=error, retry_in=delay, resent="with the same Message-ID")
+
+    def _for_failure_unit(self, entry: OutboxEntry) -> bool:
+        unit = self.config.units.get(self.config.router.failures_to)
+        return entry.kind in ("failure", "quarantine") or (unit is not None and unit.address in entry.recipients)
 
     def _permanent(self, entry: OutboxEntry, error: str) -> None:
-        """Recorded, and the human queue is told, so the mail does not vanish."""
-        self.store.mark_failed(entry.id, error)
+        """Recorded, and the failure unit is told, so the mail does not vanish. A message *to* the failure unit
+        has nobody else to tell: it is never given up, but retried (at the longest backoff) and alarmed."""
+        if self._for_failure_unit(entry):
+            delay = self.config.settings.delivery.retry_max
+            retry_at = self.clock() + timedelta(seconds=delay)
+            self._record(lambda: self.store.mark_retry(entry.id, error, retry_at))
+            self.metrics.action(entry.kind, entry.unit, "deferred")
+            self._went_down(self.failure_unit, f"refused a {entry.kind}: {error}", maximum=delay)
+            return
+        self._record(lambda: self.store.mark_failed(entry.id, error))
         self.metrics.action(entry.kind, entry.unit, "failed")
-        log.error("send_failed", kind=entry.kind, to=list(entry.recipients), error=error)
+        log.error("send_failed", to=list(entry.recipients), error=error)
         router = self.config.router
         unit = self.config.units.get(router.failures_to)
-        if entry.kind == "failure" or unit is None or unit.address in entry.recipients:
-            log.error("failure_notice_impossible", reason="the failed message was itself for the failure unit")
+        if unit is None:
+            log.error("failure_notice_impossible", reason=f"no unit {router.failures_to!r}")
             return
         notice = compose_failure_notice(
             router,
@@ -486,14 +730,15 @@ class Router:
         send = PlannedSend(
             "failure", unit.key, router.address, (unit.address,), str(notice["Message-ID"]), notice.as_bytes()
         )
-        self.store.add_send(entry.msg_key, send, self.clock())
+        self._record(lambda: self.store.add_send(entry.msg_key, send, self.clock()))
 
     # ------------------------------------------------------------------ status
 
     def status(self) -> str:
         counts = self.store.counts()
         parts = [f"{counts.get(k, 0)} {k}" for k in ("done", "planned", "duplicate", "automated", "quarantined")]
-        return f"{', '.join(parts)}; outbox {counts['outbox_pending']} pending"
+        down = "".join(f"; {problem}" for problem in self.problems())
+        return f"{', '.join(parts)}; outbox {counts['outbox_pending']} pending{down}"
 
 
 async def run_once(router: Router) -> tuple[int, list[PollReport]]:
@@ -569,12 +814,13 @@ class Service:
         """For /healthz (runs on the HTTP thread: reads only): mailboxes without a recent successful poll."""
         health = list(self.router.health.items())
         mailboxes = self.router.config.settings.mailboxes
-        return stale_mailboxes(
+        stale = stale_mailboxes(
             {n: h.last_success for n, h in health},
             {m.name: max(m.poll_interval, 10) for m in mailboxes},
             time.monotonic(),
             started=self._started,
         )
+        return stale + self.router.problems()
 
     def wake(self, name: str) -> None:
         """New mail announced by IDLE: poll now (or right after the poll in progress)."""
@@ -729,7 +975,7 @@ async def send_daily_report(router: Router, now: datetime | None = None) -> bool
     msg = compose_report(router.config.router, report.to, subject, as_text(figures), now)
     try:
         await router.transport.send(router.config.router.address, [report.to], msg.as_bytes())
-    except (TemporaryDeliveryError, PermanentDeliveryError) as exc:
+    except (TemporaryDeliveryError, PermanentDeliveryError, RelayError, UncertainDeliveryError) as exc:
         log.error("report_not_sent", error=str(exc))
         return False
     log.info("report_sent", to=report.to, day=f"{day_start:%Y-%m-%d}")

@@ -46,7 +46,7 @@ class ComposeError(PermanentError):
 
 
 class TemporaryDeliveryError(TransientError):
-    """The relay said 4xx, or the connection failed: the outbox keeps the message and retries."""
+    """The relay said 4xx for this message: the outbox keeps it and retries it later."""
 
     def __init__(self, message: str, code: int | None = None) -> None:
         super().__init__(message)
@@ -54,11 +54,30 @@ class TemporaryDeliveryError(TransientError):
 
 
 class PermanentDeliveryError(PermanentError):
-    """The relay said 5xx: retrying the same message will not help."""
+    """The relay said 5xx for this message (at RCPT or DATA): retrying the same message will not help."""
 
     def __init__(self, message: str, code: int | None = None) -> None:
         super().__init__(message)
         self.code = code
+
+
+class RelayError(TransientError, ConnectionError):
+    """The relay cannot be used at all right now (authentication, a missing or unreadable credential, TLS or
+    certificate failure, connection refused, a timeout before DATA): nothing is wrong with any message, so the
+    whole outbox waits and no message's state changes."""
+
+    def __init__(self, message: str, code: int | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class UncertainDeliveryError(TransientError):
+    """The whole message went out, but the relay's answer to the final "." was lost or late: it may have been
+    delivered. A customer reply is never sent again; a forward may be, with the same Message-ID."""
+
+
+class StateError(TransientError, OSError):
+    """The state store cannot be written (disk full, read-only, I/O error): nothing new is taken until it can."""
 
 
 class MailboxError(TransientError):

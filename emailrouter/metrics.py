@@ -27,6 +27,9 @@ log = structlog.get_logger(__name__)
 STALE_AFTER = 3  # a mailbox is unhealthy when it has not polled successfully for this many poll intervals
 
 
+DEPENDENCIES = ("relay", "state", "failure_unit")
+
+
 class Metrics:
     """The daemon's metrics. Every method is cheap and thread-safe, and never raises on a label value."""
 
@@ -61,6 +64,15 @@ class Metrics:
         )
         for result in ("ok", "rejected"):  # both series exist from the start, so rate() and alerts see a 0
             self._reloads.labels(result=result)
+        self._healthy = Gauge(
+            "emailrouter_dependency_up",
+            "1 while a dependency works, 0 while it does not: the relay (SMTP), the state store, the failure unit"
+            " (the mailbox told about mail nobody else can take).",
+            ["dependency"],
+            registry=self.registry,
+        )
+        for dependency in DEPENDENCIES:
+            self._healthy.labels(dependency=dependency).set(1)
 
     def message(self, mailbox: str, segment: str, intent: str, outcome: str) -> None:
         self._messages.labels(mailbox=mailbox, segment=segment, intent=intent, outcome=outcome).inc()
@@ -78,6 +90,10 @@ class Metrics:
 
     def reload(self, result: str) -> None:
         self._reloads.labels(result=result).inc()
+
+    def dependency(self, name: str, up: bool) -> None:
+        """`name` is one of DEPENDENCIES."""
+        self._healthy.labels(dependency=name).set(1 if up else 0)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -58,11 +58,15 @@ class MailboxConfig:
         return f"{self.username}@{self.endpoint.host}:{self.endpoint.port}"
 
 
+DATA_TIMEOUT = 600.0  # RFC 5321 4.5.3.2.6: a server may take 10 minutes to answer the final "."
+
+
 @dataclass(frozen=True)
 class SmtpConfig:
     endpoint: Endpoint
     username: str | None
     password: Secret | None
+    data_timeout: float = DATA_TIMEOUT  # seconds to wait for the answer to the final "." before it is uncertain
 
 
 @dataclass(frozen=True)
@@ -100,6 +104,7 @@ class Settings:
     max_message_bytes: int = 25 * 1024 * 1024
     report: ReportConfig | None = None
     metrics_listen: tuple[str, int] | None = None
+    quarantine_notices_per_hour: int = 20  # notices to the failure unit about quarantined mail; the rest are logged
 
     def plaintext_warnings(self) -> list[str]:
         out = [
@@ -241,13 +246,19 @@ def read_settings(r: Reader, doc: LineDict, base: Path) -> Settings:
             mailboxes.append(mailbox)
     smtp = None
     if (snode := r.get(doc, "smtp", "", LineDict, required=False)) is not None:
-        r.known_keys(snode, "smtp", {"host", "port", "security", "timeout", "ca_file", "username", "password"})
+        r.known_keys(
+            snode, "smtp", {"host", "port", "security", "timeout", "data_timeout", "ca_file", "username", "password"}
+        )
         endpoint = _endpoint(r, snode, "smtp", SMTP_PORTS, base)
         username = r.get(snode, "username", "smtp", str, required=False)
         password = _secret(r, snode, "password", "smtp", base)
         if username and password is None and "password" not in snode:
             r.fail(snode, "username", "smtp.password", "username given without a password")
-        smtp = SmtpConfig(endpoint, username, password) if endpoint else None
+        data_timeout = r.get(snode, "data_timeout", "smtp", float, required=False)
+        if data_timeout is not None and data_timeout <= 0:
+            r.fail(snode, "data_timeout", "smtp.data_timeout", f"must be more than 0 seconds, got {data_timeout:g}")
+            data_timeout = None
+        smtp = SmtpConfig(endpoint, username, password, data_timeout or DATA_TIMEOUT) if endpoint else None
     state_node = r.get(doc, "state", "", LineDict, required=False) or LineDict()
     r.known_keys(state_node, "state", {"path"})
     state = r.get(state_node, "path", "state", str, required=False)
@@ -286,8 +297,12 @@ def read_settings(r: Reader, doc: LineDict, base: Path) -> Settings:
         timedelta(days=block) if block else lp.bounce_block,
     )
     limits = r.get(doc, "limits", "", LineDict, required=False) or LineDict()
-    r.known_keys(limits, "limits", {"max_message_mb"})
+    r.known_keys(limits, "limits", {"max_message_mb", "quarantine_notices_per_hour"})
     max_mb = r.get(limits, "max_message_mb", "limits", float, required=False) or 25.0
+    notices = r.get(limits, "quarantine_notices_per_hour", "limits", int, required=False)
+    if notices is not None and notices < 0:
+        r.fail(limits, "quarantine_notices_per_hour", "limits.quarantine_notices_per_hour", "must be 0 or more")
+        notices = None
     report = None
     if (rnode := r.get(doc, "reports", "", LineDict, required=False)) is not None:
         r.known_keys(rnode, "reports", {"daily_to", "at"})
@@ -315,5 +330,14 @@ def read_settings(r: Reader, doc: LineDict, base: Path) -> Settings:
                     f"{exc} (a loopback HOST:PORT such as 127.0.0.1:9464: the endpoint has no authentication)",
                 )
     return Settings(
-        tuple(mailboxes), smtp, state_path, delivery, housekeeping, loop, int(max_mb * 1024 * 1024), report, metrics
+        tuple(mailboxes),
+        smtp,
+        state_path,
+        delivery,
+        housekeeping,
+        loop,
+        int(max_mb * 1024 * 1024),
+        report,
+        metrics,
+        20 if notices is None else notices,
     )

@@ -35,8 +35,9 @@ __all__ = ["BEHAVIOURS", "LOOPBACK", "Received", "SmtpSink", "main"]
 LOOPBACK: Final = "127.0.0.1"
 
 #: The scripted behaviours that take no argument; `reject_rcpt:<address>` is the one that does.
-BEHAVIOURS: Final = frozenset({"ok", "421", "451", "550", "disconnect"})
+BEHAVIOURS: Final = frozenset({"ok", "421", "451", "550", "disconnect", "drop_at_data", "accept_then_drop"})
 _REJECT_RCPT: Final = "reject_rcpt:"
+_ACCEPT_THEN_HANG: Final = "accept_then_hang:"  # store the message, answer 250 only after this many seconds
 
 _SERVER_NAME: Final = "emailrouter-sink"  # given to aiosmtpd so it never calls socket.getfqdn()
 _LOOP_CALL_TIMEOUT: Final = 10.0
@@ -73,8 +74,16 @@ def _check_behaviour(behaviour: str) -> str:
         return behaviour
     if behaviour.startswith(_REJECT_RCPT) and behaviour[len(_REJECT_RCPT) :].strip():
         return behaviour
+    if behaviour.startswith(_ACCEPT_THEN_HANG):
+        try:
+            if float(behaviour[len(_ACCEPT_THEN_HANG) :]) >= 0:
+                return behaviour
+        except ValueError:
+            pass
     known = ", ".join(sorted(BEHAVIOURS))
-    raise ValueError(f"unknown sink behaviour {behaviour!r} (known: {known}, reject_rcpt:<address>)")
+    raise ValueError(
+        f"unknown sink behaviour {behaviour!r} (known: {known}, reject_rcpt:<address>, accept_then_hang:<seconds>)"
+    )
 
 
 def _saved_name(number: int, rcpt_tos: Sequence[str]) -> str:
@@ -109,6 +118,24 @@ def _abort(transport: asyncio.BaseTransport) -> None:
         transport.close()
 
 
+class _Server(SMTP):
+    """aiosmtpd's server with one more fault: `drop_at_data` closes the connection at the DATA command,
+    before a byte of the message is sent (so the client knows nothing was delivered)."""
+
+    def __init__(self, handler: _Handler, **kwargs: Any) -> None:
+        super().__init__(handler, **kwargs)
+        self._sink_handler = handler
+
+    async def smtp_DATA(self, arg: str) -> None:
+        envelope = self.envelope
+        if envelope is not None and self._sink_handler.behaviour_of(envelope) == "drop_at_data":
+            self._sink_handler.forget(envelope)
+            if self.transport is not None:
+                self.transport.close()
+            return
+        await super().smtp_DATA(arg)
+
+
 class _Handler:
     """The aiosmtpd handler: applies the scripted behaviour of each transaction and hands accepted mail to the sink.
 
@@ -119,6 +146,12 @@ class _Handler:
         self._sink = sink
         # The behaviour chosen for each open transaction, taken from the script at MAIL FROM.
         self._behaviours: weakref.WeakKeyDictionary[Envelope, str] = weakref.WeakKeyDictionary()
+
+    def behaviour_of(self, envelope: Envelope) -> str:
+        return self._behaviours.get(envelope, "ok")
+
+    def forget(self, envelope: Envelope) -> None:
+        self._behaviours.pop(envelope, None)
 
     async def handle_MAIL(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, mail_options: list[str]
@@ -165,6 +198,12 @@ class _Handler:
             self._sink._accept(envelope.mail_from or "", tuple(envelope.rcpt_tos), content)
         except OSError as exc:
             return f"451 4.3.0 Could not save the message: {exc.strerror or exc}"
+        if behaviour == "accept_then_drop":  # stored, but the answer to "." is lost: the client cannot know
+            if server.transport is not None:
+                server.transport.close()
+            await asyncio.get_running_loop().create_future()
+        if behaviour.startswith(_ACCEPT_THEN_HANG):  # stored, and the answer comes late
+            await asyncio.sleep(float(behaviour[len(_ACCEPT_THEN_HANG) :]))
         return "250 2.0.0 OK"
 
 
@@ -200,6 +239,7 @@ class SmtpSink:
         self._changed = threading.Condition()
         self._received: list[Received] = []
         self._count = 0
+        self._connections = 0
         self._script: deque[str] = deque()
         self._next_file_number = 1
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -303,8 +343,11 @@ class SmtpSink:
 
         A message's behaviour is taken from the queue at its MAIL FROM. Behaviours: "ok"; "421" (reply 421 to
         DATA, then close); "451" and "550" (reply that to DATA); "disconnect" (close the connection after the
-        data arrives, without replying); "reject_rcpt:<address>" (refuse that recipient with 550 at RCPT and
-        accept the others). Raises ValueError on an unknown behaviour, before queueing any.
+        data arrives, without replying or storing it); "drop_at_data" (close the connection at the DATA command,
+        before the message is sent); "accept_then_drop" (store the message, then close without replying: the
+        client cannot know it was delivered); "accept_then_hang:<seconds>" (store it and reply 250 only after
+        that long); "reject_rcpt:<address>" (refuse that recipient with 550 at RCPT and accept the others).
+        Raises ValueError on an unknown behaviour, before queueing any.
         """
         checked = [_check_behaviour(behaviour) for behaviour in behaviours]
         with self._changed:
@@ -356,7 +399,7 @@ class SmtpSink:
     def _make_protocol(self) -> SMTP:
         """Build the aiosmtpd protocol for one new connection and remember it so it can be dropped later."""
         assert self._loop is not None
-        protocol = SMTP(
+        protocol = _Server(
             self._handler,
             hostname=_SERVER_NAME,
             ident="emailrouter SMTP sink",
@@ -368,7 +411,15 @@ class SmtpSink:
             loop=self._loop,
         )
         self._protocols.add(protocol)
+        with self._changed:
+            self._connections += 1
         return protocol
+
+    @property
+    def connections(self) -> int:
+        """How many SMTP connections clients have opened so far (a test of connection reuse can fail)."""
+        with self._changed:
+            return self._connections
 
     async def _listen(self) -> None:
         """Open the listening socket (on the remembered port after the first time)."""

@@ -1,8 +1,14 @@
 """SMTP transport (aiosmtplib): one reused connection per relay, TLS verified by default.
 
-`send()` either returns (every recipient accepted) or raises `TemporaryDeliveryError` (4xx,
-connection trouble: retry later) or `PermanentDeliveryError` (5xx). A send where only some
-recipients were accepted is not "sent": it raises for the refused ones.
+`send()` either returns (every recipient accepted) or raises an error that says what is broken:
+
+- `RelayError`: the relay cannot be used (authentication, a missing or unreadable credential, TLS,
+  connection refused or lost, a timeout before DATA, a refused MAIL FROM, 421): no message is at fault;
+- `TemporaryDeliveryError` / `PermanentDeliveryError`: a 4xx / 5xx for *this* message at RCPT or DATA;
+- `UncertainDeliveryError`: the whole message went out, but the answer to the final "." was lost or did
+  not come within `data_timeout` (RFC 5321 4.5.3.2.6 gives the server 10 minutes): it may be delivered.
+
+A send where only some recipients were accepted is not "sent": it raises for the refused ones.
 """
 
 from __future__ import annotations
@@ -14,8 +20,15 @@ from collections.abc import Sequence
 
 import aiosmtplib
 import structlog
+from aiosmtplib.protocol import PERIOD_REGEX
+from aiosmtplib.response import SMTPResponse
 
-from emailrouter.errors import PermanentDeliveryError, TemporaryDeliveryError
+from emailrouter.errors import (
+    PermanentDeliveryError,
+    RelayError,
+    TemporaryDeliveryError,
+    UncertainDeliveryError,
+)
 from emailrouter.settings import SmtpConfig
 
 log = structlog.get_logger(__name__)
@@ -27,10 +40,22 @@ def tls_context(ca_file: str | None) -> ssl.SSLContext:
     return ssl.create_default_context(cafile=ca_file)
 
 
-def _classify(code: int | None, message: str) -> Exception:
-    if code is not None and 500 <= code < 600:
-        return PermanentDeliveryError(message, code)
-    return TemporaryDeliveryError(message, code)
+def _refused(code: int, message: str) -> Exception:
+    """A refusal of this message (RCPT, DATA or the final "."): 421 closes the relay's door for everyone."""
+    if code == 421:
+        return RelayError(f"{code} {message}", code)
+    if 500 <= code < 600:
+        return PermanentDeliveryError(f"{code} {message}", code)
+    return TemporaryDeliveryError(f"{code} {message}", code)
+
+
+def wire_form(raw: bytes) -> bytes:
+    """The DATA payload: CRLF line ends, leading dots doubled, the final ".". Copies only what needs changing."""
+    if raw.count(b"\n") != raw.count(b"\r\n") or raw.count(b"\r") != raw.count(b"\r\n"):
+        raw = raw.replace(b"\r\n", b"\n").replace(b"\r", b"\n").replace(b"\n", b"\r\n")
+    if raw.startswith(b".") or b"\n." in raw:
+        raw = PERIOD_REGEX.sub(b"..", raw)
+    return raw + (b".\r\n" if raw.endswith(b"\r\n") else b"\r\n.\r\n")
 
 
 class SmtpTransport:
@@ -41,10 +66,14 @@ class SmtpTransport:
         self._last_used = 0.0
 
     async def _connect(self) -> aiosmtplib.SMTP:
+        """A logged-in connection, or RelayError: nothing here depends on the message."""
         ep = self.config.endpoint
         password = None
         if self.config.password is not None:
-            password = await asyncio.to_thread(self.config.password.read)
+            try:
+                password = await asyncio.to_thread(self.config.password.read)
+            except Exception as exc:  # a missing or unreadable secret: the relay is unusable, no message is at fault
+                raise RelayError(f"cannot read the SMTP password: {exc}") from None
         context = None if ep.plaintext else tls_context(str(ep.ca_file) if ep.ca_file else None)
         client = aiosmtplib.SMTP(
             hostname=ep.host,
@@ -56,7 +85,17 @@ class SmtpTransport:
             username=self.config.username,
             password=password,
         )
-        await client.connect()
+        try:
+            await client.connect()
+        except aiosmtplib.SMTPAuthenticationError as exc:
+            client.close()
+            raise RelayError(f"SMTP authentication failed ({exc.code} {exc.message})", exc.code) from None
+        except aiosmtplib.SMTPResponseException as exc:
+            client.close()
+            raise RelayError(f"relay refused the session: {exc.code} {exc.message}", exc.code) from None
+        except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:  # refused, TLS, certificate, timeout
+            client.close()
+            raise RelayError(f"cannot connect to {ep.host}:{ep.port}: {type(exc).__name__}: {exc}") from None
         log.info("smtp_connected", host=ep.host, port=ep.port, security=ep.security)
         return client
 
@@ -73,39 +112,82 @@ class SmtpTransport:
         self._client = await self._connect()
         return self._client
 
+    async def _reset(self) -> None:
+        client = self._client
+        if client is None or not client.is_connected:
+            self._drop()
+            return
+        try:
+            await client.rset()
+        except (aiosmtplib.SMTPException, OSError, TimeoutError):
+            self._drop()
+
     def _drop(self) -> None:
         if self._client is not None:
             self._client.close()
         self._client = None
 
     async def send(self, mail_from: str, recipients: Sequence[str], raw: bytes) -> str:
-        """Deliver one message; returns the relay's final response."""
+        """Deliver one message; returns the relay's final response. See the module doc for what it raises."""
         async with self._lock:
             try:
                 client = await self._connection()
-                errors, response = await client.sendmail(mail_from, list(recipients), raw)
-            except aiosmtplib.SMTPRecipientsRefused as exc:
-                codes = [r.code for r in exc.recipients]
-                worst = min(codes) if any(c < 500 for c in codes) else max(codes)
-                raise _classify(worst, f"all recipients refused: {exc.recipients[0].message}") from None
-            except aiosmtplib.SMTPAuthenticationError as exc:
+                return await self._transaction(client, mail_from, recipients, raw)
+            except (TemporaryDeliveryError, PermanentDeliveryError):
+                await self._reset()  # a clear answer about this message: the session can go on
+                raise
+            except BaseException:
+                # after any other failure the session state is unknown: the next send starts afresh
                 self._drop()
-                raise PermanentDeliveryError(f"SMTP authentication failed ({exc.code})", exc.code) from None
-            except aiosmtplib.SMTPResponseException as exc:
-                if exc.code == 421 or not (self._client and self._client.is_connected):
-                    self._drop()
-                raise _classify(exc.code, f"{exc.code} {exc.message}") from None
-            except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
-                self._drop()
-                raise TemporaryDeliveryError(f"{type(exc).__name__}: {exc}") from None
+                raise
             finally:
                 self._last_used = time.monotonic()
-            if errors:
-                codes = [code for code, _ in errors.values()]
-                refused = ", ".join(sorted(errors))
-                worst = min(codes) if any(c < 500 for c in codes) else max(codes)
-                raise _classify(worst, f"not every recipient was accepted (refused: {refused})")
-            return response
+
+    async def _transaction(self, client: aiosmtplib.SMTP, mail_from: str, recipients: Sequence[str], raw: bytes) -> str:
+        try:
+            await client.mail(mail_from)
+        except aiosmtplib.SMTPResponseException as exc:  # our own sender refused: true of every message
+            if exc.code == 552:
+                raise PermanentDeliveryError(f"{exc.code} {exc.message}", exc.code) from None
+            raise RelayError(f"MAIL FROM refused: {exc.code} {exc.message}", exc.code) from None
+        except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
+            raise RelayError(f"{type(exc).__name__} before DATA: {exc}") from None
+        refused: dict[str, SMTPResponse] = {}
+        for rcpt in recipients:
+            try:
+                await client.rcpt(rcpt)
+            except aiosmtplib.SMTPResponseException as exc:
+                refused[rcpt] = SMTPResponse(exc.code, exc.message)
+            except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
+                raise RelayError(f"{type(exc).__name__} before DATA: {exc}") from None
+        if refused:
+            codes = [r.code for r in refused.values()]
+            worst = 421 if 421 in codes else min(codes) if any(c < 500 for c in codes) else max(codes)
+            first = next(iter(refused.values()))
+            what = "all recipients refused" if len(refused) == len(recipients) else "not every recipient was accepted"
+            raise _refused(worst, f"{what} (refused: {', '.join(sorted(refused))}): {first.message}")
+        try:
+            start = await client.execute_command(b"DATA")
+        except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
+            raise RelayError(f"{type(exc).__name__} before DATA: {exc}") from None
+        if start.code != 354:
+            raise _refused(start.code, f"DATA refused: {start.message}")
+        protocol = client.protocol
+        if protocol is None:
+            raise RelayError("connection lost before DATA")
+        try:
+            protocol.write(wire_form(raw))
+        except (aiosmtplib.SMTPException, OSError) as exc:  # nothing went out: the relay cannot have it
+            raise RelayError(f"{type(exc).__name__} while sending the message: {exc}") from None
+        try:
+            final = await protocol.read_response(timeout=self.config.data_timeout)
+        except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
+            raise UncertainDeliveryError(
+                f"the message went out but the relay's answer to the final '.' was lost or late ({type(exc).__name__})"
+            ) from None
+        if final.code != 250:
+            raise _refused(final.code, final.message)
+        return f"{final.code} {final.message}"
 
     async def close(self) -> None:
         async with self._lock:

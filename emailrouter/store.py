@@ -8,10 +8,15 @@ The delivery guarantee rests on the order of writes here:
 After a crash, `resume()` finds what was planned and not finished. Customer replies found in state
 `sending` are never sent again (at most once: a customer never gets the same auto-reply twice);
 forwards, escalations and tickets are sent again with the same Message-ID (at least once).
+
+Every outcome of a batch (planned, duplicate, quarantined, automated) is committed in the same
+transaction as the checkpoint that passes it, so the checkpoint never passes a mail without one.
+A write that fails (disk full, read-only, I/O error) raises `StateError` and changes nothing.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 import threading
@@ -23,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from emailrouter.classify import Contact
+from emailrouter.errors import StateError
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS messages (
@@ -33,6 +39,8 @@ CREATE TABLE IF NOT EXISTS messages (
     uid          INTEGER NOT NULL,
     dedupe_id    TEXT NOT NULL,           -- Message-ID, or a hash of the bytes
     outcome      TEXT NOT NULL,           -- planned | done | duplicate | automated | quarantined
+    final_outcome TEXT,                   -- what `planned` becomes once every send is final
+    content_hash TEXT,                    -- sha256 of what the mail says (see dedupe.content_hash)
     rule         TEXT,
     decision     TEXT,                    -- JSON trace
     error        TEXT,
@@ -88,6 +96,10 @@ CREATE TABLE IF NOT EXISTS bounces (
 """
 
 FINAL = ("sent", "failed", "uncertain")
+# Columns added after the first release: a state file from then gets them when it is opened.
+_ADDED_COLUMNS = {"messages": (("final_outcome", "TEXT"), ("content_hash", "TEXT"))}
+# A sent message keeps its headers (Message-ID, recipients, subject for the audit), not its body.
+_HEADERS_ONLY = "CASE WHEN instr(raw, X'0D0A0D0A') > 0 THEN substr(raw, 1, instr(raw, X'0D0A0D0A') + 3) ELSE raw END"
 
 
 def _iso(when: datetime) -> str:
@@ -128,9 +140,11 @@ class Plan:
     sends: Sequence[PlannedSend]
     now: datetime
     contact: tuple[str, str] | None  # (sender, intent) for the history
-    outcome: str = "done"  # once every send is final: done, or the tag of a record action (automated)
+    outcome: str = "done"  # once every send is final: done, duplicate, quarantined, or a record tag (automated)
     replies: Sequence[tuple[str, str]] = ()  # (address, template) of the auto-replies planned: for the limits
     bounced: Sequence[str] = ()  # addresses a delivery report says our auto-reply did not reach
+    error: str | None = None  # why a quarantined mail could not be handled
+    content_hash: str | None = None
 
     @property
     def size(self) -> int:
@@ -158,16 +172,31 @@ class Store:
     """One SQLite database in WAL mode; plans and reply sends are committed with fsync (see `_tx`)."""
 
     def __init__(self, path: Path | str) -> None:
-        if str(path) != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self._lock = threading.RLock()
-        self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False, timeout=30)
-        self._db.row_factory = sqlite3.Row
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")  # FULL for the writes that must survive power loss
-        self._db.execute("PRAGMA foreign_keys=ON")
-        self._db.executescript(SCHEMA)
+        try:
+            if str(path) != ":memory:":
+                Path(path).parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False, timeout=30)
+        except (OSError, sqlite3.Error) as exc:
+            raise StateError(f"state store {path}: cannot open: {exc}") from None
+        try:
+            self._db.row_factory = sqlite3.Row
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")  # FULL for the writes that must survive power loss
+            self._db.execute("PRAGMA foreign_keys=ON")
+            self._db.executescript(SCHEMA)
+            self._migrate()
+        except sqlite3.Error as exc:
+            self._db.close()
+            raise StateError(f"state store {path}: cannot write: {exc}") from None
+
+    def _migrate(self) -> None:
+        for table, columns in _ADDED_COLUMNS.items():
+            have = {r["name"] for r in self._db.execute(f"PRAGMA table_info({table})")}
+            for name, kind in columns:
+                if name not in have:
+                    self._db.execute(f"ALTER TABLE {table} ADD COLUMN {name} {kind}")
 
     def close(self) -> None:
         with self._lock:
@@ -178,19 +207,24 @@ class Store:
         """A write transaction. `durable`: fsync before returning (plans, and replies about to be sent);
         otherwise a commit survives a crash of the process but maybe not of the machine."""
         with self._lock:
-            if durable:
-                self._db.execute("PRAGMA synchronous=FULL")
-            self._db.execute("BEGIN IMMEDIATE")
             try:
-                yield self._db
-            except BaseException:
-                self._db.execute("ROLLBACK")
                 if durable:
-                    self._db.execute("PRAGMA synchronous=NORMAL")
-                raise
-            self._db.execute("COMMIT")
-            if durable:
-                self._db.execute("PRAGMA synchronous=NORMAL")
+                    self._db.execute("PRAGMA synchronous=FULL")
+                self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    yield self._db
+                    self._db.execute("COMMIT")
+                except BaseException:
+                    if self._db.in_transaction:
+                        with contextlib.suppress(sqlite3.Error):
+                            self._db.execute("ROLLBACK")
+                    raise
+                finally:
+                    if durable:
+                        with contextlib.suppress(sqlite3.Error):
+                            self._db.execute("PRAGMA synchronous=NORMAL")
+            except sqlite3.OperationalError as exc:  # full, read-only, I/O error, locked for too long
+                raise StateError(f"state store {self.path}: cannot write: {exc}") from None
 
     def query(self, sql: str, args: Sequence[Any] = ()) -> list[sqlite3.Row]:
         with self._lock:
@@ -234,6 +268,24 @@ class Store:
         rows = self.query("SELECT key FROM messages WHERE dedupe_id=? ORDER BY rowid LIMIT 1", (dedupe_id,))
         return str(rows[0]["key"]) if rows else None
 
+    def seen(self, dedupe_id: str) -> list[tuple[str, str | None]]:
+        """(key, content hash) of every mail recorded under this Message-ID (or hash), oldest first."""
+        rows = self.query("SELECT key, content_hash FROM messages WHERE dedupe_id=? ORDER BY rowid", (dedupe_id,))
+        return [(str(r["key"]), r["content_hash"]) for r in rows]
+
+    def replied_to(self, message_ids: Sequence[str], address: str) -> bool:
+        """Whether one of these Message-IDs is an auto-reply we really sent (or tried to send) to `address`."""
+        if not message_ids:
+            return False
+        marks = ",".join("?" * len(message_ids))
+        rows = self.query(
+            f"SELECT recipients FROM outbox WHERE kind='reply' AND status IN ('sent','uncertain','sending')"
+            f" AND lower(message_id) IN ({marks})",
+            [m.lower() for m in message_ids],
+        )
+        wanted = address.lower()
+        return any(wanted in (r.lower() for r in json.loads(row["recipients"])) for row in rows)
+
     def replies_to(self, addresses: Sequence[str], since: datetime) -> list[tuple[str, str, datetime]]:
         """(address, template, when) of auto-replies planned to these addresses since `since`."""
         if not addresses:
@@ -274,8 +326,9 @@ class Store:
             for p in plans:
                 at = _iso(p.now)
                 db.execute(
-                    "INSERT INTO messages (key, account, folder, uidvalidity, uid, dedupe_id, outcome, rule, decision,"
-                    " received_at) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                    "INSERT OR IGNORE INTO messages (key, account, folder, uidvalidity, uid, dedupe_id, outcome,"
+                    " final_outcome, content_hash, rule, decision, error, received_at, finished_at)"
+                    " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                     (
                         str(p.key),
                         p.key.account,
@@ -284,9 +337,13 @@ class Store:
                         p.key.uid,
                         p.dedupe_id,
                         "planned" if p.sends else p.outcome,
+                        p.outcome,
+                        p.content_hash,
                         p.rule,
-                        json.dumps(p.decision, ensure_ascii=False),
+                        json.dumps(p.decision, ensure_ascii=False) if p.decision else None,
+                        p.error,
                         at,
+                        None if p.sends else at,
                     ),
                 )
                 db.executemany("INSERT INTO replies VALUES (?,?,?)", [(a.lower(), t, at) for a, t in p.replies])
@@ -329,33 +386,15 @@ class Store:
         error: str | None = None,
         rule: str | None = None,
     ) -> None:
-        """A mail that needs no sending (a duplicate, or one that failed before planning)."""
-        with self._tx() as db:
-            db.execute(
-                "INSERT OR IGNORE INTO messages (key, account, folder, uidvalidity, uid, dedupe_id, outcome, rule,"
-                " error, received_at, finished_at) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-                (
-                    str(key),
-                    key.account,
-                    key.folder,
-                    key.uidvalidity,
-                    key.uid,
-                    dedupe_id,
-                    outcome,
-                    rule,
-                    error,
-                    _iso(now),
-                    _iso(now),
-                ),
-            )
-            self._advance(db, key.account, key.folder, key.uidvalidity, key.uid)
+        """A mail that needs no sending, committed on its own (the daemon commits these with its batch)."""
+        self.plan([Plan(key, dedupe_id, rule or "", {}, (), now, None, outcome, error=error)])
 
     def add_send(self, msg_key: str, send: PlannedSend, now: datetime) -> None:
         """An extra outgoing message for a planned mail (a failure notice to the human queue)."""
         with self._tx() as db:
             idx = db.execute("SELECT coalesce(max(idx), -1) + 1 FROM outbox WHERE msg_key=?", (msg_key,)).fetchone()[0]
             self._insert_send(db, msg_key, idx, send, _iso(now))
-            db.execute("UPDATE messages SET outcome='planned' WHERE key=? AND outcome='done'", (msg_key,))
+            db.execute("UPDATE messages SET outcome='planned' WHERE key=? AND outcome!='planned'", (msg_key,))
 
     # ------------------------------------------------------------------ outbox
 
@@ -400,10 +439,21 @@ class Store:
             return cur.rowcount == 1
 
     def mark_sent(self, entry_ids: Sequence[int], now: datetime) -> None:
+        """Sent: the body is dropped (the headers and the decision stay for the audit)."""
         with self._tx() as db:
             db.executemany(
-                "UPDATE outbox SET status='sent', sent_at=?, last_error=NULL WHERE id=?",
+                f"UPDATE outbox SET status='sent', sent_at=?, last_error=NULL, raw={_HEADERS_ONLY} WHERE id=?",
                 [(_iso(now), entry_id) for entry_id in entry_ids],
+            )
+
+    def release(self, entry_id: int, error: str | None = None) -> None:
+        """Give back a claim whose send never started (the relay was unusable, or something broke first):
+        pending again at once, and the attempt does not count."""
+        with self._tx() as db:
+            db.execute(
+                "UPDATE outbox SET status='pending', attempts=max(attempts-1, 0), last_error=coalesce(?, last_error)"
+                " WHERE id=? AND status='sending'",
+                (error, entry_id),
             )
 
     def mark_retry(self, entry_id: int, error: str, next_attempt: datetime) -> None:
@@ -416,6 +466,22 @@ class Store:
     def mark_failed(self, entry_id: int, error: str, status: str = "failed") -> None:
         with self._tx() as db:
             db.execute("UPDATE outbox SET status=?, last_error=? WHERE id=?", (status, error, entry_id))
+
+    def count_sends(self, kind: str, since: datetime) -> int:
+        """Outgoing messages of this kind planned since `since` (for rate limits on notices)."""
+        rows = self.query("SELECT count(*) FROM outbox WHERE kind=? AND created_at>=?", (kind, _iso(since)))
+        return int(rows[0][0])
+
+    def due_ids(self, now: datetime, limit: int = 500) -> list[int]:
+        """Ids of the entries to send now, oldest first; the entries (with their bodies) are read one at a time."""
+        rows = self.query(
+            "SELECT id FROM outbox WHERE status='pending' AND next_attempt<=? ORDER BY id LIMIT ?", (_iso(now), limit)
+        )
+        return [int(r["id"]) for r in rows]
+
+    def entry(self, entry_id: int) -> OutboxEntry | None:
+        found = self._entries("id=?", (entry_id,))
+        return found[0] if found else None
 
     def pending_count(self) -> int:
         return int(self.query("SELECT count(*) FROM outbox WHERE status IN ('pending','sending')")[0][0])
@@ -434,7 +500,8 @@ class Store:
         """Planned mails whose every send is final become done."""
         with self._tx() as db:
             db.execute(
-                "UPDATE messages SET outcome='done', finished_at=? WHERE outcome='planned' AND NOT EXISTS"
+                "UPDATE messages SET outcome=coalesce(final_outcome, 'done'), finished_at=?"
+                " WHERE outcome='planned' AND NOT EXISTS"
                 " (SELECT 1 FROM outbox o WHERE o.msg_key=messages.key"
                 " AND o.status NOT IN ('sent','failed','uncertain'))",
                 (_iso(now),),

@@ -52,8 +52,11 @@ def sink(tmp_path: Path) -> Iterator[SmtpSink]:
         yield s
 
 
-def write_config(tmp: Path, dovecot: Dovecot, sink: SmtpSink, processed: str = "keyword") -> Path:
-    """The shipped config plus a mailbox on the test Dovecot and the sink as relay."""
+def write_config(
+    tmp: Path, dovecot: Dovecot, sink: SmtpSink, processed: str = "keyword", smtp_extra: str = "", extra: str = ""
+) -> Path:
+    """The shipped config plus a mailbox on the test Dovecot and the sink as relay (`smtp_extra`: more
+    `smtp:` keys, indented; `extra`: more top-level YAML)."""
     target = tmp / "config"
     if not target.exists():
         shutil.copytree(CONFIG_DIR, target, ignore=shutil.ignore_patterns("samples", "tests"))
@@ -78,12 +81,12 @@ smtp:
   port: {sink.port}
   security: plain
   timeout: 10
-state:
+{smtp_extra}state:
   path: {tmp / "state.sqlite3"}
 delivery:
   retry_initial: 0.01
   retry_max: 0.05
-"""
+{extra}"""
     )
     return main
 
