@@ -20,6 +20,7 @@ from emailrouter.classify import HistoryRule, Phrase, Signal, Signals, fold
 from emailrouter.decide import CONDITION_FACTS, HIT_POLICIES, Row, Table
 from emailrouter.directory import Directory, DomainTable, load_directory
 from emailrouter.errors import ConfigError, Problem
+from emailrouter.guard import DEFAULT_GUARD, GuardPolicy, robot_sender_problem
 from emailrouter.model import (
     INTENTS,
     LANGUAGES,
@@ -68,6 +69,7 @@ class Config:
     version: str  # hash of every file read: changes whenever any of them does
     settings: Settings
     warnings: tuple[Problem, ...] = ()
+    guard: GuardPolicy = DEFAULT_GUARD  # what else counts as automated mail (guard.robot_senders)
 
     @property
     def own_addresses(self) -> frozenset[str]:
@@ -114,6 +116,25 @@ def _router(r: Reader, doc: LineDict) -> RouterIdentity | None:
         r.fail(node, "reference_prefix", "router.reference_prefix", "use 1-10 capital letters or digits")
     failures_to = r.get(node, "failures_to", "router", str, required=False) or "human_queue"
     return RouterIdentity(address, name, prefix, failures_to) if address else None
+
+
+def _guard(r: Reader, doc: LineDict) -> GuardPolicy:
+    """guard: robot_senders, glob patterns on the sender's address; the list replaces the default one."""
+    node = r.get(doc, "guard", "", LineDict, required=False)
+    if node is None:
+        return DEFAULT_GUARD
+    r.known_keys(node, "guard", {"robot_senders"})
+    senders = r.get(node, "robot_senders", "guard", LineList, required=False)
+    if senders is None:
+        return DEFAULT_GUARD
+    patterns: list[str] = []
+    for i, path, item in r.items(senders, "guard.robot_senders"):
+        problem = robot_sender_problem(item) if isinstance(item, str) else f"expected a string, got {describe(item)}"
+        if problem is not None:
+            r.fail(senders, i, path, problem)
+        elif item.lower() not in patterns:
+            patterns.append(item.lower())
+    return GuardPolicy(tuple(patterns))
 
 
 def _localised(r: Reader, node: LineDict, key: str, path: str) -> dict[str, str] | None:
@@ -602,6 +623,7 @@ def load_config(path: str | Path, *, directory: str | Path | None = None) -> Con
             "limits",
             "reports",
             "metrics",
+            "guard",
         },
     )
     base = path.parent
@@ -616,6 +638,7 @@ def load_config(path: str | Path, *, directory: str | Path | None = None) -> Con
         return p, str(p)
 
     router = _router(r, doc)
+    guard = _guard(r, doc)
     units = _units(r, doc)
     settings = read_settings(r, doc, base)
     if router is not None and units and router.failures_to not in units:
@@ -688,4 +711,5 @@ def load_config(path: str | Path, *, directory: str | Path | None = None) -> Con
         version=digest.hexdigest()[:12],
         settings=settings,
         warnings=tuple(p for p in problems if p.warning),
+        guard=guard,
     )

@@ -17,6 +17,7 @@ from dataclasses import replace
 from email.header import decode_header
 from email.headerregistry import HeaderRegistry
 from email.message import Message
+from email.parser import BytesParser
 from email.policy import compat32
 from email.utils import getaddresses
 from html.parser import HTMLParser
@@ -28,6 +29,8 @@ MAX_PARTS = 500  # MIME leaves we look at
 MAX_HEADER_CHARS = 16_384  # per header value, after unfolding
 
 _CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f\x85\u2028\u2029]")
+_SURROGATE = re.compile(r"[\ud800-\udfff]")  # a lone surrogate is no character: it cannot be encoded again
+_ESCAPED_BYTE = re.compile(r"[\udc80-\udcff]")
 _FOLD = re.compile(r"\r?\n[ \t]")
 _MSGID = re.compile(r"<[!-;=?-~]{1,900}>")  # printable ASCII only: these go back out in our headers
 _DOMAIN = re.compile(
@@ -49,54 +52,90 @@ _OUTLOOK_FROM = re.compile(r"^\s*\*?(?:From|Dari)\s*:\*?\s+\S", re.IGNORECASE)
 _OUTLOOK_SENT = re.compile(r"^\s*\*?(?:Sent|Date|Terkirim|Dikirim|Tanggal)\s*:\*?\s+\S", re.IGNORECASE)
 
 
-def _bytes_of(value: str) -> bytes:
-    """compat32 keeps undecodable header bytes as surrogate escapes; get them back."""
-    return value.encode("ascii", "surrogateescape")
+def _valid(text: str) -> str:
+    """Text that can be encoded again: lone surrogates (utf-7 can decode to them) become U+FFFD."""
+    return _SURROGATE.sub("\ufffd", text) if not text.isascii() else text
 
 
-def _decode_bytes(data: bytes, charset: str | None, where: str, defects: list[str]) -> str:
-    """Decode with the declared charset; unknown or wrong charsets decode with replacement, as a defect."""
-    if charset:
-        charset = charset.strip().strip('"').lower()
-        if charset in ("us-ascii", "ascii") and not data.isascii():
-            charset = "utf-8"  # the most common lie
-        try:
-            codecs.lookup(charset)
-        except LookupError:
-            defects.append(f"{where}: unknown charset {charset!r}")
-            return data.decode("utf-8", "replace")
-        try:
-            return data.decode(charset)
-        except UnicodeDecodeError:
-            defects.append(f"{where}: text is not valid {charset}")
-            return data.decode(charset, "replace")
+def _unescape(value: str) -> str:
+    """compat32 keeps raw 8-bit header bytes as surrogate escapes: decode them; real characters stay."""
+    if not _ESCAPED_BYTE.search(value):
+        return value
+    try:
+        data = value.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:  # a lone surrogate that is no escaped byte
+        return _valid(value)
+    return _fallback(data)
+
+
+# Codecs Python knows that are no mail charset: a text codec that cannot decode arbitrary bytes, or one
+# whose pure-Python decoder is slow enough on a large body to stall the batch.
+_NOT_MAIL_CHARSETS = frozenset({"idna", "punycode", "undefined", "unicode-escape", "raw-unicode-escape"})
+
+
+def _text_codec(charset: str) -> tuple[str | None, str | None]:
+    """(the codec to decode with, None) or (None, why this charset cannot be used)."""
+    try:
+        info = codecs.lookup(charset)
+    except (LookupError, ValueError, TypeError):  # unknown; ValueError for an embedded NUL
+        return None, "unknown charset"
+    # bytes.decode only takes text encodings: rot13, base64_codec, zlib_codec, hex, uu... raise LookupError
+    if not getattr(info, "_is_text_encoding", True) or info.name in _NOT_MAIL_CHARSETS:
+        return None, "not a text charset"
+    return info.name, None
+
+
+def _fallback(data: bytes) -> str:
+    """Undeclared or unusable charset: UTF-8 if it is, else Windows-1252 (which decodes any byte)."""
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError:
         return data.decode("cp1252", "replace")
 
 
+def _decode_bytes(data: bytes, charset: str | None, where: str, defects: list[str]) -> str:
+    """Decode with the declared charset; unknown, non-text or wrong charsets decode with replacement, as a defect."""
+    if not charset:
+        return _valid(_fallback(data))
+    charset = charset.strip().strip('"').lower()
+    if charset in ("us-ascii", "ascii") and not data.isascii():
+        charset = "utf-8"  # the most common lie
+    codec, problem = _text_codec(charset)
+    if codec is None:
+        defects.append(f"{where}: {problem} {charset[:60]!r}")
+        return data.decode("utf-8", "replace")
+    try:
+        return _valid(data.decode(codec))
+    except UnicodeError:  # UnicodeDecodeError, and the bare UnicodeError some codecs raise
+        defects.append(f"{where}: text is not valid {charset}")
+    try:
+        return _valid(data.decode(codec, "replace"))
+    except UnicodeError:  # a codec that refuses error handlers
+        return data.decode("utf-8", "replace")
+
+
 def decode_header_value(value: str, where: str, defects: list[str]) -> str:
     """Unfold and decode one header value (RFC 2047 encoded words, raw 8-bit bytes)."""
     value = _FOLD.sub(" ", value)[:MAX_HEADER_CHARS]
     if not value.isascii():
-        value = _decode_bytes(_bytes_of(value), None, where, defects)
+        value = _unescape(value)
     if "=?" not in value:
         return value.strip()
     try:
         chunks = decode_header(value)
-    except (email.errors.HeaderParseError, ValueError, LookupError) as exc:
-        defects.append(f"{where}: undecodable encoded word ({exc})")
-        return value.strip()
+    except Exception as exc:  # HeaderParseError for broken base64; the standard library may raise others
+        defects.append(f"{where}: undecodable encoded word ({type(exc).__name__})")
+        return _valid(value.strip())
     out = []
     for chunk, charset in chunks:
-        out.append(chunk if isinstance(chunk, str) else _decode_bytes(chunk, charset, where, defects))
+        text = chunk if isinstance(chunk, str) else _decode_bytes(chunk, charset, where, defects)
+        out.append(_valid(text))
     return "".join(out).strip()
 
 
 def clean_line(value: str) -> str:
-    """A single line: control characters (CR and LF above all) become spaces."""
-    return " ".join(_CONTROL.sub(" ", value).split())
+    """A single line: control characters (CR and LF above all) become spaces, lone surrogates U+FFFD."""
+    return " ".join(_CONTROL.sub(" ", _valid(value)).split())
 
 
 def parse_sender(raw_values: list[str]) -> tuple[Sender | None, str | None]:
@@ -248,16 +287,34 @@ def _starts_history(lines: list[str], i: int) -> bool:
 
 
 def _payload_size(part: Message) -> int:
-    payload = part.get_payload()
-    if isinstance(payload, list):
-        return sum(_payload_size(p) for p in payload if isinstance(p, Message))
-    if not isinstance(payload, str):
-        return 0
-    cte = str(part.get("Content-Transfer-Encoding", "")).strip().lower()
-    if cte == "base64":
-        stripped = len(payload) - sum(payload.count(c) for c in "\r\n \t")
-        return max(0, stripped * 3 // 4 - payload.rstrip().count("=", -3))
-    return len(payload)
+    """Bytes of content under `part`, decoded size for base64 (no recursion: nesting may be deep)."""
+    total = 0
+    stack = [part]
+    while stack:
+        node = stack.pop()
+        payload = node.get_payload()
+        if isinstance(payload, list):
+            stack.extend(p for p in payload if isinstance(p, Message))
+        elif isinstance(payload, str):
+            cte = str(node.get("Content-Transfer-Encoding", "")).strip().lower()
+            if cte == "base64":
+                stripped = len(payload) - sum(payload.count(c) for c in "\r\n \t")
+                total += max(0, stripped * 3 // 4 - payload.rstrip().count("=", -3))
+            else:
+                total += len(payload)
+    return total
+
+
+def _filename(part: Message, defects: list[str]) -> str | None:
+    """The part's file name, decoded; a name whose RFC 2231 charset cannot decode it counts as a defect."""
+    try:
+        filename = part.get_filename()
+    except (UnicodeError, LookupError, ValueError) as exc:  # e.g. filename*=idna''... (UnicodeError)
+        defects.append(f"attachment name: undecodable ({type(exc).__name__})")
+        return "(undecodable name)"
+    if filename is None:
+        return None
+    return clean_line(decode_header_value(str(filename), "attachment name", defects))
 
 
 def _leaves(msg: Message, defects: list[str]) -> list[Message]:
@@ -284,24 +341,10 @@ def _body(msg: Message, defects: list[str]) -> tuple[str, bool, tuple[Attachment
     html: list[str] = []
     attachments: list[Attachment] = []
     for part in _leaves(msg, defects):
-        ctype = part.get_content_type()
-        filename = part.get_filename()
-        if filename is not None:
-            filename = clean_line(decode_header_value(str(filename), "attachment name", defects))
-        disposition = part.get_content_disposition()
-        if (
-            disposition == "attachment"
-            or filename
-            or part.get_content_maintype() != "text"
-            or ctype not in ("text/plain", "text/html")
-        ):
-            attachments.append(Attachment(filename, ctype, _payload_size(part)))
-            continue
-        data = part.get_payload(decode=True)
-        if not isinstance(data, bytes):
-            continue
-        text = _decode_bytes(data, part.get_content_charset(), f"{ctype} part", defects)
-        (plain if ctype == "text/plain" else html).append(text)
+        try:
+            _read_part(part, defects, plain, html, attachments)
+        except Exception as exc:  # one unreadable part must not cost the customer's text in the others
+            defects.append(f"unreadable MIME part: {type(exc).__name__}")
     if plain:
         return "\n".join(plain), False, tuple(attachments)
     if html:
@@ -309,14 +352,66 @@ def _body(msg: Message, defects: list[str]) -> tuple[str, bool, tuple[Attachment
     return "", False, tuple(attachments)
 
 
+def _read_part(
+    part: Message, defects: list[str], plain: list[str], html: list[str], attachments: list[Attachment]
+) -> None:
+    ctype = part.get_content_type()
+    filename = _filename(part, defects)
+    disposition = part.get_content_disposition()
+    if (
+        disposition == "attachment"
+        or filename
+        or part.get_content_maintype() != "text"
+        or ctype not in ("text/plain", "text/html")
+    ):
+        attachments.append(Attachment(filename, ctype, _payload_size(part)))
+        return
+    data = part.get_payload(decode=True)
+    if isinstance(data, bytes):
+        text = _decode_bytes(data, part.get_content_charset(), f"{ctype} part", defects)
+        (plain if ctype == "text/plain" else html).append(text)
+
+
 def parse(raw: bytes) -> MessageView:
     """Parse one mail. Never raises; problems are listed in `defects`."""
-    defects: list[str] = []
     try:
-        msg = email.message_from_bytes(raw, policy=compat32)
+        return _parse(raw)
+    except Exception as exc:  # belt and braces: a bug of ours or of the standard library must not lose a mail
+        return MessageView(
+            raw=raw,
+            message_id=None,
+            subject="",
+            sender=None,
+            sender_problem="the message could not be parsed",
+            date=None,
+            in_reply_to=None,
+            references=(),
+            text="",
+            quoted="",
+            html_only=False,
+            attachments=(),
+            defects=(f"unparseable message: {type(exc).__name__}",),
+            headers=(),
+        )
+
+
+def _message(raw: bytes, defects: list[str]) -> Message:
+    """The parsed message; if the full parse fails (RecursionError on thousands of nested message/rfc822
+    parts, say), the header block alone, so that sender, subject and Message-ID survive."""
+    try:
+        return email.message_from_bytes(raw, policy=compat32)
     except Exception as exc:  # compat32 is lenient, but a parser bug must not lose a mail
-        defects.append(f"unparseable message: {type(exc).__name__}")
-        msg = Message()
+        defects.append(f"unparseable message: {type(exc).__name__}; only its headers were read")
+    try:
+        return BytesParser(policy=compat32).parsebytes(raw, headersonly=True)
+    except Exception as exc:  # as above
+        defects.append(f"unparseable header block: {type(exc).__name__}")
+        return Message()
+
+
+def _parse(raw: bytes) -> MessageView:
+    defects: list[str] = []
+    msg = _message(raw, defects)
     defects.extend(type(d).__name__ for d in msg.defects)
     headers: list[tuple[str, str]] = []
     raw_from: list[str] = []

@@ -68,7 +68,7 @@ def route(
         if oversized
         else parse(raw)
     )
-    automated = automated_reason(view, config.own_addresses, config.router.address)
+    automated = automated_reason(view, config.own_addresses, config.router.address, config.guard)
     seg = segment(view, config.segmentation)
     days = config.signals.history_days
     earlier = history(view.sender.address, now - timedelta(days=days)) if view.sender and days else ()

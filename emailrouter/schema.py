@@ -21,7 +21,7 @@ from typing import Any, get_args, get_type_hints
 from emailrouter.config import _ADDRESS, _KEY, _MATCHERS
 from emailrouter.credentials import SECRET_KINDS
 from emailrouter.decide import CONDITION_FACTS, HIT_POLICIES
-from emailrouter.guard import LoopPolicy
+from emailrouter.guard import DEFAULT_ROBOT_SENDERS, LoopPolicy
 from emailrouter.model import INTENTS, LANGUAGES, SEGMENT_SOURCES, UNKNOWN_SEGMENT, Action
 from emailrouter.settings import (
     IMAP_PORTS,
@@ -60,6 +60,7 @@ ONE_WORD = r"^\s*\S+\s*$"
 _LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 # directory.DomainTable.parse_pattern: strip, lower-case, optional "*.", then a domain of at most 253 characters
 DOMAIN_PATTERN = rf"^\s*(?:\*\.)?(?=\S{{1,253}}\s*$)(?:{_LABEL}\.)*{_LABEL}\s*$"
+ROBOT_SENDER = r"^[^\s@]+@[^\s@]+$"  # guard.robot_sender_problem; "matches every sender" is check's job
 
 # what editors say when a pattern does not match (yaml-language-server's patternErrorMessage)
 PATTERN_MESSAGES = {
@@ -75,6 +76,7 @@ PATTERN_MESSAGES = {
     NOT_BLANK: "Must not be empty.",
     ONE_WORD: "Keywords are single words; put word sequences under phrases.",
     DOMAIN_PATTERN: "Not a domain (example.com) or wildcard domain (*.example.com).",
+    ROBOT_SENDER: "A glob on the whole address, local@domain, without spaces (monit@*, *icinga*@*).",
 }
 
 # signals that may combine in one entry (config._signal); every other matcher stands alone
@@ -319,6 +321,22 @@ def _trust() -> Schema:
     )
 
 
+def _guard() -> Schema:
+    return _object(
+        "What else counts as automated mail (never answered automatically; the table decides what else"
+        " happens to it). Headers, reports and system senders are recognised without configuration.",
+        {
+            "robot_senders": _list(
+                "Senders that are robots, such as monitoring systems: glob patterns on the whole address, any"
+                " case (* any characters, ? one). The list replaces the default one:"
+                f" {', '.join(DEFAULT_ROBOT_SENDERS)}.",
+                _string("A pattern such as monit@* or *icinga*@*.", pattern=ROBOT_SENDER),
+                default=list(DEFAULT_ROBOT_SENDERS),
+            ),
+        },
+    )
+
+
 def _units() -> Schema:
     return {
         "description": "The mailboxes the router sends to, by key (letters, digits, _ and -). Rules refer to"
@@ -488,6 +506,7 @@ def main_schema() -> dict[str, Any]:
             "files": _files(),
             "segmentation": _segmentation(),
             "trust": _trust(),
+            "guard": _guard(),
             "units": _units(),
             **_daemon_settings(),
         },

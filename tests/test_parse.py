@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 import base64
+from email.message import Message
+from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from emailrouter.parse import html_to_text, parse, parse_sender, split_quoted
-from tests.conftest import eml
+from emailrouter.config import Config
+from emailrouter.model import MessageView
+from emailrouter.parse import html_to_text, parse, parse_headers_only, parse_sender, split_quoted
+from emailrouter.pipeline import route
+from tests.conftest import NOW, eml
 
 
 @pytest.mark.parametrize(
@@ -221,3 +228,207 @@ def test_message_ids_and_threading_headers_are_extracted() -> None:
     assert view.message_id == "<m3@example.com>"
     assert view.in_reply_to == "<m2@example.com>"
     assert view.references == ("<m1@example.com>", "<m2@example.com>")
+
+
+# --------------------------------------------------------------------------- hostile input never raises
+
+
+def _strings(view: MessageView) -> list[str]:
+    """Every text the view hands to the later stages."""
+    names = [a.filename for a in view.attachments if a.filename]
+    sender = [view.sender.address, view.sender.name] if view.sender else []
+    return [
+        view.subject,
+        view.text,
+        view.quoted,
+        *(view.date or "",),
+        *(view.message_id or "",),
+        *(view.in_reply_to or "",),
+        *view.references,
+        *view.defects,
+        *(v for _, v in view.headers),
+        *names,
+        *sender,
+    ]
+
+
+def _assert_sound(view: MessageView) -> None:
+    """Every string can be encoded again (no lone surrogate), the subject is one line, ids are printable ASCII."""
+    for text in _strings(view):
+        text.encode("utf-8")
+    assert "\n" not in view.subject and "\r" not in view.subject
+    for mid in (view.message_id, view.in_reply_to, *view.references):
+        assert mid is None or (mid.isascii() and mid.isprintable() and mid.startswith("<"))
+
+
+@pytest.mark.parametrize(
+    "codec",
+    ["rot13", "base64_codec", "zlib_codec", "hex", "uu", "bz2_codec", "quopri", "idna", "punycode", "undefined"],
+)
+def test_non_text_codecs_in_encoded_words_are_defects(codec: str) -> None:
+    """An encoded word naming a codec that is no text charset (=?rot13?Q?...?=) decodes as a defect, never raises."""
+    view = parse(eml("From: a@example.com", f"Subject: Re: =?{codec}?Q?uryyb?= internet mati", body="x"))
+    assert view.subject == "Re: uryyb internet mati"
+    assert any(f"not a text charset {codec!r}" in d for d in view.defects)
+    b64 = parse(eml("From: a@example.com", f"Subject: =?{codec}?B?aGVsbG8=?=", body="x"))
+    assert b64.subject == "hello"
+
+
+@pytest.mark.parametrize(
+    ("subject", "defect"),
+    [
+        ("=?utf-8?B?SGFsb?=", "undecodable encoded word"),  # broken base64 (a dangling character)
+        ("=?utf-8?B?a?=", "undecodable encoded word"),
+        ("=?klingon?Q?Halo?=", "unknown charset 'klingon'"),
+        ("=?utf-16?Q?x?=", "text is not valid utf-16"),
+        ("=?" + "x" * 500 + "?Q?Halo?=", "unknown charset"),
+    ],
+)
+def test_broken_encoded_words_are_defects(subject: str, defect: str) -> None:
+    """Broken base64, unknown charsets and text invalid in its charset give a subject and a defect, never an error."""
+    view = parse(eml("From: a@example.com", f"Subject: {subject}", body="x"))
+    assert any(defect in d for d in view.defects)
+    assert all(len(d) < 300 for d in view.defects)
+    _assert_sound(view)
+
+
+@pytest.mark.parametrize("charset", ["rot13", "base64_codec", "idna", "x-klingon", "utf-8\\x00", '"'])
+def test_a_body_in_a_non_text_charset_keeps_its_text(charset: str) -> None:
+    """A text part declaring a charset that cannot decode text is read as UTF-8 and the defect recorded."""
+    view = parse(
+        eml("From: a@example.com", "Subject: s", body="internet mati", content_type=f"text/plain; charset={charset}")
+    )
+    assert view.text == "internet mati"
+    assert any("charset" in d for d in view.defects)
+
+
+def test_lone_surrogates_never_reach_the_view_or_the_outgoing_mail(config: Config) -> None:
+    """utf-7 can decode to a lone surrogate; the view replaces it, so composing a reply or forward cannot fail."""
+    raw = (
+        b"From: =?utf-7?Q?+2AA-?= Budi <budi@gmail.com>\r\nSubject: internet mati =?utf-7?Q?+2AA-?=\r\n"
+        b"MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n"
+        b"--b\r\nContent-Type: text/plain; charset=utf-7\r\n\r\ninternet mati sejak pagi +2AA-\r\n"
+        b"--b\r\nContent-Type: text/plain\r\nContent-Disposition: attachment; filename*=utf-7''+2AA-.txt\r\n\r\nx\r\n"
+        b"--b--\r\n"
+    )
+    view = parse(raw)
+    _assert_sound(view)
+    assert "\ufffd" in view.subject and "\ufffd" in view.text
+    routing = route(raw, config, NOW)
+    assert routing.outgoing and all(o.message.as_bytes() for o in routing.outgoing)
+
+
+def _with_attachment(part_headers: bytes, body: bytes = b"hello") -> bytes:
+    return (
+        b"From: a@example.com\r\nSubject: s\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n"
+        b"--b\r\nContent-Type: text/plain\r\n\r\ninternet mati\r\n--b\r\n"
+        + part_headers
+        + b"\r\n\r\n"
+        + body
+        + b"\r\n--b--\r\n"
+    )
+
+
+def test_rfc2231_file_names_are_decoded_and_a_bad_one_costs_only_its_name() -> None:
+    """filename*=utf-8''... names decode (they used to cost the whole body); an undecodable one is a defect."""
+    accented = parse(_with_attachment(b"Content-Disposition: attachment; filename*=utf-8''Tagihan%20%C3%A9.pdf"))
+    assert accented.text == "internet mati"
+    assert [a.filename for a in accented.attachments] == ["Tagihan é.pdf"]
+    assert accented.defects == ()
+    bad = parse(_with_attachment(b"Content-Disposition: attachment; filename*=idna''abc"))
+    assert bad.text == "internet mati"
+    assert [a.filename for a in bad.attachments] == ["(undecodable name)"]
+    assert any("attachment name: undecodable" in d for d in bad.defects)
+
+
+def test_an_unreadable_part_costs_only_itself(monkeypatch: pytest.MonkeyPatch) -> None:
+    """If reading one MIME part fails, the customer's text in the other parts is kept and the defect recorded."""
+    import emailrouter.parse as parse_module
+
+    real = parse_module._filename
+
+    def failing(part: Message, defects: list[str]) -> str | None:
+        if part.get_content_type() == "image/png":
+            raise RuntimeError("boom")
+        return real(part, defects)
+
+    monkeypatch.setattr(parse_module, "_filename", failing)
+    view = parse(_with_attachment(b"Content-Type: image/png"))
+    assert view.text == "internet mati"
+    assert "unreadable MIME part: RuntimeError" in view.defects
+
+
+def test_thousands_of_nested_messages_keep_the_headers() -> None:
+    """A bomb of nested message/rfc822 parts (the parser recurses) still gives sender, subject and Message-ID."""
+    nested = b"internet mati"
+    for _ in range(3000):
+        nested = b"Content-Type: message/rfc822\r\n\r\n" + nested
+    raw = b"From: budi@gmail.com\r\nSubject: bom\r\nMessage-ID: <bomb@gmail.com>\r\n" + nested
+    view = parse(raw)
+    assert (view.sender and view.sender.address, view.subject, view.message_id) == (
+        "budi@gmail.com",
+        "bom",
+        "<bomb@gmail.com>",
+    )
+    assert any("only its headers were read" in d for d in view.defects)
+
+
+def test_parse_returns_a_view_even_when_its_own_code_fails(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A bug anywhere inside parse gives a view with the defect, never an exception that would quarantine the mail."""
+    import emailrouter.parse as parse_module
+
+    def broken(text: str) -> tuple[str, str]:
+        raise IndexError("a bug")
+
+    monkeypatch.setattr(parse_module, "split_quoted", broken)
+    raw = eml("From: a@example.com", "Subject: s", body="x")
+    view = parse(raw)
+    assert view.raw == raw and view.sender is None
+    assert view.defects == ("unparseable message: IndexError",)
+
+
+_ATOMS = [
+    b"=?", b"?=", b"?Q?", b"?B?", b"?q?", b"utf-8", b"utf-7", b"rot13", b"base64_codec", b"idna", b"punycode",
+    b"+2AA-", b"<", b">", b"@", b'"', b"(", b")", b"\\", b",", b";", b":", b"\r\n", b"\r\n ", b"\n", b"\r",
+    b"\x00", b"\xff", b"\xc3\xa9", b"\xe2\x80\xa8", b"=", b"*", b"'", b"''", b"%C3%A9", b"%FF", b"--b", b"--b--",
+    b"multipart/mixed; boundary=b", b"multipart/report; boundary=b", b"message/rfc822", b"message/delivery-status",
+    b"text/plain", b"text/html", b"charset=", b"filename*=", b"filename*0*=", b"name=", b"base64",
+    b"quoted-printable", b"x-uuencode", b"aGVsbG8", b"MAILER-DAEMON", b"er.", b" ", b"\t", b"a", b"1",
+]  # fmt: skip
+_HEADER_NAMES = [
+    "From", "Subject", "Message-ID", "In-Reply-To", "References", "Content-Type", "Content-Transfer-Encoding",
+    "Content-Disposition", "Return-Path", "Date", "To", "MIME-Version", "X-Loop", "Auto-Submitted", "Precedence",
+]  # fmt: skip
+_value = st.lists(st.one_of(st.sampled_from(_ATOMS), st.binary(max_size=8)), max_size=24).map(b"".join)
+_header = st.tuples(st.one_of(st.sampled_from(_HEADER_NAMES), st.text("abcXYZ-", min_size=1, max_size=8)), _value)
+_mail = st.tuples(st.lists(_header, max_size=12), _value, st.lists(st.tuples(st.lists(_header, max_size=4), _value)))
+
+
+def _build(mail: tuple[list[tuple[str, bytes]], bytes, list[tuple[list[tuple[str, bytes]], bytes]]]) -> bytes:
+    headers, body, parts = mail
+    head = b"".join(name.encode() + b": " + value + b"\r\n" for name, value in headers)
+    tail = b"".join(
+        b"--b\r\n" + b"".join(n.encode() + b": " + v + b"\r\n" for n, v in h) + b"\r\n" + v2 + b"\r\n"
+        for h, v2 in parts
+    )
+    return head + b"\r\n" + body + b"\r\n" + tail + (b"--b--\r\n" if parts else b"")
+
+
+@settings(max_examples=400, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_mail)
+def test_garbage_headers_and_parts_never_raise(mail: Any) -> None:
+    """Property: any header block and MIME structure built from hostile pieces parses into a sound view."""
+    raw = _build(mail)
+    view = parse(raw)
+    assert view.raw == raw
+    _assert_sound(view)
+    _assert_sound(parse_headers_only(raw, "note"))
+
+
+@settings(max_examples=300, deadline=None, database=None)
+@given(st.binary(max_size=3000))
+def test_random_bytes_never_raise(raw: bytes) -> None:
+    """Property: any bytes at all parse into a sound view."""
+    view = parse(raw)
+    assert view.raw == raw
+    _assert_sound(view)
