@@ -8,7 +8,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from emailrouter.model import Classification, Intent, Language, SignalHit
+from emailrouter.combine import DEFAULT_COMBINE, CombineSettings, combine_hard, combine_intent
+from emailrouter.model import Classification, Intent, Language, ModelOutput, SignalHit
+from emailrouter.textmodel import TextModel
 
 # Text past this many characters is not scanned: signals live at the top of a mail,
 # and a pathological body must not cost more than a normal one.
@@ -148,6 +150,8 @@ class Signals:
     english_words: frozenset[str]
     indonesian_words: frozenset[str]
     english_min: int
+    model: TextModel | None = None  # the learned model (`model:` in signals.yaml); None: signals alone
+    combine: CombineSettings = DEFAULT_COMBINE  # how the model and the signals combine (`combine:`)
 
     @property
     def history_days(self) -> float:
@@ -188,6 +192,10 @@ def classify(
     intent: Intent = "unknown"
     if best_score >= signals.intent_threshold and best_score - runner_up >= signals.intent_margin:
         intent = best  # type: ignore[assignment]
+    prediction = signals.model.predict(subject, text) if signals.model is not None else None
+    verdict = combine_intent(scores, prediction.intent_probabilities, signals.combine) if prediction else None
+    if verdict is not None:
+        intent = verdict.intent
     hard_score = 0.0
     for signal in signals.hard_signals:
         if signal.history is not None:
@@ -197,12 +205,30 @@ def classify(
         if matched:
             hard_score += signal.weight
             hits.append(SignalHit(signal.name, "hard", signal.weight, matched))
+    hard = hard_score >= signals.hard_threshold
+    output = None
+    if prediction is not None and verdict is not None:
+        hard_verdict = combine_hard(hard_score, prediction.hard_probability, signals.combine)
+        hard = hard_verdict.hard
+        output = ModelOutput(
+            model=signals.model.short_id if signals.model else "",
+            probabilities=prediction.intent_probabilities,
+            hard_probability=prediction.hard_probability,
+            combined=verdict.probabilities,
+            confidence=verdict.confidence,
+            threshold=signals.combine.threshold,
+            hard_confidence=hard_verdict.confidence,
+            hard_threshold=signals.combine.hard_threshold,
+            intent_features=prediction.top_features(intent),
+            hard_features=prediction.top_features("hard"),
+        )
     return Classification(
         intent=intent,
         intent_scores=scores,
-        hard=hard_score >= signals.hard_threshold,
+        hard=hard,
         hard_score=hard_score,
         hard_threshold=signals.hard_threshold,
         signals=tuple(hits),
         language=detect_language(prepared, signals),
+        model=output,
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from collections.abc import Sequence
@@ -273,6 +274,99 @@ def cmd_schema(args: argparse.Namespace) -> int:
     return 0
 
 
+def _training_config(args: argparse.Namespace) -> tuple[bool, Config | None]:
+    """(ok, config) for train: the config is optional unless asked for (-c) or needed (imap:)."""
+    if args.config or args.corpus.startswith("imap:") or find_config(None).exists():
+        config = _load(args)
+        return config is not None, config
+    return True, None
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from emailrouter import training
+    from emailrouter.evaluate import as_text as figures_text
+
+    ok, config = _training_config(args)
+    if not ok:
+        return 1
+    try:
+        training._sklearn()
+        examples = training.read_corpus(args.corpus, config, args.mailbox)
+    except (training.TrainingUnavailable, training.CorpusError, EmailRouterError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    if not examples:
+        print(f"error: {args.corpus}: no examples", file=sys.stderr)
+        return 1
+    settings = training.TrainSettings(seed=args.seed)
+    print(f"corpus: {args.corpus}: {training.describe_corpus(examples)}")
+    note: dict[str, Any] = {"corpus_sha256": training.corpus_digest(examples)}
+    if args.folds >= 2:
+        signals = config.signals if config is not None else None
+
+        def progress(done: int) -> None:
+            print(f"  fold {done}/{args.folds} done", file=sys.stderr, flush=True)
+
+        cv = training.cross_validate(examples, settings, args.folds, signals, progress)
+        print(f"\n{args.folds}-fold cross-validation (stratified, seed {args.seed}), the model alone:")
+        print(figures_text(cv.model))
+        note["cv_folds"] = args.folds
+        note["cv_model"] = cv.model.as_json()
+        if cv.combined is not None and cv.combine is not None and config is not None:
+            print(
+                f"\ncombined with the signals of {config.path} under the combine settings that did best on the folds:"
+            )
+            print(figures_text(cv.combined))
+            print("\nsuggested for signals.yaml (tuned on these folds only):")
+            print(training.combine_yaml(cv.combine))
+            note["cv_combined"] = cv.combined.as_json()
+            note["cv_combine"] = dataclasses.asdict(cv.combine)
+    model = training.fit(examples, settings, note)
+    output = Path(args.output)
+    model.save(output)
+    print(
+        f"\nwrote {output}: {len(model.weights):,} features, {output.stat().st_size:,} bytes, {model.checksum}"
+        + (
+            ""
+            if config is None or config.signals.model is not None
+            else "\n(to use it, add to signals.yaml:"
+            f" model: {{file: {output.name}}} — the path is relative to signals.yaml)"
+        )
+    )
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from emailrouter import evaluate, training
+
+    config = _load(args)
+    if config is None:
+        return 1
+    try:
+        examples = training.read_corpus(args.corpus, config, args.mailbox)
+    except (training.CorpusError, EmailRouterError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    figures = evaluate.evaluate(examples, config.signals)
+    model = config.signals.model
+    if args.json:
+        out = {
+            "corpus": args.corpus,
+            "config": str(config.path),
+            "config_version": config.version,
+            "model": model.short_id if model else None,
+            "combine": dataclasses.asdict(config.signals.combine) if model else None,
+            **figures.as_json(),
+        }
+        print(json.dumps(out, ensure_ascii=False, indent=2))
+        return 0
+    used = f"model {model.short_id} combined with the signals" if model else "the signals alone (no model: section)"
+    print(f"corpus: {args.corpus}: {training.describe_corpus(examples)}")
+    print(f"classifier: {config.path} (version {config.version}): {used}\n")
+    print(evaluate.as_text(figures))
+    return 0
+
+
 def _single_instance(state_path: Path) -> Any:
     """Hold an exclusive lock next to the state store for the life of the process: two `run`s polling and
     sending from one state would step on each other. False (after saying why) if another run holds it."""
@@ -365,6 +459,26 @@ def build_parser() -> argparse.ArgumentParser:
     qretry.add_argument("--mailbox", help="only this mailbox (when several have the same UIDs)")
     qretry.add_argument("uids", nargs="+", metavar="UID")
     quarantine.set_defaults(func=cmd_quarantine)
+
+    corpus_help = (
+        "a .jsonl or .csv file of labelled texts, a folder of them, a folder of .eml files with labels.csv"
+        " (file,intent,hard), or imap:FOLDER (its subfolders fault, information, request, unknown, hard)"
+    )
+    tr = sub.add_parser("train", help="train the text model on a labelled corpus: cross-validated figures, model file")
+    with_config(tr)
+    tr.add_argument("corpus", metavar="CORPUS", help=corpus_help)
+    tr.add_argument("-o", "--output", default="model.json", help="the model file to write (default: model.json)")
+    tr.add_argument("--seed", type=int, default=1, help="seed of the fold assignment (default 1)")
+    tr.add_argument("--folds", type=int, default=5, help="cross-validation folds (default 5; 0: no cross-validation)")
+    tr.add_argument("--mailbox", help="with imap:FOLDER, the configured mailbox to read (default: the first)")
+    tr.set_defaults(func=cmd_train)
+
+    ev = sub.add_parser("evaluate", help="figures of the configured classifier (signals + model) on a labelled corpus")
+    with_config(ev)
+    ev.add_argument("corpus", metavar="CORPUS", help=corpus_help)
+    ev.add_argument("--json", action="store_true", help="machine-readable output")
+    ev.add_argument("--mailbox", help="with imap:FOLDER, the configured mailbox to read (default: the first)")
+    ev.set_defaults(func=cmd_evaluate)
 
     demo = sub.add_parser("demo", help="one full pass over real IMAP and SMTP servers on loopback, with sample mail")
     with_config(demo)

@@ -21,6 +21,7 @@ from email.message import EmailMessage
 from email.utils import format_datetime
 
 from emailrouter import mime
+from emailrouter.combine import output_rows
 from emailrouter.errors import ComposeError
 from emailrouter.model import (
     Action,
@@ -118,6 +119,7 @@ def summary(case: Case, units: dict[str, Unit], headline: str) -> str:
         f"Accounts found:  {', '.join(seg.accounts) or '(none)'}",
         "Signals:",
         *_signals_lines(cls),
+        *[f"{label.capitalize() + ':':<17}{text}" for label, text in output_rows(cls.model, cls.intent)],
         "Everything the rule does:",
         *[f"  - {_plain_action(a, units)}" for a in dec.actions],
     ]

@@ -7,6 +7,7 @@ or raises `ConfigError` listing every problem found.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import os
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from emailrouter.classify import HistoryRule, Phrase, Signal, Signals, fold
+from emailrouter.combine import CombineSettings
 from emailrouter.decide import CONDITION_FACTS, HIT_POLICIES, Row, Table
 from emailrouter.directory import Directory, DomainTable, load_directory
 from emailrouter.errors import ConfigError, Problem
@@ -46,6 +48,7 @@ from emailrouter.templates import (
     load_templates,
     unitless_failure,
 )
+from emailrouter.textmodel import ModelError, TextModel, load_model
 from emailrouter.trust import TrustPolicy
 from emailrouter.verify import verify
 from emailrouter.yamlfile import LineDict, LineList, Reader, describe, load_yaml
@@ -376,9 +379,48 @@ def _signal(r: Reader, item: Any, path: str, group: str | None, names: set[str])
     return Signal(name, group, weight, keywords, phrases, regex, caps_ratio, min_letters, exclamation_run, history)
 
 
+def _model(r: Reader, doc: LineDict) -> tuple[TextModel | None, CombineSettings]:
+    """signals.yaml's `model:` (the learned model's file, relative to signals.yaml) and `combine:`."""
+    combine = CombineSettings()
+    node = r.get(doc, "combine", "", LineDict, required=False)
+    if node is not None:
+        fields = {f.name for f in dataclasses.fields(CombineSettings)}
+        r.known_keys(node, "combine", fields)
+        values: dict[str, float] = {}
+        for key in sorted(fields & set(node)):
+            value = r.get(node, key, "combine", float)
+            if value is None:
+                continue
+            if key.endswith("threshold") and not 0 <= value <= 1:
+                r.fail(node, key, f"combine.{key}", "a probability: between 0 and 1")
+            elif key.endswith("model_weight") and value <= 0:
+                r.fail(node, key, f"combine.{key}", "must be more than 0 (to use the signals alone, leave out model:)")
+            elif value < 0:
+                r.fail(node, key, f"combine.{key}", "must be 0 or more")
+            values[key] = value
+        combine = CombineSettings(**values)
+        if "model" not in doc:
+            r.fail(doc, "combine", "combine", "has no effect without a model: section", warning=True)
+    model_node = r.get(doc, "model", "", LineDict, required=False)
+    if model_node is None:
+        return None, combine
+    r.known_keys(model_node, "model", {"file"})
+    name = r.get(model_node, "file", "model", str)
+    if name is None:
+        return None, combine
+    path = Path(r.file).parent / name
+    try:
+        return load_model(path), combine
+    except ModelError as exc:
+        r.problems.append(Problem(str(path), None, exc.key, exc.reason))
+    except OSError as exc:
+        r.fail(model_node, "file", "model.file", f"cannot read {path}: {exc.strerror or exc}")
+    return None, combine
+
+
 def _signals(r: Reader, doc: LineDict) -> Signals | None:
     names: set[str] = set()
-    r.known_keys(doc, "", {"intent", "hard_complaint", "language"})
+    r.known_keys(doc, "", {"intent", "hard_complaint", "language", "model", "combine"})
     intent = r.get(doc, "intent", "", LineDict)
     hard = r.get(doc, "hard_complaint", "", LineDict)
     language = r.get(doc, "language", "", LineDict)
@@ -416,6 +458,7 @@ def _signals(r: Reader, doc: LineDict) -> Signals | None:
     if threshold is None or hard_threshold is None or None in intent_signals or None in hard_signals:
         return None
     lang: Language = "en" if default_language == "en" else "id"
+    model, combine = _model(r, doc)
     return Signals(
         intent_signals=tuple(s for s in intent_signals if s is not None),
         intent_threshold=threshold,
@@ -426,6 +469,8 @@ def _signals(r: Reader, doc: LineDict) -> Signals | None:
         english_words=words["english"],
         indonesian_words=words["indonesian"],
         english_min=english_min,
+        model=model,
+        combine=combine,
     )
 
 
@@ -676,6 +721,8 @@ def load_config(path: str | Path, *, directory: str | Path | None = None) -> Con
         sig_doc = load_yaml(sig_text, sig[1], problems)
         if isinstance(sig_doc, LineDict):
             signals = _signals(Reader(sig[1], problems), sig_doc)
+            if signals is not None and signals.model is not None:
+                digest.update(signals.model.checksum.encode())  # a retrained model is a new config version
         elif sig_doc is not None:
             problems.append(Problem(sig[1], 1, "", "expected a mapping at the top level"))
 

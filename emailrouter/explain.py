@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+from emailrouter.combine import output_json, output_rows
 from emailrouter.model import Reply
 from emailrouter.pipeline import Routing
 
@@ -56,6 +57,7 @@ def as_json(routing: Routing, file: str, config_version: str) -> dict[str, Any]:
         "hard_score": cls.hard_score,
         "hard_threshold": cls.hard_threshold,
         "language": cls.language,
+        "model": output_json(cls.model),  # None: the signals alone decided
         "signals": [
             {"name": s.name, "group": s.group, "weight": s.weight, "matched": list(s.matched)} for s in cls.signals
         ],
@@ -87,6 +89,7 @@ def as_text(routing: Routing, file: str) -> str:
     ]
     for hit in cls.signals:
         lines.append(f"  signal:     {hit.name} [{hit.group}] +{hit.weight:g}: {', '.join(hit.matched)}")
+    lines.extend(f"  {label + ':':<12}{text}" for label, text in output_rows(cls.model, cls.intent))
     if view.quoted:
         lines.append(f"  quoted:     {len(view.quoted.splitlines())} line(s) of history ignored")
     if view.attachments:

@@ -89,6 +89,22 @@ class SignalHit:
 
 
 @dataclass(frozen=True)
+class ModelOutput:
+    """What the learned text model said about a mail, how it combined with the signals, and why."""
+
+    model: str  # the model file's short checksum: which model decided
+    probabilities: dict[str, float]  # the model's own, over the four intents
+    hard_probability: float  # the model's own
+    combined: dict[str, float]  # over the four intents, after adding the signals' evidence
+    confidence: float  # combined probability of the most probable intent
+    threshold: float  # under this confidence the intent is unknown (combine.threshold)
+    hard_confidence: float  # combined probability of a hard complaint
+    hard_threshold: float  # combine.hard_threshold
+    intent_features: tuple[tuple[str, float], ...]  # (feature, contribution) toward the verdict's intent
+    hard_features: tuple[tuple[str, float], ...]  # (feature, contribution) toward a hard complaint
+
+
+@dataclass(frozen=True)
 class Classification:
     intent: Intent
     intent_scores: dict[str, float]
@@ -97,6 +113,8 @@ class Classification:
     hard_threshold: float
     signals: tuple[SignalHit, ...]
     language: Language
+    model: ModelOutput | None = None  # None: the signals alone decided (no `model:` in signals.yaml)
+    normalised: str = ""  # the text as the signals read it: normal form, roots in brackets ("terputus[putus]")
 
     @property
     def hard_signals(self) -> tuple[SignalHit, ...]:

@@ -715,9 +715,37 @@ def signals_schema() -> dict[str, Any]:
                 },
                 required=["english", "indonesian"],
             ),
+            **_model_sections(),
         },
         required=["intent", "hard_complaint", "language"],
     )
+
+
+def _model_sections() -> Schema:
+    """signals.yaml's `model:` and `combine:` (see emailrouter/combine.py for the arithmetic)."""
+    probability = {"minimum": 0, "maximum": 1}
+    return {
+        "model": _object(
+            "The learned text model next to the signals; leave the section out to decide by the signals alone.",
+            {"file": _string("The model file (JSON, from `emailrouter train`), relative to signals.yaml.")},
+            required=["file"],
+        ),
+        "combine": _object(
+            "How the model's probabilities and the signals' scores combine (each point of signal weight"
+            " multiplies the odds by e^weight).",
+            {
+                "signals_weight": _number("Log-odds per point of intent signal weight (0 or more).", minimum=0),
+                "model_weight": _number("Power of the model's intent probabilities (more than 0).", exclusiveMinimum=0),
+                "threshold": _number("Under this combined confidence the intent is unknown.", **probability),
+                "hard_signals_weight": _number("Log-odds per point of hard-complaint signal weight.", minimum=0),
+                "hard_model_weight": _number(
+                    "Power of the model's hard-complaint log-odds (more than 0).", exclusiveMinimum=0
+                ),
+                "hard_threshold": _number("The combined confidence that makes a mail hard.", **probability),
+            },
+        ),
+    }
+
 
 
 SCHEMAS: dict[str, Callable[[], dict[str, Any]]] = {

@@ -1,0 +1,513 @@
+"""The learned text model: features, inference and a safe file format. Pure Python, no dependencies.
+
+A linear model over the customer's own words (subject and text, never the quoted part): for each
+word, the word itself and its character n-grams (so `lemottt`, `lemot` and `lemotnya` share most of
+their features); word bigrams ("tidak bisa"); and a few shape features (share of capitals, runs of
+"!", a question mark, no words at all). Four intent outputs (a softmax) and one hard-complaint output (a sigmoid).
+
+Only the first `max_chars` characters count, so inference costs the same for a 16 KB mail as for a
+2 KB one. Every word contributes one pre-summed weight vector (cached per word), which makes
+inference a few hundred additions, and makes the explanation natural: the words (and word pairs)
+with the largest contribution toward the verdict are the features shown to agents.
+
+The model file is JSON data and never code: `load_model` reads it with the JSON parser only,
+accepts exactly the keys below (no others), checks the format version, the labels, every shape, that
+every number is finite, and a SHA-256 checksum over the content, and raises `ModelError(key, reason)`
+otherwise. A pickle or an .npz file is refused with a message saying so.
+
+    {"format": "emailrouter-textmodel", "format_version": 1,
+     "intents": ["fault", "information", "request", "unknown"], "outputs": [... intents ..., "hard"],
+     "features": {"version": "tm1", "max_chars": 2000, "char_ngrams": [3, 5], "word_bigrams": true},
+     "bias": [5 numbers], "weights": {"FEATURE": [5 numbers], ...},
+     "training": {...figures, seed, counts...}, "checksum": "sha256:..."}
+
+Feature names: `w:WORD` (a whole word), `c:NGRAM` (a character n-gram of a word padded with `<`
+and `>`), `b:WORD WORD` (a bigram), `d:NAME` (a shape feature). Feature version `tm1` fixes the
+normalisation: case-folding, addresses and links removed, words split at anything that is not a
+letter or digit, `kata2` -> `kata kata`, digit runs -> `0`, runs of one letter -> that letter once
+(`lemottt`, `lemott` -> `lemot`; also `maaf` -> `maf`: explanations show words in this spelling).
+It is deliberately the model's own and does not follow the ops-editable slang map: a change to
+that map must not silently change what a trained model sees.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import heapq
+import itertools
+import json
+import math
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from emailrouter.errors import EmailRouterError
+from emailrouter.model import INTENTS
+
+FORMAT = "emailrouter-textmodel"
+FORMAT_VERSION = 1
+FEATURE_VERSION = "tm1"
+OUTPUTS: tuple[str, ...] = (*INTENTS, "hard")
+HARD = len(INTENTS)  # index of the hard output
+MAX_FILE_BYTES = 32 * 1024 * 1024
+MAX_CHARS_LIMIT = 20_000
+TOP_FEATURES = 5
+_WORD_CACHE_LIMIT = 200_000  # words whose summed vector is remembered (a bound on memory, not on results)
+
+_REPEATED_LETTER = re.compile(r"([^\W\d_])\1+")
+_DIGITS = re.compile(r"\d+")
+_TOKEN = re.compile(r"[^\W_]+")
+_EXCLAMATIONS = re.compile(r"!{2,}")
+_NOT_LETTER = bytes(c for c in range(256) if not chr(c).isalpha())
+_NOT_UPPER = bytes(c for c in range(256) if not chr(c).isupper())
+
+# Shape features: name -> what agents read in an explanation.
+DENSE_FEATURES = {
+    "d:caps50": "half or more of the letters are capitals",
+    "d:caps80": "most letters are capitals",
+    "d:excl2": 'a run of "!!"',
+    "d:excl3": 'a run of "!!!" or longer',
+    "d:question": 'a "?"',
+    "d:nowords": "no words at all",
+}
+# Not the length of a mail: in a written corpus it says more about who wrote the corpus than about the customer.
+
+
+class ModelError(EmailRouterError):
+    """A model file that cannot be used; `key` says where in the file (a JSON path), `reason` what is wrong."""
+
+    def __init__(self, key: str, reason: str) -> None:
+        super().__init__(f"{key}: {reason}" if key else reason)
+        self.key = key
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class FeatureSettings:
+    """How text becomes features. Stored in the model file; a model is only used with its own settings."""
+
+    version: str = FEATURE_VERSION
+    max_chars: int = 2000  # only the first this many characters of subject + text count
+    char_min: int = 3
+    char_max: int = 5
+    word_bigrams: bool = True
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "version": self.version,
+            "max_chars": self.max_chars,
+            "char_ngrams": [self.char_min, self.char_max],
+            "word_bigrams": self.word_bigrams,
+        }
+
+
+@dataclass(frozen=True)
+class Document:
+    """A text as the model sees it: its distinct words in order, its bigrams, shape features and scale."""
+
+    words: tuple[str, ...]  # distinct normalised words, first occurrence order
+    bigrams: tuple[str, ...]  # distinct "word word" pairs, first occurrence order
+    dense: tuple[str, ...]  # the shape features that are on
+    scale: float  # every word and bigram feature is multiplied by this (1 / sqrt(distinct words))
+
+
+def normalise_token(token: str) -> str:
+    """Feature version tm1's normalisation of one case-folded, whitespace-free token: the words it stands
+    for, space-separated (`lemottt` -> `lemot`, `hari2` -> `hari hari`, `0812-555` -> `0 0`, `a.b` -> `a b`)."""
+    out: list[str] = []
+    for part in _TOKEN.findall(token):
+        if len(part) > 2 and part[-1] == "2" and part[:-1].isalpha():
+            word = _REPEATED_LETTER.sub(r"\1", part[:-1])
+            out += (word, word)
+        else:
+            out.append(_REPEATED_LETTER.sub(r"\1", _DIGITS.sub("0", part)))
+    return " ".join(out)
+
+
+class _TokenCache(dict[str, str]):
+    """token -> normalise_token(token), filled on first use; bounded (a full cache computes, not stores)."""
+
+    def __missing__(self, token: str) -> str:
+        value = normalise_token(token)
+        if len(self) < _WORD_CACHE_LIMIT:
+            self[token] = value
+        return value
+
+
+_TOKENS = _TokenCache()
+_PUNCTUATION = str.maketrans(dict.fromkeys("!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~", " "))
+
+
+def words_of(text: str) -> list[str]:
+    """The normalised words of a text, in order (feature version tm1; see the module docstring)."""
+    folded = text.casefold()
+    if "@" in folded or "://" in folded or "www." in folded:  # addresses and links are not words
+        folded = " ".join(t for t in folded.split() if not ("@" in t or "://" in t or t.startswith("www.")))
+    return " ".join(map(_TOKENS.__getitem__, folded.translate(_PUNCTUATION).split())).split()
+
+
+def document(subject: str, text: str, settings: FeatureSettings) -> Document:
+    """The features of the customer's own words (subject and text), from the first max_chars characters."""
+    original = f"{subject}\n{text}"[: settings.max_chars]
+    tokens = words_of(original)
+    words = tuple(dict.fromkeys(tokens))
+    dense: list[str] = []
+    letters = original.encode("latin-1", "ignore").translate(None, _NOT_LETTER)
+    if len(letters) >= 12:
+        upper = len(letters.translate(None, _NOT_UPPER)) / len(letters)
+        if upper >= 0.5:
+            dense.append("d:caps50")
+        if upper >= 0.8:
+            dense.append("d:caps80")
+    if "!!" in original:
+        longest = max(len(m) for m in _EXCLAMATIONS.findall(original))
+        dense.append("d:excl2" if longest == 2 else "d:excl3")
+    if "?" in original:
+        dense.append("d:question")
+    if not tokens:
+        dense.append("d:nowords")
+    bigrams: tuple[str, ...] = ()
+    if settings.word_bigrams and len(tokens) > 1:
+        bigrams = tuple(dict.fromkeys(map(" ".join, itertools.pairwise(tokens))))
+    return Document(words, bigrams, tuple(dense), 1.0 / math.sqrt(len(words)) if words else 1.0)
+
+
+def word_features(word: str, settings: FeatureSettings) -> list[str]:
+    """The features one word contributes: itself and its character n-grams (with repeats)."""
+    padded = f"<{word}>"
+    out = [f"w:{word}"]
+    for n in range(settings.char_min, settings.char_max + 1):
+        out.extend("c:" + padded[i : i + n] for i in range(len(padded) - n + 1))
+    return out
+
+
+def feature_values(doc: Document, settings: FeatureSettings) -> dict[str, float]:
+    """The document's feature vector as a mapping, exactly what inference multiplies the weights with."""
+    values: dict[str, float] = {}
+    for word in doc.words:
+        for f in word_features(word, settings):
+            values[f] = values.get(f, 0.0) + doc.scale
+    for bigram in doc.bigrams:
+        values["b:" + bigram] = doc.scale
+    for name in doc.dense:
+        values[name] = 1.0
+    return values
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """What the model says about one text, with what is needed to explain it."""
+
+    intent_probabilities: dict[str, float]  # over INTENTS, sums to 1
+    hard_probability: float
+    # (shown name, weight vector, factor): the feature's contribution to output i is vector[i] * factor
+    contributions: tuple[tuple[str, tuple[float, ...], float], ...] = field(repr=False)
+
+    def top_features(self, output: str, k: int = TOP_FEATURES) -> tuple[tuple[str, float], ...]:
+        """The k features that pushed hardest toward `output` (an intent or "hard"), strongest first.
+
+        Intent weights are centred per feature (they sum to 0 over the intents), so a positive
+        contribution to an intent is a push toward it and away from the others."""
+        index = OUTPUTS.index(output)
+        best = heapq.nlargest(k, self.contributions, key=lambda c: c[1][index] * c[2])
+        return tuple((name, round(v[index] * f, 3)) for name, v, f in best if v[index] * f > 0)
+
+
+class TextModel:
+    """A loaded model: weights per feature, for the intent softmax and the hard-complaint sigmoid."""
+
+    def __init__(
+        self,
+        settings: FeatureSettings,
+        bias: Sequence[float],
+        weights: Mapping[str, Sequence[float]],
+        training: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.bias = tuple(float(b) for b in bias)
+        self.weights = {name: tuple(float(w) for w in ws) for name, ws in weights.items()}
+        self.training = dict(training or {})
+        self._words: dict[str, tuple[float, ...]] = {}
+        self.checksum = checksum(self._content())
+
+    # -- inference
+
+    def _word_vector(self, word: str) -> tuple[float, ...]:
+        vector = self._words.get(word)
+        if vector is not None:
+            return vector
+        total = [0.0] * len(OUTPUTS)
+        weights = self.weights
+        for f in word_features(word, self.settings):
+            ws = weights.get(f)
+            if ws is not None:
+                for i, w in enumerate(ws):
+                    total[i] += w
+        vector = tuple(total)
+        if len(self._words) < _WORD_CACHE_LIMIT:
+            self._words[word] = vector
+        return vector
+
+    def predict(self, subject: str, text: str) -> Prediction:
+        """Intent probabilities and hard-complaint probability of the customer's own words."""
+        doc = document(subject, text, self.settings)
+        s0 = s1 = s2 = s3 = s4 = 0.0
+        scale = doc.scale
+        contributions: list[tuple[str, tuple[float, ...], float]] = []
+        for word in doc.words:
+            v = self._word_vector(word)
+            s0 += v[0]
+            s1 += v[1]
+            s2 += v[2]
+            s3 += v[3]
+            s4 += v[4]
+            contributions.append((word, v, scale))
+        get = self.weights.get
+        for bigram in doc.bigrams:
+            b = get("b:" + bigram)
+            if b is not None:
+                s0 += b[0]
+                s1 += b[1]
+                s2 += b[2]
+                s3 += b[3]
+                s4 += b[4]
+                contributions.append((bigram, b, scale))
+        bias = self.bias
+        s0, s1, s2, s3, s4 = (
+            s0 * scale + bias[0],
+            s1 * scale + bias[1],
+            s2 * scale + bias[2],
+            s3 * scale + bias[3],
+            s4 * scale + bias[4],
+        )
+        for name in doc.dense:
+            d = get(name)
+            if d is not None:
+                s0 += d[0]
+                s1 += d[1]
+                s2 += d[2]
+                s3 += d[3]
+                s4 += d[4]
+                contributions.append((f"({DENSE_FEATURES[name]})", d, 1.0))
+        top = max(s0, s1, s2, s3)
+        e0, e1, e2, e3 = math.exp(s0 - top), math.exp(s1 - top), math.exp(s2 - top), math.exp(s3 - top)
+        total = e0 + e1 + e2 + e3
+        probabilities: dict[str, float] = dict(
+            zip(INTENTS, (e0 / total, e1 / total, e2 / total, e3 / total), strict=True)
+        )
+        hard = 1.0 / (1.0 + math.exp(-s4)) if s4 > -700 else 0.0
+        return Prediction(probabilities, hard, tuple(contributions))
+
+    # -- the file
+
+    def _content(self) -> dict[str, Any]:
+        return {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "intents": list(INTENTS),
+            "outputs": list(OUTPUTS),
+            "features": self.settings.as_json(),
+            "bias": list(self.bias),
+            "weights": {name: list(ws) for name, ws in sorted(self.weights.items())},
+            "training": self.training,
+        }
+
+    def dumps(self) -> bytes:
+        """The model file: JSON, one feature per line, keys sorted, checksum last. Byte-identical for equal models."""
+        content = self._content()
+        head = {k: v for k, v in content.items() if k not in ("weights", "training")}
+        lines = ["{"]
+        for key, value in head.items():
+            lines.append(f"{json.dumps(key)}: {_compact(value)},")
+        lines.append(f'"training": {_compact(content["training"])},')
+        lines.append('"weights": {')
+        items = list(content["weights"].items())
+        for i, (name, ws) in enumerate(items):
+            lines.append(
+                f"{json.dumps(name, ensure_ascii=False)}: {_compact(ws)}" + ("," if i < len(items) - 1 else "")
+            )
+        lines.append("},")
+        lines.append(f'"checksum": "{self.checksum}"')
+        lines.append("}")
+        return ("\n".join(lines) + "\n").encode("utf-8")
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_bytes(self.dumps())
+
+    @property
+    def short_id(self) -> str:
+        """The first hex digits of the checksum: which model decided, as shown in traces."""
+        return self.checksum.removeprefix("sha256:")[:12]
+
+
+def _compact(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, sort_keys=True, separators=(", ", ": "), allow_nan=False)
+
+
+def checksum(content: Mapping[str, Any]) -> str:
+    """SHA-256 over the canonical JSON of everything in the file but the checksum itself."""
+    canonical = json.dumps(content, ensure_ascii=False, sort_keys=True, separators=(",", ":"), allow_nan=False)
+    return "sha256:" + hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+# --------------------------------------------------------------------------- loading, safely
+
+
+def _refuse_constant(name: str) -> float:
+    raise ModelError("", f"{name} is not a number a model file may contain (only finite numbers)")
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise ModelError(key, "key appears twice")
+        out[key] = value
+    return out
+
+
+def _finite_numbers(values: Any, key: str, length: int) -> tuple[float, ...]:
+    if not isinstance(values, list) or len(values) != length:
+        raise ModelError(key, f"expected a list of {length} numbers, got {_describe(values)}")
+    for i, v in enumerate(values):
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            raise ModelError(f"{key}[{i}]", f"expected a number, got {_describe(v)}")
+        if not math.isfinite(v):
+            raise ModelError(f"{key}[{i}]", "not a finite number")
+    return tuple(float(v) for v in values)
+
+
+def _describe(value: Any) -> str:
+    if isinstance(value, list):
+        return f"a list of {len(value)}"
+    if isinstance(value, dict):
+        return "a mapping"
+    return f"{type(value).__name__} {str(value)[:40]!r}"
+
+
+_KEYS = {"format", "format_version", "intents", "outputs", "features", "bias", "weights", "training", "checksum"}
+
+
+def model_from_bytes(data: bytes) -> TextModel:
+    """Parse and verify a model file's bytes. Only JSON data is read; anything else raises ModelError."""
+    if len(data) > MAX_FILE_BYTES:
+        raise ModelError("", f"{len(data):,} bytes is more than a model file may have ({MAX_FILE_BYTES:,})")
+    if data.startswith(b"\x80") or data[:2] in (b"(d", b"(l", b"}q", b"]q", b"cc"):
+        raise ModelError("", "this is a Python pickle: refused, model files are JSON data and are never unpickled")
+    if data.startswith(b"PK\x03\x04"):
+        raise ModelError("", "this is a zip/npz archive: refused, model files are JSON data (see `emailrouter train`)")
+    if data.startswith(b"\x93NUMPY"):
+        raise ModelError("", "this is a numpy array file: refused, model files are JSON data")
+    try:
+        text = data.decode("utf-8")
+        doc = json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_refuse_constant)
+    except UnicodeDecodeError as exc:
+        raise ModelError("", f"not UTF-8 text, so not a JSON model file: {exc.reason}") from None
+    except json.JSONDecodeError as exc:
+        raise ModelError("", f"not JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+    return _model_from_doc(doc)
+
+
+def _model_from_doc(doc: Any) -> TextModel:
+    if not isinstance(doc, dict):
+        raise ModelError("", f"expected a JSON object at the top level, got {_describe(doc)}")
+    unknown = sorted(set(doc) - _KEYS)
+    if unknown:
+        raise ModelError(unknown[0], f"unknown key (a model file has only: {', '.join(sorted(_KEYS))})")
+    missing = sorted(_KEYS - set(doc))
+    if missing:
+        raise ModelError(missing[0], "missing")
+    if doc["format"] != FORMAT:
+        raise ModelError("format", f"expected {FORMAT!r}, got {_describe(doc['format'])}")
+    if doc["format_version"] != FORMAT_VERSION or isinstance(doc["format_version"], bool):
+        raise ModelError(
+            "format_version",
+            f"this emailrouter reads format version {FORMAT_VERSION}, the file has {_describe(doc['format_version'])}"
+            " (train the model again with this version)",
+        )
+    if doc["intents"] != list(INTENTS):
+        raise ModelError("intents", f"expected exactly {list(INTENTS)}, got {doc['intents']!r}")
+    if doc["outputs"] != list(OUTPUTS):
+        raise ModelError("outputs", f"expected exactly {list(OUTPUTS)}, got {doc['outputs']!r}")
+    settings = _settings(doc["features"])
+    bias = _finite_numbers(doc["bias"], "bias", len(OUTPUTS))
+    weights_doc = doc["weights"]
+    if not isinstance(weights_doc, dict):
+        raise ModelError(
+            "weights", f"expected a mapping of feature to {len(OUTPUTS)} numbers, got {_describe(weights_doc)}"
+        )
+    weights: dict[str, tuple[float, ...]] = {}
+    for name, ws in weights_doc.items():
+        key = f"weights.{name}"
+        if not _valid_feature(name):
+            raise ModelError(key, "not a feature name (w:, c:, b: or a known d: feature)")
+        weights[name] = _finite_numbers(ws, key, len(OUTPUTS))
+    if not isinstance(doc["training"], dict):
+        raise ModelError("training", f"expected a mapping, got {_describe(doc['training'])}")
+    _plain_data(doc["training"], "training")
+    given = doc["checksum"]
+    if not isinstance(given, str) or not re.fullmatch(r"sha256:[0-9a-f]{64}", given):
+        raise ModelError("checksum", "expected 'sha256:' and 64 hex digits")
+    model = TextModel(settings, bias, weights, doc["training"])
+    if model.checksum != given:
+        raise ModelError("checksum", "does not match the content: the file was changed after training")
+    return model
+
+
+def _plain_data(value: Any, key: str) -> None:
+    """Figures about the training, nothing that looks like a serialised object (`__reduce__`, `py/object`)."""
+    if isinstance(value, dict):
+        for k, v in value.items():
+            if k.startswith("__") or k.startswith("py/") or k.startswith("!!"):
+                raise ModelError(f"{key}.{k}", "looks like a serialised Python object: refused, a model file is data")
+            _plain_data(v, f"{key}.{k}")
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            _plain_data(v, f"{key}[{i}]")
+
+
+def _valid_feature(name: str) -> bool:
+    if name.startswith("d:"):
+        return name in DENSE_FEATURES
+    return len(name) > 2 and name[:2] in ("w:", "c:", "b:")
+
+
+def _settings(node: Any) -> FeatureSettings:
+    if not isinstance(node, dict):
+        raise ModelError("features", f"expected a mapping, got {_describe(node)}")
+    allowed = {"version", "max_chars", "char_ngrams", "word_bigrams"}
+    for key in sorted(set(node) - allowed):
+        raise ModelError(f"features.{key}", f"unknown key (expected one of: {', '.join(sorted(allowed))})")
+    for key in sorted(allowed - set(node)):
+        raise ModelError(f"features.{key}", "missing")
+    if node["version"] != FEATURE_VERSION:
+        raise ModelError(
+            "features.version",
+            f"this emailrouter computes features {FEATURE_VERSION!r}, the model needs {node['version']!r}",
+        )
+    max_chars = node["max_chars"]
+    if isinstance(max_chars, bool) or not isinstance(max_chars, int) or not 1 <= max_chars <= MAX_CHARS_LIMIT:
+        raise ModelError("features.max_chars", f"expected a whole number from 1 to {MAX_CHARS_LIMIT}")
+    ngrams = node["char_ngrams"]
+    if (
+        not isinstance(ngrams, list)
+        or len(ngrams) != 2
+        or not all(isinstance(n, int) and not isinstance(n, bool) for n in ngrams)
+        or not 1 <= ngrams[0] <= ngrams[1] <= 8
+    ):
+        raise ModelError("features.char_ngrams", "expected [min, max] with 1 <= min <= max <= 8")
+    if not isinstance(node["word_bigrams"], bool):
+        raise ModelError("features.word_bigrams", "expected true or false")
+    return FeatureSettings(FEATURE_VERSION, max_chars, ngrams[0], ngrams[1], node["word_bigrams"])
+
+
+def load_model(path: str | Path) -> TextModel:
+    """Read and verify a model file. Raises ModelError (with a key) or OSError."""
+    return model_from_bytes(Path(path).read_bytes())
+
+
+def rounded(values: Iterable[float], digits: int = 4) -> list[float]:
+    """Weights as stored: rounded, so files stay small and equal training gives byte-identical files."""
+    return [round(float(v), digits) + 0.0 for v in values]  # + 0.0 turns -0.0 into 0.0

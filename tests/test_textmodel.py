@@ -1,0 +1,194 @@
+"""The learned text model: features, inference, and a model file that is data and never code."""
+
+from __future__ import annotations
+
+import io
+import json
+import pickle
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from emailrouter.textmodel import (
+    FeatureSettings,
+    ModelError,
+    TextModel,
+    document,
+    load_model,
+    model_from_bytes,
+    words_of,
+)
+
+SETTINGS = FeatureSettings()
+
+
+def tiny_model(**settings: Any) -> TextModel:
+    """A hand-made model: `mati` means fault, `harga` information, `pasang` request, `bodoh` a hard complaint."""
+    weights = {
+        "w:mati": [6.0, -2.0, -2.0, -2.0, 0.0],
+        "w:harga": [-2.0, 6.0, -2.0, -2.0, 0.0],
+        "w:pasang": [-2.0, -2.0, 6.0, -2.0, 0.0],
+        "w:bodoh": [0.0, 0.0, 0.0, 0.0, 9.0],
+        "b:tidak bisa": [3.0, -1.0, -1.0, -1.0, 0.0],
+        "d:caps80": [0.0, 0.0, 0.0, 0.0, 2.0],
+    }
+    return TextModel(FeatureSettings(**settings), [0.0, 0.0, 0.0, 1.0, -3.0], weights, {"note": "hand-made"})
+
+
+def test_elongation_reduplication_digits_and_addresses_are_normalised() -> None:
+    """`lemottt` reads as `lemot`, `berkali2` as two words, digits as 0; addresses and links are not words."""
+    words = words_of("Inet LEMOTTT, berkali2 lapor ke cs@provider.example https://x.example/y 0812-3456!!")
+    assert words == ["inet", "lemot", "berkali", "berkali", "lapor", "ke", "0", "0"]
+
+
+def test_only_the_first_max_chars_characters_count() -> None:
+    """A decisive word past max_chars changes nothing: a 16 KB mail costs what its first characters cost."""
+    model = tiny_model(max_chars=40)
+    head = "halo selamat pagi, saya mau bertanya"
+    assert model.predict("", head).intent_probabilities == model.predict("", head + " mati" * 2000).intent_probabilities
+    assert model.predict("", "mati " + head).intent_probabilities["fault"] > 0.5
+
+
+def test_prediction_and_top_features_follow_the_weights() -> None:
+    """The most probable intent is the one the words weigh toward, and the features shown are those words."""
+    model = tiny_model()
+    p = model.predict("Gangguan", "internet mati, tidak bisa dipakai, bodoh")
+    assert max(p.intent_probabilities, key=p.intent_probabilities.__getitem__) == "fault"
+    assert abs(sum(p.intent_probabilities.values()) - 1) < 1e-9
+    assert p.hard_probability > 0.5
+    assert [name for name, _ in p.top_features("fault")] == ["mati", "tidak bisa"]
+    assert [name for name, _ in p.top_features("hard")] == ["bodoh"]
+    assert p.top_features("request") == ()  # nothing pushed toward request
+
+
+def test_shouting_is_a_shape_feature() -> None:
+    """Mostly capital letters turn the caps feature on; it is shown in words, not as a code."""
+    model = tiny_model()
+    assert "d:caps80" in document("", "INTERNET SAYA MATI TOTAL", SETTINGS).dense
+    assert "d:caps80" not in document("", "Internet saya mati total", SETTINGS).dense
+    p = model.predict("", "INTERNET SAYA MATI TOTAL")
+    assert ("(most letters are capitals)", 2.0) in p.top_features("hard")
+
+
+def test_model_file_round_trip_gives_identical_bytes_and_predictions(tmp_path: Path) -> None:
+    """save -> load gives the same model: the same bytes again, the same checksum, the same predictions."""
+    model = tiny_model()
+    path = tmp_path / "model.json"
+    model.save(path)
+    loaded = load_model(path)
+    assert loaded.dumps() == path.read_bytes()
+    assert loaded.checksum == model.checksum
+    for text in ("internet mati", "berapa harga paket", "tolong pasang baru", "halo", "BODOH!!!"):
+        assert loaded.predict("", text) == model.predict("", text)
+
+
+def _doc(model: TextModel) -> dict[str, Any]:
+    loaded: dict[str, Any] = json.loads(model.dumps())
+    return loaded
+
+
+def _rebuilt(doc: dict[str, Any]) -> bytes:
+    """The document with a checksum that matches its (changed) content: only the content check can refuse it."""
+    content = {k: v for k, v in doc.items() if k != "checksum"}
+    from emailrouter.textmodel import checksum
+
+    return json.dumps({**content, "checksum": checksum(content)}).encode()
+
+
+class _Boom:
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        return (Path.touch, (self.target,))  # what unpickling would run
+
+    def __init__(self, target: Path) -> None:
+        self.target = target
+
+
+def test_a_pickle_is_refused_without_being_unpickled(tmp_path: Path) -> None:
+    """A pickle whose loading would run code is refused as a pickle, and the code never runs."""
+    target = tmp_path / "pwned"
+    data = pickle.dumps(_Boom(target))
+    with pytest.raises(ModelError, match="pickle"):
+        model_from_bytes(data)
+    for protocol in range(0, pickle.HIGHEST_PROTOCOL + 1):
+        with pytest.raises(ModelError):
+            model_from_bytes(pickle.dumps(_Boom(target), protocol=protocol))
+    assert not target.exists()
+
+
+def test_an_npz_with_an_object_array_is_refused(tmp_path: Path) -> None:
+    """An .npz archive (here holding an object array, which only unpickling could read) is refused."""
+    np = pytest.importorskip("numpy")
+    buffer = io.BytesIO()
+    np.savez(buffer, weights=np.array([_Boom(tmp_path / "pwned")], dtype=object))
+    with pytest.raises(ModelError, match="npz"):
+        model_from_bytes(buffer.getvalue())
+    assert not (tmp_path / "pwned").exists()
+
+
+def test_json_shaped_like_a_serialised_object_is_refused() -> None:
+    """`__reduce__`-style or jsonpickle-style content is refused, at the top level and inside `training`."""
+    doc = _doc(tiny_model())
+    with pytest.raises(ModelError) as top:
+        model_from_bytes(_rebuilt({**doc, "__reduce__": ["os.system", ["touch pwned"]]}))
+    assert top.value.key == "__reduce__"
+    for key in ("__reduce__", "py/object"):
+        with pytest.raises(ModelError, match="serialised Python object") as inner:
+            model_from_bytes(_rebuilt({**doc, "training": {"nested": [{key: "os.system"}]}}))
+        assert inner.value.key == f"training.nested[0].{key}"
+
+
+@pytest.mark.parametrize(
+    ("change", "key", "reason"),
+    [
+        (lambda d: d.update(format_version=2), "format_version", "format version 1"),
+        (lambda d: d.update(intents=["fault", "information", "request", "spam"]), "intents", "expected exactly"),
+        (lambda d: d["weights"].update({"w:mati": [1.0, 2.0]}), "weights.w:mati", "list of 5 numbers"),
+        (lambda d: d["weights"].update({"w:mati": [1.0, 2.0, "x", 0, 0]}), "weights.w:mati[2]", "expected a number"),
+        (lambda d: d["weights"].update({"x:odd": [0, 0, 0, 0, 0]}), "weights.x:odd", "not a feature name"),
+        (lambda d: d["bias"].pop(), "bias", "list of 5 numbers"),
+        (lambda d: d["features"].update(version="tm0"), "features.version", "'tm1'"),
+        (lambda d: d["features"].update(max_chars=0), "features.max_chars", "whole number"),
+        (lambda d: d.pop("training"), "training", "missing"),
+    ],
+)
+def test_a_model_file_with_bad_content_is_refused_naming_the_key(change: Any, key: str, reason: str) -> None:
+    """Wrong version, unknown labels, bad shapes or types: refused with the JSON key that is wrong."""
+    doc = _doc(tiny_model())
+    change(doc)
+    with pytest.raises(ModelError) as error:
+        model_from_bytes(_rebuilt(doc))
+    assert error.value.key == key
+    assert reason in error.value.reason
+
+
+def test_nan_and_infinity_are_refused() -> None:
+    """JSON has no NaN; Python's parser would accept it, the model loader does not."""
+    text = tiny_model().dumps().decode()
+    for constant in ("NaN", "Infinity", "-Infinity"):
+        bad = text.replace('"w:mati": [6.0,', f'"w:mati": [{constant},', 1)
+        assert bad != text
+        with pytest.raises(ModelError, match="finite"):
+            model_from_bytes(bad.encode())
+
+
+def test_a_changed_weight_breaks_the_checksum() -> None:
+    """Editing a number after training is detected: the checksum no longer matches."""
+    text = tiny_model().dumps().decode()
+    bad = text.replace('"w:mati": [6.0,', '"w:mati": [60.0,', 1)
+    assert bad != text
+    with pytest.raises(ModelError) as error:
+        model_from_bytes(bad.encode())
+    assert error.value.key == "checksum"
+
+
+def test_duplicate_keys_and_non_json_are_refused() -> None:
+    """A key given twice (the second would silently win in plain json.loads) and non-JSON bytes are refused."""
+    text = tiny_model().dumps().decode()
+    doubled = text.replace('"w:mati": [', '"w:mati": [1, 1, 1, 1, 1],\n"w:mati": [', 1)
+    with pytest.raises(ModelError, match="twice"):
+        model_from_bytes(doubled.encode())
+    with pytest.raises(ModelError, match="not JSON"):
+        model_from_bytes(b"model: yaml?")
+    with pytest.raises(ModelError, match="UTF-8"):
+        model_from_bytes(b"\xff\xfe{}")
