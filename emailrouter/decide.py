@@ -7,6 +7,7 @@ import hashlib
 from dataclasses import dataclass
 from typing import Literal
 
+from emailrouter.dedupe import content_hash
 from emailrouter.model import Action, Classification, Decision, Facts, MessageView, Segmentation
 
 HitPolicy = Literal["first", "unique", "collect"]
@@ -55,8 +56,14 @@ def facts_of(view: MessageView, seg: Segmentation, cls: Classification, automate
 
 
 def reference_for(view: MessageView, prefix: str) -> str:
-    """A stable reference number: the same mail always gets the same one (so does a re-run)."""
-    key = view.message_id.encode("utf-8", "replace") if view.message_id else view.raw
+    """A stable reference number: the same mail always gets the same one (so does a re-run, and so does a copy
+    of it in another mailbox), and a different mail reusing a Message-ID gets another (its outgoing Message-IDs
+    derive from the reference, so they differ too)."""
+    key = (
+        view.message_id.encode("utf-8", "replace") + b"\0" + content_hash(view.raw).encode()
+        if view.message_id
+        else view.raw
+    )
     digest = hashlib.sha256(key).digest()
     return f"{prefix}-{base64.b32encode(digest).decode('ascii')[:8]}"
 

@@ -15,7 +15,7 @@ from emailrouter.classify import Contact, classify
 from emailrouter.compose import Case, Composer, compose
 from emailrouter.config import Config
 from emailrouter.decide import decide, facts_of, reference_for
-from emailrouter.guard import automated_reason, bounced_recipients
+from emailrouter.guard import BounceReport, automated_reason, bounce_reports
 from emailrouter.model import (
     Classification,
     Decision,
@@ -46,7 +46,7 @@ class Routing:
     outgoing: tuple[Outgoing, ...]
     suppressed: tuple[Suppressed, ...]
     automated: str | None = None  # why the mail counts as automated, if it does
-    bounced: tuple[str, ...] = ()  # recipients a delivery report says our auto-reply did not reach
+    bounced: tuple[BounceReport, ...] = ()  # recipients a delivery report says did not get a mail of ours
     failed: tuple[RenderFailure, ...] = ()  # replies whose template failed on this mail: not sent, to be reported
 
 
@@ -88,7 +88,7 @@ def route(
         outgoing = [o for o in outgoing if not isinstance(o.action, Reply)]
         failed = []
         suppressed.extend(Suppressed("reply", f"never auto-answer automated mail ({automated})") for _ in dropped)
-    bounced = tuple(bounced_recipients(view, config.router.address)) if automated else ()
+    bounced = bounce_reports(view, config.router.address) if automated else ()
     return Routing(
         view, seg, cls, facts, decision, tuple(outgoing), tuple(suppressed), automated, bounced, tuple(failed)
     )

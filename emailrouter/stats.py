@@ -28,7 +28,7 @@ def stats(store: Store, since: datetime, until: datetime, mailbox_names: dict[st
     )
     per: dict[str, Counter[str]] = {k: Counter() for k in ("mailbox", "outcome", "segment", "intent", "rule")}
     suppressed: Counter[str] = Counter()
-    hard = 0
+    hard = not_rendered = 0
     for row in messages:
         per["mailbox"][mailbox_names.get(row["account"], row["account"])] += 1
         per["outcome"][row["outcome"]] += 1
@@ -39,6 +39,7 @@ def stats(store: Store, since: datetime, until: datetime, mailbox_names: dict[st
             per["segment"][trace.get("segment", "?")] += 1
             per["intent"][trace.get("intent", "?")] += 1
             hard += bool(trace.get("hard_complaint"))
+            not_rendered += len(trace.get("failed", []))
             for s in trace.get("suppressed", []):
                 reason = re.sub(r"\S+@\S+", "<address>", s.get("reason", ""))
                 reason = re.sub(r"\d{4}-\d{2}-\d{2}", "<date>", reason)
@@ -72,6 +73,9 @@ def stats(store: Store, since: datetime, until: datetime, mailbox_names: dict[st
         "until": hi,
         "messages": len(messages),
         "hard_complaints": hard,
+        "automated": per["outcome"].get("automated", 0),
+        "uncertain_replies": sum(1 for f in failures if f["kind"] == "reply" and f["status"] == "uncertain"),
+        "replies_not_rendered": not_rendered,
         **{f"per_{k}": dict(v.most_common()) for k, v in per.items()},
         "actions": dict(sorted(actions.items())),
         "suppressed": dict(suppressed.most_common()),
@@ -90,7 +94,10 @@ def as_text(figures: dict[str, Any]) -> str:
         f"emailrouter statistics {figures['since'][:19]} .. {figures['until'][:19]} (UTC)",
         "",
         f"mails: {figures['messages']}   hard complaints: {figures['hard_complaints']}   "
-        f"outbox pending: {figures['outbox_pending']}   quarantine: {figures['quarantine']}",
+        f"automated: {figures['automated']}   outbox pending: {figures['outbox_pending']}   "
+        f"quarantine: {figures['quarantine']}",
+        f"replies in doubt (the relay's answer was lost; never sent again): {figures['uncertain_replies']}   "
+        f"replies not rendered (template failed; the unit was told): {figures['replies_not_rendered']}",
     ]
     delay = figures["arrival_to_sent_seconds"]
     if delay["median"] is not None:
