@@ -84,3 +84,44 @@ def test_prune_forgets_old_finished_mail_only(tmp_path: Path) -> None:
     assert store.prune(NOW, keep_days=90) == 1
     assert store.outcome(old) is None
     assert store.outcome(KEY) is not None  # still planned: never pruned
+
+
+def test_a_sent_message_keeps_its_headers_not_its_body(tmp_path: Path) -> None:
+    """Once sent, an outgoing message's body (with the customer's original in it) is dropped from the state;
+    its headers stay for the audit. An unsent one keeps everything (it may still have to go)."""
+    store = Store(tmp_path / "s.sqlite3")
+    raw = b"Message-ID: <f@x>\r\nSubject: [DCS] mati\r\n\r\nthe customer's whole mail\r\n"
+    sends = [PlannedSend("forward", "dcs_unit", "er@x.id", ("u@x.id",), f"<f{n}@x>", raw) for n in range(2)]
+    store.plan([Plan(KEY, "<m@x>", "r", {}, sends, NOW, None)])
+    first, second = store.due(NOW)
+    store.mark_sent([first.id], NOW)
+    kept = {e.id: e.raw for e in store._entries("1=1", ())}
+    assert kept[first.id] == b"Message-ID: <f@x>\r\nSubject: [DCS] mati\r\n\r\n"
+    assert kept[second.id] == raw
+
+
+def test_a_state_file_of_the_first_release_opens_and_gains_the_new_columns(tmp_path: Path) -> None:
+    """A state store written before content hashes and final outcomes were kept opens, and its old mails
+    still count as seen (a mail without a hash is taken as the same, so nothing is handled twice)."""
+    import sqlite3
+
+    from emailrouter.dedupe import duplicate_of
+
+    path = tmp_path / "old.sqlite3"
+    db = sqlite3.connect(path)
+    db.executescript(
+        "CREATE TABLE messages (key TEXT PRIMARY KEY, account TEXT NOT NULL, folder TEXT NOT NULL,"
+        " uidvalidity INTEGER NOT NULL, uid INTEGER NOT NULL, dedupe_id TEXT NOT NULL, outcome TEXT NOT NULL,"
+        " rule TEXT, decision TEXT, error TEXT, received_at TEXT NOT NULL, finished_at TEXT,"
+        " marked INTEGER NOT NULL DEFAULT 0);"
+        "INSERT INTO messages (key, account, folder, uidvalidity, uid, dedupe_id, outcome, received_at)"
+        " VALUES ('a|INBOX|1|1', 'a', 'INBOX', 1, 1, '<old@x>', 'done', '2026-01-01T00:00:00+00:00');"
+    )
+    db.close()
+    store = Store(path)
+    assert duplicate_of("sha256:anything", store.seen("<old@x>")) == "a|INBOX|1|1"
+    store.plan([Plan(KEY, "<m@x>", "r", {}, [_send("reply", 1)], NOW, None, "automated", content_hash="sha256:1")])
+    (entry,) = store.due(NOW)
+    store.mark_sent([entry.id], NOW)
+    store.settle(NOW)
+    assert store.outcome(KEY)["outcome"] == "automated"  # what `planned` becomes once its sends are final
