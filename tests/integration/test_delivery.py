@@ -8,6 +8,7 @@ until it clears, and the failure unit is always told.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import email
 import json
@@ -25,6 +26,7 @@ from pathlib import Path
 import pytest
 
 from emailrouter.config import load_config
+from emailrouter.daemon import make_router, run_once
 from emailrouter.sink import SmtpSink
 from tests.conftest import DATA, ROOT
 from tests.integration.dovecot import Dovecot
@@ -108,7 +110,13 @@ def test_a_wrong_smtp_password_fails_nothing_and_everything_goes_once_it_is_fixe
         for n in range(5):
             dovecot.append("router", "INBOX", mail(n))
         config = load_config(path)
-        status, _ = once(config)
+        router = make_router(config, dry_run=False)
+        try:
+            asyncio.run(run_once(router))
+            assert [p.split(":")[0] for p in router.problems()] == ["relay"]  # /healthz, STATUS and the watchdog
+            assert b'emailrouter_dependency_up{dependency="relay"} 0.0' in router.metrics.render()
+        finally:
+            router.store.close()
         assert sink.count == 0
         rows = outbox(tmp_path)
         assert len(rows) == 10 and {r["status"] for r in rows} == {"pending"}  # 5 replies + 5 forwards, untouched
@@ -187,12 +195,8 @@ def test_a_refused_mail_to_the_failure_unit_is_retried_and_alarmed_never_done(
     dovecot.append("router", "INBOX", mail(1, body="x" * 2000))  # oversized: goes to the failure unit only
     sink.script("550")
     config = load_config(path)
-    from emailrouter.daemon import make_router, run_once
-
     router = make_router(config, dry_run=False)
     try:
-        import asyncio
-
         asyncio.run(run_once(router))
         assert any("failure_unit" in p for p in router.problems())
         assert b"emailrouter_dependency_up{dependency=\"failure_unit\"} 0.0" in router.metrics.render()
@@ -331,11 +335,11 @@ def test_a_full_disk_stops_intake_and_resumes_by_itself(tmp_path: Path, dovecot:
         filler = disk / "filler"
         for n in range(40):
             dovecot.append("router", "INBOX", mail(n, body="padding line of text " * 400))
-        with filler.open("wb") as f:  # take all the space, then give back just enough to open the store
-            with contextlib.suppress(OSError):
-                while True:
-                    f.write(b"\0" * 65536)
-                    f.flush()
+        # take all the space, then give back just enough to open the store
+        with filler.open("wb") as f, contextlib.suppress(OSError):
+            while True:
+                f.write(b"\0" * 65536)
+                f.flush()
         os.truncate(filler, max(0, filler.stat().st_size - 192 * 1024))
         log = tmp_path / "out.log"
         with log.open("wb") as out:
