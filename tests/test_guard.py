@@ -512,6 +512,12 @@ def test_a_global_delivery_status_is_read_too() -> None:
     assert bounce_reports(view, ROUTER) == (BounceReport("budi@gmail.com", (OUR_REPLY,)),)
 
 
+def test_the_routing_carries_the_bounce_reports(config: Config) -> None:
+    """route() hands an automated delivery report's bounce reports, with the quoted ids, to the daemon."""
+    routing = route((DATA / "automated-bounce-of-our-reply.eml").read_bytes(), config, NOW)
+    assert routing.bounced == (BounceReport("no.such.user@gmail.com", (OUR_REPLY,)),)
+
+
 def test_automated_mail_is_recorded_and_never_answered(config: Config) -> None:
     """The shipped table records automated mail without sending; explain --json lists why in `suppressed`."""
     trace = as_json(route((DATA / "automated-out-of-office-en.eml").read_bytes(), config, NOW), "f", "v")
