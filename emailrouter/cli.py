@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from emailrouter import __version__
 from emailrouter.config import Config, find_config, load_config
-from emailrouter.errors import ConfigError, EmailRouterError
+from emailrouter.errors import ConfigError, EmailRouterError, StateError
 from emailrouter.explain import as_json, as_text
 from emailrouter.pipeline import route
 
@@ -91,10 +91,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     if not config.settings.mailboxes:
         print(f"error: {config.path}: mailboxes: none configured, nothing to run", file=sys.stderr)
         return 1
-    lock = _single_instance(config.settings.state_path) if not args.dry_run else None
-    if lock is False:
+    try:
+        lock = _single_instance(config.settings.state_path) if not args.dry_run else None
+        if lock is False:
+            return 1
+        router = make_router(config, dry_run=args.dry_run)
+    except StateError as exc:  # a read-only or full state directory: one line, no traceback
+        print(f"error: {exc}", file=sys.stderr)
         return 1
-    router = make_router(config, dry_run=args.dry_run)
     try:
         if args.once:
             status, reports = asyncio.run(run_once(router))
@@ -105,6 +109,8 @@ def cmd_run(args: argparse.Namespace) -> int:
                     f"duplicates {report.duplicates}, quarantined {report.quarantined}, marked {report.marked}",
                     file=sys.stderr,
                 )
+            for problem in router.problems():  # the relay, the state store, the failure unit
+                print(f"still down: {problem} (what waits for it is kept and goes out later)", file=sys.stderr)
             return status
         return asyncio.run(Service(config.path, router).serve())
     finally:
@@ -121,7 +127,15 @@ def cmd_quarantine(args: argparse.Namespace) -> int:
     config = _load(args)
     if config is None:
         return 1
-    router = make_router(config, dry_run=False)
+    try:
+        # retry sends and marks like the daemon does: under the daemon's lock, never beside a running daemon
+        lock = _single_instance(config.settings.state_path) if args.action == "retry" else None
+        if lock is False:
+            return 1
+        router = make_router(config, dry_run=False)
+    except StateError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     try:
         by_account = {m.account: m for m in config.settings.mailboxes}
         rows = router.store.quarantined()
@@ -154,6 +168,8 @@ def cmd_quarantine(args: argparse.Namespace) -> int:
         return status
     finally:
         router.store.close()
+        if lock is not None:
+            lock.close()
 
 
 async def _retry(router: Router, mailbox: MailboxConfig, uids: list[int]) -> PollReport:
@@ -367,18 +383,21 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _single_instance(state_path: Path) -> Any:
+def _single_instance(state_path: Path, what: str = "run") -> Any:
     """Hold an exclusive lock next to the state store for the life of the process: two `run`s polling and
     sending from one state would step on each other. False (after saying why) if another run holds it."""
     import fcntl
 
-    state_path.parent.mkdir(parents=True, exist_ok=True)
-    handle = open(state_path.with_name(state_path.name + ".lock"), "a")  # noqa: SIM115 - held until exit
+    try:
+        state_path.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(state_path.with_name(state_path.name + ".lock"), "a")  # noqa: SIM115 - held until exit
+    except OSError as exc:
+        raise StateError(f"state store {state_path}: cannot write: {exc.strerror or exc}") from None
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
         handle.close()
-        print(f"error: another `emailrouter run` is using {state_path}; stop it first", file=sys.stderr)
+        print(f"error: another `emailrouter {what}` is using {state_path}; stop it first", file=sys.stderr)
         return False
     return handle
 

@@ -15,7 +15,7 @@ from emailrouter.classify import Contact, classify
 from emailrouter.compose import Case, Composer, compose
 from emailrouter.config import Config
 from emailrouter.decide import decide, facts_of, reference_for
-from emailrouter.guard import BounceReport, automated_reason, bounce_reports
+from emailrouter.guard import BounceReport, auto_reply_refused, automated_reason, bounce_reports
 from emailrouter.model import (
     Classification,
     Decision,
@@ -88,6 +88,11 @@ def route(
         outgoing = [o for o in outgoing if not isinstance(o.action, Reply)]
         failed = []
         suppressed.extend(Suppressed("reply", f"never auto-answer automated mail ({automated})") for _ in dropped)
+    elif (refused := auto_reply_refused(view)) is not None:  # a person who asked for no automatic answer
+        dropped = [o for o in outgoing if isinstance(o.action, Reply)] + failed
+        outgoing = [o for o in outgoing if not isinstance(o.action, Reply)]
+        failed = []
+        suppressed.extend(Suppressed("reply", refused) for _ in dropped)
     bounced = bounce_reports(view, config.router.address) if automated else ()
     return Routing(
         view, seg, cls, facts, decision, tuple(outgoing), tuple(suppressed), automated, bounced, tuple(failed)

@@ -651,3 +651,15 @@ def test_check_warns_when_trust_is_switched_off(config_copy, capsys) -> None:  #
     assert main(["check", "-c", str(config_copy)]) == 0
     err = capsys.readouterr().err
     assert "trust.enabled: warning: sender authentication is off" in err
+
+
+def test_a_person_who_asks_for_no_automatic_answer_gets_none_but_the_forward_goes(config: Config) -> None:
+    """`X-Auto-Response-Suppress: All` on a customer's mail: the table's reply is suppressed (with the reason),
+    the forward to the unit still goes out."""
+    raw = (DATA / "dcs-fault-outlook-en.eml").read_bytes().replace(
+        b"Subject:", b"X-Auto-Response-Suppress: All\nSubject:", 1
+    )
+    routing = route(raw, config, NOW)
+    assert routing.automated is None
+    assert [o.action.type for o in routing.outgoing] == ["forward"]
+    assert any("X-Auto-Response-Suppress" in s.reason for s in routing.suppressed)
