@@ -126,5 +126,5 @@ def output_rows(output: ModelOutput | None, intent: str) -> list[tuple[str, str]
             f"{combined} (confidence {100 * output.confidence:.0f}%, threshold {100 * output.threshold:.0f}%);"
             f" hard {100 * output.hard_confidence:.0f}% (threshold {100 * output.hard_threshold:.0f}%)",
         ),
-        ("model words", f"{intent}: {_features(output.intent_features)}; hard: {_features(output.hard_features)}"),
+        ("driven by", f"{intent}: {_features(output.intent_features)}; hard: {_features(output.hard_features)}"),
     ]

@@ -37,6 +37,7 @@ import heapq
 import itertools
 import json
 import math
+import operator
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -202,8 +203,11 @@ class Prediction:
 
     intent_probabilities: dict[str, float]  # over INTENTS, sums to 1
     hard_probability: float
-    # (shown name, weight vector, factor): the feature's contribution to output i is vector[i] * factor
-    contributions: tuple[tuple[str, tuple[float, ...], float], ...] = field(repr=False)
+    # the features that fired: words and bigrams (their weights count times `scale`), then shape features
+    names: tuple[str, ...] = field(repr=False, default=())
+    vectors: tuple[tuple[float, ...], ...] = field(repr=False, default=())
+    scale: float = field(repr=False, default=1.0)
+    dense: tuple[tuple[str, tuple[float, ...]], ...] = field(repr=False, default=())
 
     def top_features(self, output: str, k: int = TOP_FEATURES) -> tuple[tuple[str, float], ...]:
         """The k features that pushed hardest toward `output` (an intent or "hard"), strongest first.
@@ -211,8 +215,13 @@ class Prediction:
         Intent weights are centred per feature (they sum to 0 over the intents), so a positive
         contribution to an intent is a push toward it and away from the others."""
         index = OUTPUTS.index(output)
-        best = heapq.nlargest(k, self.contributions, key=lambda c: c[1][index] * c[2])
-        return tuple((name, round(v[index] * f, 3)) for name, v, f in best if v[index] * f > 0)
+        scale = self.scale
+        weights = list(map(operator.itemgetter(index), self.vectors))
+        best = heapq.nlargest(k, range(len(weights)), key=weights.__getitem__)
+        ranked = [(weights[i] * scale, self.names[i]) for i in best]
+        ranked += [(v[index], name) for name, v in self.dense]
+        ranked.sort(reverse=True)
+        return tuple((name, round(w, 3)) for w, name in ranked[:k] if w > 0)
 
 
 class TextModel:
@@ -230,6 +239,7 @@ class TextModel:
         self.weights = {name: tuple(float(w) for w in ws) for name, ws in weights.items()}
         self.training = dict(training or {})
         self._words: dict[str, tuple[float, ...]] = {}
+        self._bigrams = {name[2:]: ws for name, ws in self.weights.items() if name.startswith("b:")}
         self.checksum = checksum(self._content())
 
     # -- inference
@@ -253,35 +263,18 @@ class TextModel:
     def predict(self, subject: str, text: str) -> Prediction:
         """Intent probabilities and hard-complaint probability of the customer's own words."""
         doc = document(subject, text, self.settings)
-        s0 = s1 = s2 = s3 = s4 = 0.0
+        cache = self._words
+        vectors = [cache.get(w) or self._word_vector(w) for w in doc.words]
+        names = list(doc.words)
+        if doc.bigrams:
+            found = list(map(self._bigrams.get, doc.bigrams))
+            names += itertools.compress(doc.bigrams, found)
+            vectors += filter(None, found)
         scale = doc.scale
-        contributions: list[tuple[str, tuple[float, ...], float]] = []
-        for word in doc.words:
-            v = self._word_vector(word)
-            s0 += v[0]
-            s1 += v[1]
-            s2 += v[2]
-            s3 += v[3]
-            s4 += v[4]
-            contributions.append((word, v, scale))
+        sums = [sum(column) * scale for column in zip(*vectors, strict=True)] if vectors else [0.0] * len(OUTPUTS)
+        s0, s1, s2, s3, s4 = (total + b for total, b in zip(sums, self.bias, strict=True))
+        dense: list[tuple[str, tuple[float, ...]]] = []
         get = self.weights.get
-        for bigram in doc.bigrams:
-            b = get("b:" + bigram)
-            if b is not None:
-                s0 += b[0]
-                s1 += b[1]
-                s2 += b[2]
-                s3 += b[3]
-                s4 += b[4]
-                contributions.append((bigram, b, scale))
-        bias = self.bias
-        s0, s1, s2, s3, s4 = (
-            s0 * scale + bias[0],
-            s1 * scale + bias[1],
-            s2 * scale + bias[2],
-            s3 * scale + bias[3],
-            s4 * scale + bias[4],
-        )
         for name in doc.dense:
             d = get(name)
             if d is not None:
@@ -290,7 +283,7 @@ class TextModel:
                 s2 += d[2]
                 s3 += d[3]
                 s4 += d[4]
-                contributions.append((f"({DENSE_FEATURES[name]})", d, 1.0))
+                dense.append((f"({DENSE_FEATURES[name]})", d))
         top = max(s0, s1, s2, s3)
         e0, e1, e2, e3 = math.exp(s0 - top), math.exp(s1 - top), math.exp(s2 - top), math.exp(s3 - top)
         total = e0 + e1 + e2 + e3
@@ -298,7 +291,7 @@ class TextModel:
             zip(INTENTS, (e0 / total, e1 / total, e2 / total, e3 / total), strict=True)
         )
         hard = 1.0 / (1.0 + math.exp(-s4)) if s4 > -700 else 0.0
-        return Prediction(probabilities, hard, tuple(contributions))
+        return Prediction(probabilities, hard, tuple(names), tuple(vectors), scale, tuple(dense))
 
     # -- the file
 

@@ -254,3 +254,27 @@ def test_shipped_model_is_data_and_checked(tmp_path: Path) -> None:
     assert model.training["examples"] > 1000
     shutil.copy(path, tmp_path / "copy.json")
     assert load_model(tmp_path / "copy.json").checksum == model.checksum
+
+
+def test_explain_the_decision_record_and_the_forward_show_the_model(config_copy: Path) -> None:
+    """explain (text and JSON, which is also the daemon's decision record) and the forward's summary show the
+    model's probabilities, the combined confidence and the words that drove it, next to the signals."""
+    from emailrouter.explain import as_json, as_text
+    from emailrouter.pipeline import route
+    from tests.conftest import DATA, NOW
+
+    model = fit(read_corpus(str(SMALL / "small.jsonl")), TrainSettings(min_df=1))
+    config = load_config(_config_with_model(config_copy, model.dumps()))
+    routing = route((DATA / "dcs-hard-media-threat-informal.eml").read_bytes(), config, NOW)
+    text = as_text(routing, "x.eml")
+    assert f"(model {model.short_id})" in text and "  combined:   " in text and "  driven by:  " in text
+    trace = as_json(routing, "x.eml", config.version)
+    assert trace["model"]["model"] == model.short_id
+    assert set(trace["model"]["probabilities"]) == {"fault", "information", "request", "unknown"}
+    assert trace["model"]["intent_features"][0]["weight"] > 0 and trace["signals"]
+    forward = next(o for o in routing.outgoing if o.action.type == "forward")
+    body = forward.message.get_body(preferencelist=("plain",))
+    assert body is not None
+    summary = body.get_content()
+    assert "Model:           " in summary and "Combined:        " in summary and "Driven by:       " in summary
+    assert summary.index("Signals:") < summary.index("Model:")
