@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import bisect
 import re
-from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from emailrouter.combine import DEFAULT_COMBINE, CombineSettings, combine_hard, combine_intent
 from emailrouter.model import Classification, Intent, Language, ModelOutput, SignalHit
+from emailrouter.normalise import MARKERS, QUESTION_END, SENTENCE_END, Normaliser, Settings, describe_tokens
 from emailrouter.textmodel import TextModel
 
 # Text past this many characters is not scanned: signals live at the top of a mail,
@@ -23,6 +24,8 @@ _WORD = re.compile(r"[^\W_]+(?:['’-][^\W_]+)*")
 # Latin-1 byte tables: counting letters and capitals with bytes.translate runs at C speed.
 _NOT_LETTER = bytes(c for c in range(256) if not chr(c).isalpha())
 _NOT_UPPER = bytes(c for c in range(256) if not chr(c).isupper())
+SENTENCE_MARKERS = frozenset({SENTENCE_END, QUESTION_END})
+PLAIN = Normaliser(Settings(elongation=False, reduplication=False))  # words as written, nothing rewritten
 
 
 def fold(text: str) -> str:
@@ -31,19 +34,63 @@ def fold(text: str) -> str:
     return folded.replace("’", "'").replace("‘", "'") if not folded.isascii() else folded
 
 
+class Question:
+    """What makes a sentence a question: it ends with "?", or it holds one of these words or phrases
+    (in any form). Signals with `in_question` weigh differently there ("bagaimana cara berhenti
+    berlangganan?" asks how, it does not ask us to terminate)."""
+
+    __slots__ = ("keywords", "phrases")
+
+    def __init__(self, keywords: frozenset[str] = frozenset(), phrases: tuple[Phrase, ...] = ()) -> None:
+        self.keywords = keywords
+        self.phrases = phrases
+
+
+NO_QUESTION = Question()
+
+
 class Text:
-    """The customer's own words (subject and text, never the quoted part), prepared once for every signal."""
+    """The customer's own words (subject and text, never the quoted part), prepared once for every signal:
+    as written (case-folded) and as normalised (emailrouter/normalise.py: normal form and root)."""
 
-    __slots__ = ("folded", "original", "word_counts", "word_set")
+    __slots__ = (
+        "_bounds",
+        "_questions",
+        "any_set",
+        "folded",
+        "normal_set",
+        "original",
+        "question",
+        "root_set",
+        "seqs",
+        "sets",
+        "tokens",
+        "word_set",
+    )
 
-    def __init__(self, subject: str, text: str) -> None:
+    def __init__(
+        self, subject: str, text: str, normaliser: Normaliser | None = None, question: Question | None = None
+    ) -> None:
         original = f"{subject}\n{text}"[:MAX_SCANNED_CHARS]
         if "@" in original or "://" in original or "www." in original:
             original = _ADDRESSES_AND_LINKS.sub(" ", original)  # "info@..." is not a question
         self.original = original
         self.folded = fold(self.original)
-        self.word_counts = Counter(_WORD.findall(self.folded))
-        self.word_set = self.word_counts.keys()
+        tokens = (normaliser or PLAIN).tokens(self.folded)
+        self.tokens = tokens
+        self.word_set = frozenset(tokens.words)
+        self.normal_set = frozenset(tokens.normal)
+        self.root_set = frozenset(tokens.roots)
+        self.any_set = self.normal_set | self.root_set | self.word_set
+        self.seqs = (tokens.words, tokens.normal, tokens.roots)  # by form: as written, normal, roots
+        self.sets = (self.word_set, self.normal_set, self.root_set)
+        self.question = question or NO_QUESTION
+        self._questions: dict[int, bool] = {}
+        self._bounds: list[int] | None = None
+
+    def normalised(self, limit: int = 200) -> str:
+        """For people: the normal form, each root in brackets where it differs (`explain`)."""
+        return describe_tokens(self.tokens, limit)
 
     def capitals(self) -> tuple[int, int]:
         """(letters, capital letters) in the first SHOUTING_SAMPLE characters (Latin-1 letters)."""
@@ -51,20 +98,151 @@ class Text:
         letters = sample.translate(None, _NOT_LETTER)
         return len(letters), len(letters.translate(None, _NOT_UPPER))
 
+    def written(self, start: int, stop: int) -> str:
+        """The customer's words at positions start..stop (a slang token standing for several words once)."""
+        words = self.tokens.words[start:stop]
+        return " ".join(w for i, w in enumerate(words) if i == 0 or w != words[i - 1])
+
+    def positions(self, word: str) -> list[int]:
+        """Every position where `word` stands in any form."""
+        t = self.tokens
+        found: set[int] = set()
+        for seq, present in ((t.words, self.word_set), (t.normal, self.normal_set), (t.roots, self.root_set)):
+            if word in present:
+                found.update(_indexes(seq, word))
+        return sorted(found)
+
+    def count(self, words: frozenset[str]) -> int:
+        """How often these words stand in the text, as written."""
+        found = words & self.word_set
+        return sum(self.tokens.words.count(w) for w in found) if found else 0
+
+    def sentence(self, position: int) -> tuple[int, int]:
+        """The positions start..stop of the sentence at `position` (sentences end at . ! ? and line breaks)."""
+        if self._bounds is None:
+            roots = self.tokens.roots  # markers are the same in every form
+            ends = {i + 1 for mark in SENTENCE_MARKERS for i in _indexes(roots, mark)}
+            self._bounds = sorted(ends | self.tokens.breaks | {0, len(roots)})
+        bounds = self._bounds
+        k = bisect.bisect_right(bounds, position)
+        return bounds[k - 1], bounds[k] if k < len(bounds) else len(self.tokens.roots)
+
+    def in_question(self, position: int) -> bool:
+        """Whether the sentence at `position` is a question."""
+        start, stop = self.sentence(position)
+        cached = self._questions.get(start)
+        if cached is None:
+            t = self.tokens
+            q = self.question
+            cached = QUESTION_END in t.normal[start:stop]
+            if not cached and q.keywords:
+                cached = any(not q.keywords.isdisjoint(seq[start:stop]) for seq in (t.words, t.normal, t.roots))
+            if not cached and q.phrases:
+                cached = any(p.find(self, start, stop) for p in q.phrases)
+            self._questions[start] = cached
+        return cached
+
+
+def _indexes(seq: list[str], word: str) -> list[int]:
+    """Every position of `word` in seq (list.index runs at C speed)."""
+    out: list[int] = []
+    i = -1
+    while True:
+        try:
+            i = seq.index(word, i + 1)
+        except ValueError:
+            return out
+        out.append(i)
+
+
+def _starts(seq: list[str], words: tuple[str, ...], start: int = 0, stop: int | None = None) -> list[int]:
+    """Every position in seq[start:stop] where the word sequence `words` begins."""
+    first, n = words[0], len(words)
+    end = len(seq) if stop is None else stop
+    out: list[int] = []
+    i = start - 1
+    while True:
+        try:
+            i = seq.index(first, i + 1, end)
+        except ValueError:
+            return out
+        if n == 1 or (i + n <= end and tuple(seq[i : i + n]) == words):
+            out.append(i)
+
 
 @dataclass(frozen=True)
 class Phrase:
-    """A word sequence: matches with word boundaries at both ends and any whitespace between words."""
+    """A word sequence: matches whole words in order within one clause, line breaks and spacing aside;
+    as written, in normal form ("gk bisa" -> "tidak bisa") or by roots ("pemasangan baru" -> "pasang baru")."""
 
     text: str
-    words: frozenset[str]  # the regex runs only when all of these occur in the text: usually it need not
-    pattern: re.Pattern[str]
+    forms: tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]  # as written, normal, roots
+    sets: tuple[frozenset[str], frozenset[str], frozenset[str]]
 
     @classmethod
-    def of(cls, phrase: str) -> Phrase:
-        folded = fold(phrase)
-        body = r"\s+".join(re.escape(w) for w in folded.split())
-        return cls(phrase, frozenset(_WORD.findall(folded)), re.compile(r"(?<!\w)" + body + r"(?!\w)"))
+    def of(cls, phrase: str, normaliser: Normaliser | None = None) -> Phrase:
+        tokens = (normaliser or PLAIN).tokens(fold(phrase))
+        words = [i for i, w in enumerate(tokens.normal) if w not in MARKERS]
+        written, normal, roots = (tuple(seq[i] for i in words) for seq in (tokens.words, tokens.normal, tokens.roots))
+        return cls(phrase, (written, normal, roots), (frozenset(written), frozenset(normal), frozenset(roots)))
+
+    @property
+    def words(self) -> frozenset[str]:
+        """The words as written."""
+        return self.sets[0]
+
+    @property
+    def by(self) -> int:
+        """The form it is looked for in: roots (2), which finds every match as written or in normal form too
+        (each form is a function of the one before, for the phrase as for the text); a single affixed word
+        ("permohonan") in normal form only (1), as a keyword would be."""
+        return 1 if len(self.forms[1]) == 1 and self.forms[1] != self.forms[2] else 2
+
+    def find(self, text: Text, start: int = 0, stop: int | None = None) -> list[tuple[int, int]]:
+        """(start, stop) of every match."""
+        k = self.by
+        form = self.forms[k]
+        if not form or not self.sets[k] <= text.sets[k]:
+            return []
+        return [(i, i + len(form)) for i in _starts(text.seqs[k], form, start, stop)]
+
+    def matched_form(self, text: Text, start: int) -> str:
+        """The form a match at `start` is in: the customer's words if they are the phrase's, else the
+        normal or root words that matched ("gk bisa" -> "tidak bisa", "pemasangan baru" -> "pasang baru")."""
+        for k in (0, 1):
+            form = self.forms[k]
+            if tuple(text.seqs[k][start : start + len(form)]) == form:
+                return " ".join(form) if k else text.written(start, start + len(form))
+        return " ".join(self.forms[2])
+
+
+@dataclass(frozen=True)
+class Near:
+    """Two word lists: matches where a word of each (in any form) stand at most `within` words apart,
+    in either order, in one sentence ("saya laporkan ke YLKI", but not "saya baca di koran")."""
+
+    first: frozenset[str]
+    second: frozenset[str]
+    within: int
+
+    def find(self, text: Text) -> list[tuple[int, int]]:
+        """(position, position) of each pair, nearest first per word of the first list."""
+        firsts = self.first & text.any_set
+        seconds = self.second & text.any_set
+        if not firsts or not seconds:
+            return []
+        seqs, marks, n = text.seqs, text.tokens.normal, self.within
+        pairs: list[tuple[int, int]] = []
+        for i in sorted({i for w in firsts for i in text.positions(w)}):
+            lo, hi = max(0, i - n), i + n + 1
+            if all(seconds.isdisjoint(seq[lo:hi]) for seq in seqs):
+                continue  # the usual case: nothing of the second list near this word
+            for j in sorted(range(lo, min(hi, len(marks))), key=lambda j: abs(j - i)):
+                if j != i and any(seq[j] in seconds for seq in seqs):
+                    if SENTENCE_MARKERS.isdisjoint(marks[min(i, j) : max(i, j)]):
+                        pairs.append((i, j))
+                    break
+        return pairs
 
 
 @dataclass(frozen=True)
@@ -92,6 +270,11 @@ class HistoryRule:
         return (f"{len(earlier)} earlier mail(s){about} within {self.days:g} days",)
 
 
+def _trace(written: str, form: str) -> str:
+    """A matched term as agents see it: the customer's words, and the form that matched if it differs."""
+    return written if written == form else f"{written}→{form}"
+
+
 @dataclass(frozen=True)
 class Signal:
     """One named, weighted signal; see config/signals.yaml for the ways it can match."""
@@ -101,40 +284,114 @@ class Signal:
     weight: float
     keywords: frozenset[str] = frozenset()
     phrases: tuple[Phrase, ...] = ()
-    regex: re.Pattern[str] | None = None  # runs on the case-folded text
+    regex: re.Pattern[str] | None = None  # runs on the case-folded text, as written
     caps_ratio: float | None = None
     min_letters: int = 0
     exclamation_run: int | None = None
     history: HistoryRule | None = None  # matched by classify() against the sender's earlier mail
+    near: Near | None = None
+    in_question: float | None = None  # the weight when every match stands in a question
+    requires: frozenset[str] = frozenset()  # fires only when one of these signals or groups fired before
+    unless: frozenset[str] = frozenset()  # fires only when none of these signals or groups fired before
+    # the first root word of each phrase -> the phrases starting with it (most phrases match by roots);
+    # the phrases that match in normal form only (Phrase.by)
+    _index: dict[str, tuple[Phrase, ...]] = field(init=False, repr=False, compare=False)
+    _firsts: frozenset[str] = field(init=False, repr=False, compare=False)
+    _exact: tuple[Phrase, ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        index: dict[str, tuple[Phrase, ...]] = {}
+        for phrase in self.phrases:
+            if phrase.forms[2] and phrase.by == 2:
+                index[phrase.forms[2][0]] = (*index.get(phrase.forms[2][0], ()), phrase)
+        object.__setattr__(self, "_index", index)
+        object.__setattr__(self, "_firsts", frozenset(index))
+        object.__setattr__(self, "_exact", tuple(p for p in self.phrases if p.forms[2] and p.by == 1))
 
     def match(self, text: Text) -> tuple[str, ...]:
         """The terms that made this signal fire (empty: it did not)."""
-        found: list[str] = sorted(self.keywords & text.word_set) if self.keywords else []
-        spans = sorted(
-            m.span()
-            for phrase in self.phrases
-            if phrase.words <= text.word_set and (m := phrase.pattern.search(text.folded))
-        )
-        end = -1
-        for start, stop in spans:  # in text order; a phrase inside a longer match is not repeated
-            if stop > end:
-                found.append(" ".join(text.folded[start:stop].split()))
-                end = stop
+        return tuple(term for term, _ in self._matches(text)[:MAX_MATCHES_SHOWN])
+
+    def fire(self, text: Text, fired: set[str]) -> SignalHit | None:
+        """The hit, with the weight that applies (`in_question`), or None; `fired`: signals and groups so far."""
+        if (self.requires and self.requires.isdisjoint(fired)) or not self.unless.isdisjoint(fired):
+            return None
+        matches = self._matches(text)
+        if not matches:
+            return None
+        terms = tuple(term for term, _ in matches[:MAX_MATCHES_SHOWN])
+        weight = self.weight
+        if self.in_question is not None and all(
+            text.in_question(p) for _, where in matches for p in self._places(text, where)
+        ):
+            weight = self.in_question
+            terms = (*terms[: MAX_MATCHES_SHOWN - 1], "(in a question)")
+        return SignalHit(self.name, self.group, weight, terms)
+
+    def fired(self, hit: SignalHit) -> tuple[str, ...]:
+        """What `requires` and `unless` of later signals see of this hit: its name, and its group when it
+        counted fully toward it (a negative weight or a match inside a question is no report of that kind)."""
+        return (self.name, self.group) if 0 < hit.weight == self.weight else (self.name,)
+
+    @staticmethod
+    def _places(text: Text, where: int | str) -> list[int]:
+        """Where a match stands: a position, or every position of a keyword."""
+        return text.positions(where) if isinstance(where, str) else [where]
+
+    def _matches(self, text: Text) -> list[tuple[str, int | str]]:
+        """Each matched term with where it stands: a position, or the keyword (every place it stands)."""
+        found: list[tuple[str, int | str]] = []
+        if self.keywords and not self.keywords.isdisjoint(text.any_set):
+            t = text.tokens
+            hits = sorted(self.keywords & text.any_set)
+            as_written = {k for k in hits if k in text.word_set}
+            for keyword in hits:
+                if keyword in as_written:
+                    found.append((keyword, keyword))
+                    continue
+                seq = t.normal if keyword in text.normal_set else t.roots
+                word = t.words[seq.index(keyword)]
+                if word not in as_written:  # "perbaikan" listed too: said once, as written
+                    found.append((_trace(word, keyword), keyword))
+        if self.phrases:
+            matches: list[tuple[int, int, Phrase]] = []
+            roots, present = text.tokens.roots, text.root_set
+            if not self._firsts.isdisjoint(present):
+                for first in self._firsts & present:
+                    for phrase in self._index[first]:
+                        if phrase.sets[2] <= present:
+                            n = len(phrase.forms[2])
+                            matches.extend((i, i + n, phrase) for i in _starts(roots, phrase.forms[2]))
+            for phrase in self._exact:
+                if phrase.forms[1][0] in text.normal_set:
+                    matches.extend((i, i + 1, phrase) for i in _indexes(text.tokens.normal, phrase.forms[1][0]))
+            end = -1
+            for start, stop, _ in sorted(matches, key=lambda m: (m[0], -m[1])):
+                if stop > end:  # in text order; a phrase inside a longer match is not repeated
+                    written = text.written(start, stop)
+                    forms = [p.matched_form(text, start) for b, e, p in matches if (b, e) == (start, stop)]
+                    found.append((_trace(written, written if written in forms else forms[0]), start))
+                    end = stop
+        if self.near is not None:
+            for i, j in self.near.find(text):
+                lo, hi = min(i, j), max(i, j)
+                gap = " … " if hi - lo > 1 else " "
+                found.append((f"{text.written(lo, lo + 1)}{gap}{text.written(hi, hi + 1)}", lo))
         if self.regex is not None:
             for m in self.regex.finditer(text.folded):
                 term = " ".join(m.group(0).split())
-                if term not in found:
-                    found.append(term)
+                if all(term != f for f, _ in found):
+                    found.append((term, -1))
                 if len(found) >= MAX_MATCHES_SHOWN:
                     break
         if self.caps_ratio is not None:
             letters, upper = text.capitals()
             if letters and letters >= self.min_letters and upper / letters >= self.caps_ratio:
-                found.append(f"{round(100 * upper / letters)}% capitals")
+                found.append((f"{round(100 * upper / letters)}% capitals", -1))
         if self.exclamation_run is not None and "!" * self.exclamation_run in text.original:
             runs = len(re.findall("!{" + str(self.exclamation_run) + ",}", text.original))
-            found.append(f"{runs}x {'!' * self.exclamation_run}")
-        return tuple(found[:MAX_MATCHES_SHOWN])
+            found.append((f"{runs}x {'!' * self.exclamation_run}", -1))
+        return found
 
 
 @dataclass(frozen=True)
@@ -152,6 +409,12 @@ class Signals:
     english_min: int
     model: TextModel | None = None  # the learned model (`model:` in signals.yaml); None: signals alone
     combine: CombineSettings = DEFAULT_COMBINE  # how the model and the signals combine (`combine:`)
+    normaliser: Normaliser = PLAIN  # `normalise:` (slang, spelling, roots); PLAIN: words as written only
+    question: Question = NO_QUESTION  # what makes a sentence a question (`intent.question`)
+
+    def prepare(self, subject: str, text: str) -> Text:
+        """The subject and text as every signal reads them (normalised once)."""
+        return Text(subject, text, self.normaliser, self.question)
 
     @property
     def history_days(self) -> float:
@@ -161,9 +424,8 @@ class Signals:
 
 def detect_language(text: Text, signals: Signals) -> Language:
     """English when English marker words clearly outnumber Indonesian ones; otherwise the default."""
-    counts = text.word_counts
-    english = sum(counts[w] for w in signals.english_words & counts.keys())
-    indonesian = sum(counts[w] for w in signals.indonesian_words & counts.keys())
+    english = text.count(signals.english_words)
+    indonesian = text.count(signals.indonesian_words)
     if english >= signals.english_min and english > indonesian:
         return "en"
     if indonesian > english:
@@ -179,14 +441,16 @@ def classify(
     now: datetime | None = None,
 ) -> Classification:
     """Score intent and hard complaint over the subject and the customer's own text (never the quoted part)."""
-    prepared = Text(subject, text)
+    prepared = signals.prepare(subject, text)
     hits: list[SignalHit] = []
     scores: dict[str, float] = {"fault": 0.0, "information": 0.0, "request": 0.0}
+    fired: set[str] = set()  # names and groups of the signals that fired, for `requires`
     for signal in signals.intent_signals:
-        matched = signal.match(prepared)
-        if matched:
-            scores[signal.group] += signal.weight
-            hits.append(SignalHit(signal.name, signal.group, signal.weight, matched))
+        hit = signal.fire(prepared, fired)
+        if hit is not None:
+            scores[signal.group] += hit.weight
+            hits.append(hit)
+            fired.update(signal.fired(hit))
     ranked = sorted(scores.items(), key=lambda kv: kv[1], reverse=True)
     (best, best_score), (_, runner_up) = ranked[0], ranked[1]
     intent: Intent = "unknown"
@@ -200,11 +464,13 @@ def classify(
     for signal in signals.hard_signals:
         if signal.history is not None:
             matched = signal.history.match(history, intent, now) if now is not None else ()
+            hit = SignalHit(signal.name, "hard", signal.weight, matched) if matched else None
         else:
-            matched = signal.match(prepared)
-        if matched:
-            hard_score += signal.weight
-            hits.append(SignalHit(signal.name, "hard", signal.weight, matched))
+            hit = signal.fire(prepared, fired)
+        if hit is not None:
+            hard_score += hit.weight
+            hits.append(hit)
+            fired.update(signal.fired(hit) if signal.history is None else (signal.name, "hard"))
     hard = hard_score >= signals.hard_threshold
     output = None
     if prediction is not None and verdict is not None:
@@ -230,5 +496,6 @@ def classify(
         hard_threshold=signals.hard_threshold,
         signals=tuple(hits),
         language=detect_language(prepared, signals),
+        reading=prepared.normalised,
         model=output,
     )

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from emailrouter.classify import HistoryRule, Phrase, Signal, Signals, fold
+from emailrouter.classify import PLAIN, HistoryRule, Near, Phrase, Question, Signal, Signals, fold
 from emailrouter.combine import CombineSettings
 from emailrouter.decide import CONDITION_FACTS, HIT_POLICIES, Row, Table
 from emailrouter.directory import Directory, DomainTable, load_directory
@@ -38,6 +38,8 @@ from emailrouter.model import (
     RouterIdentity,
     Unit,
 )
+from emailrouter.normalise import STEMMERS, WORD, Normaliser, Stem, make_normaliser, read_slang
+from emailrouter.normalise import Settings as NormaliseSettings
 from emailrouter.segment import DomainRule, SegmentRules
 from emailrouter.settings import Settings, read_settings
 from emailrouter.templates import (
@@ -267,10 +269,14 @@ def _trust(r: Reader, doc: LineDict, segments: set[str]) -> TrustPolicy:
 # --------------------------------------------------------------------------- signals file
 
 
-_MATCHERS = ("keywords", "phrases", "regex", "caps_ratio", "exclamation_run", "history")
+_MATCHERS = ("keywords", "phrases", "near", "regex", "caps_ratio", "exclamation_run", "history")
+_COMBINABLE = {"keywords", "phrases", "near"}  # these may be given together in one signal
+_PLACED = _COMBINABLE  # matchers whose matches stand at a place in the text (so `in_question` can apply)
 
 
-def _signal(r: Reader, item: Any, path: str, group: str | None, names: set[str]) -> Signal | None:
+def _signal(
+    r: Reader, item: Any, path: str, group: str | None, names: set[str], normaliser: Normaliser = PLAIN
+) -> Signal | None:
     if not isinstance(item, LineDict):
         r.fail(item, None, path, f"expected a mapping, got {describe(item)}")
         return None
@@ -284,6 +290,10 @@ def _signal(r: Reader, item: Any, path: str, group: str | None, names: set[str])
         "min_letters",
         "exclamation_run",
         "history",
+        "near",
+        "in_question",
+        "requires",
+        "unless",
     }
     if group is None:
         allowed.add("intent")
@@ -304,7 +314,7 @@ def _signal(r: Reader, item: Any, path: str, group: str | None, names: set[str])
     if not kinds:
         r.fail(item, None, path, f"no way to match: give one of {', '.join(_MATCHERS)}")
         return None
-    if len(kinds) > 1 and not set(kinds) <= {"keywords", "phrases"}:
+    if len(kinds) > 1 and not set(kinds) <= _COMBINABLE:
         r.fail(item, kinds[1], path, f"give only one of {', '.join(kinds)} per signal")
         return None
     keywords: frozenset[str] = frozenset()
@@ -313,6 +323,7 @@ def _signal(r: Reader, item: Any, path: str, group: str | None, names: set[str])
     caps_ratio = None
     exclamation_run = None
     history = None
+    near = None
     min_letters = 0
     for kind in kinds:
         full = f"{path}.{kind}"
@@ -329,9 +340,11 @@ def _signal(r: Reader, item: Any, path: str, group: str | None, names: set[str])
                 bad = [v for v in values if len(v.split()) != 1]
                 if bad:
                     r.fail(item, kind, full, f"keywords are single words; use phrases for {bad[0]!r}")
-                keywords = frozenset(fold(v) for v in values)
+                folded = {fold(v) for v in values}
+                normal = {n for v in folded for n in normaliser.normal(v) if len(normaliser.normal(v)) == 1}
+                keywords = frozenset(folded | normal)  # "lemod" also matches what reads as "lemot"
             elif kind == "phrases":
-                phrases = tuple(Phrase.of(v) for v in values)
+                phrases = tuple(Phrase.of(v, normaliser) for v in values)
             else:
                 for j, expr in enumerate(values):
                     try:
@@ -348,6 +361,10 @@ def _signal(r: Reader, item: Any, path: str, group: str | None, names: set[str])
                             warning=True,
                         )
                 regex = re.compile("|".join(f"(?:{v})" for v in values))
+        elif kind == "near":
+            near = _near(r, item, full, normaliser)
+            if near is None:
+                return None
         elif kind == "history":
             node = r.get(item, "history", path, LineDict)
             if node is None:
@@ -374,9 +391,79 @@ def _signal(r: Reader, item: Any, path: str, group: str | None, names: set[str])
             exclamation_run = r.get(item, "exclamation_run", path, int)
             if exclamation_run is not None and exclamation_run < 1:
                 r.fail(item, "exclamation_run", full, "must be 1 or more")
+    in_question = r.get(item, "in_question", path, float, required=False)
+    if in_question is not None and not set(kinds) <= _PLACED:
+        r.fail(item, "in_question", f"{path}.in_question", f"only for {', '.join(sorted(_PLACED))} signals")
+    conditions: dict[str, set[str]] = {"requires": set(), "unless": set()}
+    for key, wanted in conditions.items():
+        if key not in item:
+            continue
+        node = item[key]
+        groups = {*INTENTS[:3], "hard"} if group == "hard" else set(INTENTS[:3])
+        if not isinstance(node, LineList) or not node or not all(isinstance(v, str) for v in node):
+            r.fail(item, key, f"{path}.{key}", "expected a non-empty list of signal names or intents")
+            continue
+        for j, want in enumerate(node):
+            if want not in groups and (want not in names or want == name):
+                r.fail(
+                    node,
+                    j,
+                    f"{path}.{key}[{j}]",
+                    f"unknown signal {want!r}: name a signal above this one, or one of {', '.join(sorted(groups))}",
+                )
+            wanted.add(want)
     if name is None or weight is None or group is None:
         return None
-    return Signal(name, group, weight, keywords, phrases, regex, caps_ratio, min_letters, exclamation_run, history)
+    return Signal(
+        name,
+        group,
+        weight,
+        keywords,
+        phrases,
+        regex,
+        caps_ratio,
+        min_letters,
+        exclamation_run,
+        history,
+        near,
+        in_question,
+        frozenset(conditions["requires"]),
+        frozenset(conditions["unless"]),
+    )
+
+
+def _words(r: Reader, node: LineDict, key: str, path: str) -> frozenset[str] | None:
+    """A non-empty list of single words, case-folded."""
+    values = node.get(key)
+    full = f"{path}.{key}"
+    if not isinstance(values, LineList) or not values or not all(isinstance(v, str) and v.strip() for v in values):
+        r.fail(node, key if key in node else None, full, "expected a non-empty list of words")
+        return None
+    for j, v in enumerate(values):
+        if len(v.split()) != 1:
+            r.fail(values, j, f"{full}[{j}]", f"single words only: {v!r}")
+            return None
+    return frozenset(fold(v) for v in values)
+
+
+def _near(r: Reader, item: LineDict, path: str, normaliser: Normaliser) -> Near | None:
+    """near: {words: [...], with: [...], within: N}: a word of each list, at most N words apart."""
+    node = r.get(item, "near", path.rpartition(".")[0], LineDict)
+    if node is None:
+        return None
+    r.known_keys(node, path, {"words", "with", "within"})
+    first = _words(r, node, "words", path)
+    second = _words(r, node, "with", path)
+    within = r.get(node, "within", path, int, required=False) or 3
+    if within < 1:
+        r.fail(node, "within", f"{path}.within", "must be 1 or more")
+    if first is None or second is None:
+        return None
+
+    def forms(words: frozenset[str]) -> frozenset[str]:
+        return words | {n for w in words for n in normaliser.normal(w) if len(normaliser.normal(w)) == 1}
+
+    return Near(forms(first), forms(second), within)
 
 
 def _model(r: Reader, doc: LineDict) -> tuple[TextModel | None, CombineSettings]:
@@ -418,23 +505,106 @@ def _model(r: Reader, doc: LineDict) -> tuple[TextModel | None, CombineSettings]
     return None, combine
 
 
+def _vocabulary(doc: LineDict) -> set[str]:
+    """Every word the signals are written with: known words, so "lemottt" reads as the listed "lemot"."""
+    out: set[str] = set()
+
+    def walk(node: Any) -> None:
+        if isinstance(node, str):
+            out.update(WORD.findall(fold(node)))
+        elif isinstance(node, LineList):
+            for item in node:
+                walk(item)
+        elif isinstance(node, LineDict):
+            for key in ("keywords", "phrases", "words", "with", "signals", "question"):
+                if key in node:
+                    walk(node[key])
+
+    for section in ("intent", "hard_complaint"):
+        walk(doc.get(section))
+    return out
+
+
+def _normalise(r: Reader, doc: LineDict) -> Normaliser:
+    """signals.yaml's `normalise:` and the slang file it names (relative to signals.yaml)."""
+    node = r.get(doc, "normalise", "", LineDict, required=False)
+    if node is None:
+        return PLAIN
+    r.known_keys(node, "normalise", {"slang", "stem", "min_stem_length", "elongation", "reduplication"})
+    stem_value = node.get("stem", "sastrawi")
+    if isinstance(stem_value, bool):  # stem: true / false
+        stem_value = "sastrawi" if stem_value else "none"
+    stem: Stem = "none"
+    for known in STEMMERS:
+        if stem_value == known:
+            stem = known
+    if stem_value not in STEMMERS:
+        r.fail(node, "stem", "normalise.stem", f"unknown stemmer {stem_value!r} (known: {', '.join(STEMMERS)})")
+    min_length = r.get(node, "min_stem_length", "normalise", int, required=False)
+    if min_length is not None and min_length < 1:
+        r.fail(node, "min_stem_length", "normalise.min_stem_length", "must be 1 or more")
+    elongation = r.get(node, "elongation", "normalise", bool, required=False)
+    reduplication = r.get(node, "reduplication", "normalise", bool, required=False)
+    settings = NormaliseSettings(
+        stem=stem,
+        min_stem_length=min_length or NormaliseSettings.min_stem_length,
+        elongation=True if elongation is None else elongation,
+        reduplication=True if reduplication is None else reduplication,
+    )
+    name = r.get(node, "slang", "normalise", str, required=False)
+    if name is not None:
+        path = Path(r.file).parent / name
+        text = _read(path, str(path), r.problems)
+        if text is not None:
+            slang_doc = load_yaml(text, str(path), r.problems)
+            slang = read_slang(Reader(str(path), r.problems), slang_doc) if slang_doc is not None else None
+            if slang is not None:
+                checksum = hashlib.sha256(text.encode()).hexdigest()
+                settings = dataclasses.replace(settings, slang=slang, checksum=checksum)
+    try:
+        return make_normaliser(settings, _vocabulary(doc))
+    except (ImportError, OSError) as exc:
+        r.fail(node, "stem", "normalise.stem", f"stemmer {stem!r} is not available: {exc}")
+        return make_normaliser(dataclasses.replace(settings, stem="none"), _vocabulary(doc))
+
+
+def _question(r: Reader, intent: LineDict, normaliser: Normaliser) -> Question:
+    """intent.question: the words and phrases that make a sentence a question (besides a "?")."""
+    node = r.get(intent, "question", "intent", LineDict, required=False)
+    if node is None:
+        return Question()
+    r.known_keys(node, "intent.question", {"keywords", "phrases"})
+    keywords = _words(r, node, "keywords", "intent.question") if "keywords" in node else frozenset()
+    phrases: tuple[Phrase, ...] = ()
+    values = node.get("phrases")
+    if values is not None:
+        if not isinstance(values, LineList) or not all(isinstance(v, str) and v.strip() for v in values):
+            r.fail(node, "phrases", "intent.question.phrases", "expected a non-empty list of strings")
+        else:
+            phrases = tuple(Phrase.of(v, normaliser) for v in values)
+    normal = {n for w in keywords or () for n in normaliser.normal(w) if len(normaliser.normal(w)) == 1}
+    return Question(frozenset(keywords or ()) | normal, phrases)
+
+
 def _signals(r: Reader, doc: LineDict) -> Signals | None:
     names: set[str] = set()
-    r.known_keys(doc, "", {"intent", "hard_complaint", "language", "model", "combine"})
+    r.known_keys(doc, "", {"normalise", "intent", "hard_complaint", "language", "model", "combine"})
     intent = r.get(doc, "intent", "", LineDict)
     hard = r.get(doc, "hard_complaint", "", LineDict)
     language = r.get(doc, "language", "", LineDict)
     if intent is None or hard is None or language is None:
         return None
-    r.known_keys(intent, "intent", {"threshold", "margin", "signals"})
+    r.known_keys(intent, "intent", {"threshold", "margin", "question", "signals"})
     r.known_keys(hard, "hard_complaint", {"threshold", "signals"})
     r.known_keys(language, "language", {"default", "english_min", "english", "indonesian"})
+    normaliser = _normalise(r, doc)
+    question = _question(r, intent, normaliser)
     intent_signals = [
-        _signal(r, item, path, None, names)
+        _signal(r, item, path, None, names, normaliser)
         for _, path, item in r.items(r.get(intent, "signals", "intent", LineList) or LineList(), "intent.signals")
     ]
     hard_signals = [
-        _signal(r, item, path, "hard", names)
+        _signal(r, item, path, "hard", names, normaliser)
         for _, path, item in r.items(
             r.get(hard, "signals", "hard_complaint", LineList) or LineList(), "hard_complaint.signals"
         )
@@ -471,6 +641,8 @@ def _signals(r: Reader, doc: LineDict) -> Signals | None:
         english_min=english_min,
         model=model,
         combine=combine,
+        normaliser=normaliser,
+        question=question,
     )
 
 
@@ -723,6 +895,8 @@ def load_config(path: str | Path, *, directory: str | Path | None = None) -> Con
             signals = _signals(Reader(sig[1], problems), sig_doc)
             if signals is not None and signals.model is not None:
                 digest.update(signals.model.checksum.encode())  # a retrained model is a new config version
+            if signals is not None:
+                digest.update(signals.normaliser.settings.checksum.encode())  # so is a changed slang file
         elif sig_doc is not None:
             problems.append(Problem(sig[1], 1, "", "expected a mapping at the top level"))
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from email.message import EmailMessage, Message
 from typing import ClassVar, Literal
@@ -114,11 +115,17 @@ class Classification:
     signals: tuple[SignalHit, ...]
     language: Language
     model: ModelOutput | None = None  # None: the signals alone decided (no `model:` in signals.yaml)
-    normalised: str = ""  # the text as the signals read it: normal form, roots in brackets ("terputus[putus]")
+    # the text as the signals read it, worked out only when asked (`explain`): see `normalised`
+    reading: Callable[[], str] | None = field(default=None, repr=False, compare=False)
 
     @property
     def hard_signals(self) -> tuple[SignalHit, ...]:
         return tuple(s for s in self.signals if s.group == "hard")
+
+    @property
+    def normalised(self) -> str:
+        """The text as the signals read it: normal form, each root in brackets where it differs."""
+        return self.reading() if self.reading is not None else ""
 
 
 # --------------------------------------------------------------------------- decide

@@ -23,6 +23,7 @@ from emailrouter.credentials import SECRET_KINDS
 from emailrouter.decide import CONDITION_FACTS, HIT_POLICIES
 from emailrouter.guard import DEFAULT_ROBOT_SENDERS, LoopPolicy
 from emailrouter.model import INTENTS, LANGUAGES, SEGMENT_SOURCES, UNKNOWN_SEGMENT, Action
+from emailrouter.normalise import STEMMERS
 from emailrouter.settings import (
     IMAP_PORTS,
     SECURITIES,
@@ -80,7 +81,7 @@ PATTERN_MESSAGES = {
 }
 
 # signals that may combine in one entry (config._signal); every other matcher stands alone
-COMBINABLE_MATCHERS = ("keywords", "phrases")
+COMBINABLE_MATCHERS = ("keywords", "phrases", "near")
 HARD_ONLY_MATCHERS = ("history",)
 
 _JSON_TYPES: dict[type, str] = {str: "string", bool: "boolean", int: "integer", float: "number"}
@@ -402,6 +403,11 @@ def _smtp() -> Schema:
         "The relay every outgoing mail is handed to.",
         {
             **_endpoint("SMTP", SMTP_PORTS),
+            "data_timeout": _number(
+                "Seconds to wait for the relay's answer to the end of a message (default 600, RFC 5321);"
+                " after that the send counts as uncertain: a customer reply is not sent again.",
+                default=600,
+            ),
             "username": _string("SMTP login name; leave out for a relay that needs no login."),
             "password": _secret("SMTP password; needed with username."),
         },
@@ -488,7 +494,13 @@ def _daemon_settings() -> Schema:
                 "max_message_mb": _number(
                     f"A larger mail is not analysed; it goes to router.failures_to with a note (default {max_mb:g}).",
                     default=max_mb,
-                )
+                ),
+                "quarantine_notices_per_hour": _integer(
+                    "At most this many notices an hour tell router.failures_to about quarantined mail; the rest are"
+                    " only logged and counted (default 20).",
+                    default=20,
+                    minimum=0,
+                ),
             },
         ),
     }
@@ -618,10 +630,13 @@ def rules_schema() -> dict[str, Any]:
 # --------------------------------------------------------------------------- signals.yaml
 
 _MATCHER_HELP = {
-    "keywords": "Whole words, case-insensitive; e-mail addresses and links are taken out of the text first."
-    " May be combined with phrases.",
-    "phrases": "Word sequences, case-insensitive, any spacing. May be combined with keywords.",
-    "regex": "Python regular expressions, run on the lower-cased text (write them in lower case).",
+    "keywords": "Whole words, as written, in normal form or by root (a root matches its affixed forms);"
+    " e-mail addresses and links are taken out of the text first. May be combined with phrases and near.",
+    "phrases": "Word sequences in one clause, any spacing; as written, in normal form or by roots."
+    " May be combined with keywords and near.",
+    "near": "A word of each list (any form) at most `within` words apart, in one sentence."
+    " May be combined with keywords and phrases.",
+    "regex": "Python regular expressions, run on the lower-cased text as written (write them in lower case).",
     "caps_ratio": "Shouting: fires when at least this share of the letters are capitals (more than 0, at most 1).",
     "exclamation_run": 'Fires on a run of at least this many "!".',
     "history": "Earlier mails from the same sender (hard complaint signals only; `explain` has no history).",
@@ -640,6 +655,17 @@ def _matcher(kind: str) -> Schema:
         return _number(description, exclusiveMinimum=0, maximum=1)
     if kind == "exclamation_run":
         return _integer(description, minimum=1)
+    if kind == "near":
+        words = _list("Single words.", _string("A single word.", pattern=ONE_WORD), minItems=1)
+        return _object(
+            description,
+            {
+                "words": words,
+                "with": words,
+                "within": _integer("At most this many words apart (default 3).", minimum=1, default=3),
+            },
+            required=["words", "with"],
+        )
     if kind == "history":
         return _object(
             description,
@@ -662,6 +688,12 @@ def _signal(intent: bool) -> Schema:
     for kind in matchers:
         properties[kind] = _matcher(kind)
     properties["min_letters"] = _integer("With caps_ratio: only texts of at least this many letters count.")
+    properties["in_question"] = _number(
+        "The weight when every match stands in a question (keywords, phrases and near signals only)."
+    )
+    names = _list("Signal names (above this one) or groups.", _string("A signal name or a group."), minItems=1)
+    properties["requires"] = {**names, "description": "Fires only when one of these fired too."}
+    properties["unless"] = {**names, "description": "Fires only when none of these fired."}
     combinable = [m for m in matchers if m in COMBINABLE_MATCHERS]
     alone = [m for m in matchers if m not in COMBINABLE_MATCHERS]
     return _object(
@@ -682,12 +714,34 @@ def signals_schema() -> dict[str, Any]:
         "Words and weights that decide a mail's intent, whether it is a hard complaint, and its language."
         " Only the subject and what the customer wrote count, never quoted history.",
         {
+            "normalise": _object(
+                "How the text is read before any signal runs: slang, spelling and Indonesian affixes.",
+                {
+                    "slang": _string("The slang table (slang.yaml), relative to signals.yaml."),
+                    "stem": {
+                        "description": "Indonesian affixes: sastrawi (PySastrawi), rules (our own few) or none;"
+                        " true is sastrawi, false none (default sastrawi).",
+                        "enum": [*STEMMERS, True, False],
+                        "default": "sastrawi",
+                    },
+                    "min_stem_length": _integer("Shorter words are never stemmed (default 5).", minimum=1),
+                    "elongation": _boolean('"lemottt" -> "lemot" (default true).', default=True),
+                    "reduplication": _boolean('"berkali2" -> "berkali-kali" (default true).', default=True),
+                },
+            ),
             "intent": _object(
                 f"Intent: {', '.join(SIGNAL_INTENTS)}. The best-scoring intent wins if it reaches threshold and"
                 f" leads the runner-up by margin; otherwise the intent is {INTENTS[-1]}.",
                 {
                     "threshold": _number("The score an intent needs."),
                     "margin": _number("How far the winner must lead the runner-up (default 0).", default=0),
+                    "question": _object(
+                        'What makes a sentence a question besides a "?" (for signals with in_question).',
+                        {
+                            "keywords": _list("Single words.", _string("A single word.", pattern=ONE_WORD)),
+                            "phrases": _list("Phrases.", _string("A phrase.", pattern=NOT_BLANK)),
+                        },
+                    ),
                     "signals": _list("The intent signals.", _signal(intent=True)),
                 },
                 required=["threshold", "signals"],
@@ -745,7 +799,6 @@ def _model_sections() -> Schema:
             },
         ),
     }
-
 
 
 SCHEMAS: dict[str, Callable[[], dict[str, Any]]] = {
