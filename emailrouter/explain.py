@@ -57,6 +57,7 @@ def as_json(routing: Routing, file: str, config_version: str) -> dict[str, Any]:
         "hard_score": cls.hard_score,
         "hard_threshold": cls.hard_threshold,
         "language": cls.language,
+        "normalised": cls.normalised,  # the text as the signals read it (normal form, roots in brackets)
         "model": output_json(cls.model),  # None: the signals alone decided
         "signals": [
             {"name": s.name, "group": s.group, "weight": s.weight, "matched": list(s.matched)} for s in cls.signals
@@ -86,6 +87,7 @@ def as_text(routing: Routing, file: str) -> str:
         f"  intent:     {cls.intent}  (" + ", ".join(f"{k} {v:g}" for k, v in cls.intent_scores.items()) + ")",
         f"  hard:       {'YES' if cls.hard else 'no'}  (score {cls.hard_score:g} / threshold {cls.hard_threshold:g})",
         f"  language:   {cls.language}",
+        f"  normalised: {cls.normalised}",
     ]
     for hit in cls.signals:
         lines.append(f"  signal:     {hit.name} [{hit.group}] +{hit.weight:g}: {', '.join(hit.matched)}")
