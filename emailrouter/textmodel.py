@@ -236,7 +236,10 @@ class TextModel:
     ) -> None:
         self.settings = settings
         self.bias = tuple(float(b) for b in bias)
-        self.weights = {name: tuple(float(w) for w in ws) for name, ws in weights.items()}
+        self.weights = {
+            name: ws if type(ws) is tuple else tuple(float(w) for w in ws)  # from the loader: tuples already
+            for name, ws in weights.items()
+        }
         self.training = dict(training or {})
         self._words: dict[str, tuple[float, ...]] = {}
         self._bigrams = {name[2:]: ws for name, ws in self.weights.items() if name.startswith("b:")}
@@ -362,6 +365,14 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 
 def _finite_numbers(values: Any, key: str, length: int) -> tuple[float, ...]:
+    # the common case quickly: a list of floats whose sum is finite (a NaN or an infinity makes it not)
+    if (
+        type(values) is list
+        and len(values) == length
+        and all(type(v) is float or type(v) is int for v in values)
+        and math.isfinite(sum(values))
+    ):
+        return tuple(map(float, values))
     if not isinstance(values, list) or len(values) != length:
         raise ModelError(key, f"expected a list of {length} numbers, got {_describe(values)}")
     for i, v in enumerate(values):

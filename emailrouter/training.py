@@ -253,7 +253,7 @@ class TrainSettings:
     intent_c: float = 2.0  # inverse regularisation strength of the intent model
     hard_c: float = 2.0  # ... and of the hard-complaint model
     min_df: int = 2  # a feature must occur in at least this many training texts ...
-    max_features: int = 40_000  # ... and only the most frequent this many are kept
+    max_features: int = 20_000  # ... and only the most frequent this many are kept
     seed: int = 1
     wrap: bool = True  # also train on a copy of each text inside a greeting, closing and signature
 
