@@ -224,6 +224,7 @@ class Near:
     first: frozenset[str]
     second: frozenset[str]
     within: int
+    ordered: bool = False  # the word of the second list must come after ("laporkan ke YLKI", not "YLKI melaporkan")
 
     def find(self, text: Text) -> list[tuple[int, int]]:
         """(position, position) of each pair, nearest first per word of the first list."""
@@ -234,7 +235,7 @@ class Near:
         seqs, marks, n = text.seqs, text.tokens.normal, self.within
         pairs: list[tuple[int, int]] = []
         for i in sorted({i for w in firsts for i in text.positions(w)}):
-            lo, hi = max(0, i - n), i + n + 1
+            lo, hi = (i + 1 if self.ordered else max(0, i - n)), i + n + 1
             if all(seconds.isdisjoint(seq[lo:hi]) for seq in seqs):
                 continue  # the usual case: nothing of the second list near this word
             for j in sorted(range(lo, min(hi, len(marks))), key=lambda j: abs(j - i)):

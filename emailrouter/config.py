@@ -447,14 +447,15 @@ def _words(r: Reader, node: LineDict, key: str, path: str) -> frozenset[str] | N
 
 
 def _near(r: Reader, item: LineDict, path: str, normaliser: Normaliser) -> Near | None:
-    """near: {words: [...], with: [...], within: N}: a word of each list, at most N words apart."""
+    """near: {words: [...], with: [...], within: N, ordered: bool}: a word of each list, at most N words apart."""
     node = r.get(item, "near", path.rpartition(".")[0], LineDict)
     if node is None:
         return None
-    r.known_keys(node, path, {"words", "with", "within"})
+    r.known_keys(node, path, {"words", "with", "within", "ordered"})
     first = _words(r, node, "words", path)
     second = _words(r, node, "with", path)
     within = r.get(node, "within", path, int, required=False) or 3
+    ordered = r.get(node, "ordered", path, bool, required=False) or False
     if within < 1:
         r.fail(node, "within", f"{path}.within", "must be 1 or more")
     if first is None or second is None:
@@ -463,7 +464,7 @@ def _near(r: Reader, item: LineDict, path: str, normaliser: Normaliser) -> Near 
     def forms(words: frozenset[str]) -> frozenset[str]:
         return words | {n for w in words for n in normaliser.normal(w) if len(normaliser.normal(w)) == 1}
 
-    return Near(forms(first), forms(second), within)
+    return Near(forms(first), forms(second), within, ordered)
 
 
 def _model(r: Reader, doc: LineDict) -> tuple[TextModel | None, CombineSettings]:

@@ -244,12 +244,13 @@ class Normaliser:
         raw = TOKEN.findall(folded)
         forms = [get(t) or form(t) for t in raw]
         normal = [w for f in forms for w in f.normal]
-        if len(normal) == len(raw):
-            words = raw
-        elif len(normal) + raw.count("\n") == len(raw):  # line breaks only
-            words = [t for t in raw if t != "\n"]
-        else:  # a slang token standing for several words
+        breaks = raw.count("\n")
+        if len(normal) != len(raw) - breaks:  # a slang token standing for several words
             words = [w for f in forms for w in f.written]
+        elif breaks:
+            words = [t for t in raw if t != "\n"]
+        else:
+            words = raw
         return Tokens(words, normal, [w for f in forms for w in f.roots], forms)
 
     def text(self, text: str) -> str:

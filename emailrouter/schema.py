@@ -663,6 +663,7 @@ def _matcher(kind: str) -> Schema:
                 "words": words,
                 "with": words,
                 "within": _integer("At most this many words apart (default 3).", minimum=1, default=3),
+                "ordered": _boolean("The word of `with` must come after the word of `words`.", default=False),
             },
             required=["words", "with"],
         )

@@ -94,6 +94,8 @@ def test_a_statement_next_to_a_question_keeps_its_weight(signals: Signals) -> No
         ("CS kalian goblok", "insult"),
         ("INTERNET SAYA MATI TOLONG DIPERBAIKI SEKARANG", "shouting"),
         ("anjing internet mati lagi", "profanity"),
+        ("Please escalate to your manager, we will raise this with your CEO.", "escalation_threat"),
+        ("pelayanan kalian sialan, f*** this company", "masked_profanity"),
     ],
 )
 def test_one_strong_signal_is_a_hard_complaint(signals: Signals, text: str, signal: str) -> None:
@@ -110,8 +112,13 @@ def test_one_strong_signal_is_a_hard_complaint(signals: Signals, text: str, sign
         "Seperti diberitakan media, ada gangguan kabel laut. Apakah daerah saya terdampak?",
         "Sesuai aturan Kominfo, apakah registrasi perlu KTP?",
         "anjir cepet banget sekarang, mantap",
+        "anjir baru pasang seminggu udah mati, tolong dibenerin ya min",
         "agak kecewa sih, mohon segera dicek ya",
         "Internet mati!",
+        "WOW MANTAP!!! SPEED NAIK JADI 100 MBPS, MAKASIH MIN!!!",
+        "Mohon dipertimbangkan potongan tagihan karena internet mati 5 hari bulan lalu.",
+        "Kami dari Dinas Kominfo melaporkan bahwa WiFi publik di taman kota tidak dapat diakses.",
+        "Jaringan di kantor Pengadilan Agama mati sejak pagi, sidang online tertunda.",
     ],
 )
 def test_calm_mentions_and_mild_frustration_are_not_hard(signals: Signals, text: str) -> None:
@@ -146,10 +153,10 @@ def test_compensation_and_insults_report_the_words_that_matched(signals: Signals
 
 
 def test_asking_about_compensation_is_no_demand(signals: Signals) -> None:
-    """'apakah ada kompensasi?' asks; the demand signal weighs 1 inside the question."""
+    """'apakah ada kompensasi?' asks; the signal weighs 1 inside the question."""
     result = classify("", "Apakah ada kompensasi untuk gangguan minggu lalu?", signals)
     assert not result.hard
-    assert next(s for s in result.hard_signals if s.name == "compensation_demand").weight == 1
+    assert next(s for s in result.hard_signals if s.name == "compensation_ask").weight == 1
 
 
 def test_short_capitals_are_not_shouting(signals: Signals) -> None:

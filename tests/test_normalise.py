@@ -91,6 +91,14 @@ def test_one_slang_token_may_stand_for_several_words(shipped: Normaliser) -> Non
     assert len(tokens.roots) == 3
 
 
+def test_positions_stay_aligned_with_line_breaks_and_expansions(shipped: Normaliser) -> None:
+    """A line break and a slang token of two words in one text: the three sequences still line up."""
+    tokens = shipped.tokens("halo\ninternet gaada sinyal")
+    assert tokens.words == ["halo", "internet", "gaada", "gaada", "sinyal"]
+    assert tokens.normal == ["halo", "internet", "tidak", "ada", "sinyal"]
+    assert tokens.breaks == frozenset({1})
+
+
 @pytest.mark.parametrize("word", ["minggu", "minta", "admin", "mint", "minimal"])
 def test_a_slang_token_matches_only_as_a_whole_word(shipped: Normaliser, word: str) -> None:
     """'min' is 'admin' only on its own: words that start with it are left alone."""
