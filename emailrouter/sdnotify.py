@@ -25,4 +25,5 @@ class Notifier:
         message = "\n".join(f"{key.upper()}={value}" for key, value in fields.items()).encode()
         # systemd gone or not listening: nothing to tell
         with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock, contextlib.suppress(OSError):
+            sock.setblocking(False)  # a listener that does not read (queue full) must never stall the event loop
             sock.sendto(message, self.address)
