@@ -60,6 +60,7 @@ class Text:
         "folded",
         "normal_set",
         "original",
+        "plain_set",
         "question",
         "root_set",
         "seqs",
@@ -81,7 +82,8 @@ class Text:
         self.word_set = frozenset(tokens.words)
         self.normal_set = frozenset(tokens.normal)
         self.root_set = frozenset(tokens.roots)
-        self.any_set = self.normal_set | self.root_set | self.word_set
+        self.plain_set = self.normal_set | self.word_set
+        self.any_set = self.plain_set | self.root_set
         self.seqs = (tokens.words, tokens.normal, tokens.roots)  # by form: as written, normal, roots
         self.sets = (self.word_set, self.normal_set, self.root_set)
         self.question = question or NO_QUESTION
@@ -103,11 +105,10 @@ class Text:
         words = self.tokens.words[start:stop]
         return " ".join(w for i, w in enumerate(words) if i == 0 or w != words[i - 1])
 
-    def positions(self, word: str) -> list[int]:
-        """Every position where `word` stands in any form."""
-        t = self.tokens
+    def positions(self, word: str, roots: bool = True) -> list[int]:
+        """Every position where `word` stands in any form (roots=False: as written or in normal form)."""
         found: set[int] = set()
-        for seq, present in ((t.words, self.word_set), (t.normal, self.normal_set), (t.roots, self.root_set)):
+        for seq, present in zip(self.seqs if roots else self.seqs[:2], self.sets, strict=False):
             if word in present:
                 found.update(_indexes(seq, word))
         return sorted(found)
@@ -178,13 +179,14 @@ class Phrase:
     text: str
     forms: tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]  # as written, normal, roots
     sets: tuple[frozenset[str], frozenset[str], frozenset[str]]
+    by_roots: bool = True  # False: as written or in normal form only (the signal says `roots: false`)
 
     @classmethod
-    def of(cls, phrase: str, normaliser: Normaliser | None = None) -> Phrase:
+    def of(cls, phrase: str, normaliser: Normaliser | None = None, *, roots: bool = True) -> Phrase:
         tokens = (normaliser or PLAIN).tokens(fold(phrase))
         words = [i for i, w in enumerate(tokens.normal) if w not in MARKERS]
-        written, normal, roots = (tuple(seq[i] for i in words) for seq in (tokens.words, tokens.normal, tokens.roots))
-        return cls(phrase, (written, normal, roots), (frozenset(written), frozenset(normal), frozenset(roots)))
+        written, normal, root = (tuple(seq[i] for i in words) for seq in (tokens.words, tokens.normal, tokens.roots))
+        return cls(phrase, (written, normal, root), (frozenset(written), frozenset(normal), frozenset(root)), roots)
 
     @property
     def words(self) -> frozenset[str]:
@@ -195,8 +197,10 @@ class Phrase:
     def by(self) -> int:
         """The form it is looked for in: roots (2), which finds every match as written or in normal form too
         (each form is a function of the one before, for the phrase as for the text); a single affixed word
-        ("permohonan") in normal form only (1), as a keyword would be."""
-        return 1 if len(self.forms[1]) == 1 and self.forms[1] != self.forms[2] else 2
+        ("permohonan") in normal form only (1), as a keyword would be; so is every phrase of a signal that
+        says `roots: false`."""
+        single_affixed = len(self.forms[1]) == 1 and self.forms[1] != self.forms[2]
+        return 1 if single_affixed or not self.by_roots else 2
 
     def find(self, text: Text, start: int = 0, stop: int | None = None) -> list[tuple[int, int]]:
         """(start, stop) of every match."""
@@ -225,16 +229,18 @@ class Near:
     second: frozenset[str]
     within: int
     ordered: bool = False  # the word of the second list must come after ("laporkan ke YLKI", not "YLKI melaporkan")
+    roots: bool = True  # False: words match as written or in normal form only (`roots: false`)
 
     def find(self, text: Text) -> list[tuple[int, int]]:
         """(position, position) of each pair, nearest first per word of the first list."""
-        firsts = self.first & text.any_set
-        seconds = self.second & text.any_set
+        present = text.any_set if self.roots else text.plain_set
+        firsts = self.first & present
+        seconds = self.second & present
         if not firsts or not seconds:
             return []
-        seqs, marks, n = text.seqs, text.tokens.normal, self.within
+        seqs, marks, n = text.seqs if self.roots else text.seqs[:2], text.tokens.normal, self.within
         pairs: list[tuple[int, int]] = []
-        for i in sorted({i for w in firsts for i in text.positions(w)}):
+        for i in sorted({i for w in firsts for i in text.positions(w, self.roots)}):
             lo, hi = (i + 1 if self.ordered else max(0, i - n)), i + n + 1
             if all(seconds.isdisjoint(seq[lo:hi]) for seq in seqs):
                 continue  # the usual case: nothing of the second list near this word
@@ -294,6 +300,7 @@ class Signal:
     in_question: float | None = None  # the weight when every match stands in a question
     requires: frozenset[str] = frozenset()  # fires only when one of these signals or groups fired before
     unless: frozenset[str] = frozenset()  # fires only when none of these signals or groups fired before
+    roots: bool = True  # False: keywords, phrases and near words match as written or in normal form only
     # the first root word of each phrase -> the phrases starting with it (most phrases match by roots);
     # the phrases that match in normal form only (Phrase.by)
     _index: dict[str, tuple[Phrase, ...]] = field(init=False, repr=False, compare=False)
@@ -334,17 +341,17 @@ class Signal:
         counted fully toward it (a negative weight or a match inside a question is no report of that kind)."""
         return (self.name, self.group) if 0 < hit.weight == self.weight else (self.name,)
 
-    @staticmethod
-    def _places(text: Text, where: int | str) -> list[int]:
+    def _places(self, text: Text, where: int | str) -> list[int]:
         """Where a match stands: a position, or every position of a keyword."""
-        return text.positions(where) if isinstance(where, str) else [where]
+        return text.positions(where, self.roots) if isinstance(where, str) else [where]
 
     def _matches(self, text: Text) -> list[tuple[str, int | str]]:
         """Each matched term with where it stands: a position, or the keyword (every place it stands)."""
         found: list[tuple[str, int | str]] = []
-        if self.keywords and not self.keywords.isdisjoint(text.any_set):
+        present = text.any_set if self.roots else text.plain_set
+        if self.keywords and not self.keywords.isdisjoint(present):
             t = text.tokens
-            hits = sorted(self.keywords & text.any_set)
+            hits = sorted(self.keywords & present)
             as_written = {k for k in hits if k in text.word_set}
             for keyword in hits:
                 if keyword in as_written:
@@ -364,8 +371,9 @@ class Signal:
                             n = len(phrase.forms[2])
                             matches.extend((i, i + n, phrase) for i in _starts(roots, phrase.forms[2]))
             for phrase in self._exact:
-                if phrase.forms[1][0] in text.normal_set:
-                    matches.extend((i, i + 1, phrase) for i in _indexes(text.tokens.normal, phrase.forms[1][0]))
+                if phrase.sets[1] <= text.normal_set:
+                    n = len(phrase.forms[1])
+                    matches.extend((i, i + n, phrase) for i in _starts(text.tokens.normal, phrase.forms[1]))
             end = -1
             for start, stop, _ in sorted(matches, key=lambda m: (m[0], -m[1])):
                 if stop > end:  # in text order; a phrase inside a longer match is not repeated

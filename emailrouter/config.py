@@ -294,6 +294,7 @@ def _signal(
         "in_question",
         "requires",
         "unless",
+        "roots",
     }
     if group is None:
         allowed.add("intent")
@@ -310,6 +311,8 @@ def _signal(
             r.fail(item, "intent", f"{path}.intent", f"unknown intent {intent!r} (known: {', '.join(INTENTS[:3])})")
             intent = None
         group = intent
+    by_roots = r.get(item, "roots", path, bool, required=False)
+    by_roots = True if by_roots is None else by_roots
     kinds = [k for k in _MATCHERS if k in item]
     if not kinds:
         r.fail(item, None, path, f"no way to match: give one of {', '.join(_MATCHERS)}")
@@ -344,7 +347,7 @@ def _signal(
                 normal = {n for v in folded for n in normaliser.normal(v) if len(normaliser.normal(v)) == 1}
                 keywords = frozenset(folded | normal)  # "lemod" also matches what reads as "lemot"
             elif kind == "phrases":
-                phrases = tuple(Phrase.of(v, normaliser) for v in values)
+                phrases = tuple(Phrase.of(v, normaliser, roots=by_roots) for v in values)
             else:
                 for j, expr in enumerate(values):
                     try:
@@ -362,7 +365,7 @@ def _signal(
                         )
                 regex = re.compile("|".join(f"(?:{v})" for v in values))
         elif kind == "near":
-            near = _near(r, item, full, normaliser)
+            near = _near(r, item, full, normaliser, by_roots)
             if near is None:
                 return None
         elif kind == "history":
@@ -429,6 +432,7 @@ def _signal(
         in_question,
         frozenset(conditions["requires"]),
         frozenset(conditions["unless"]),
+        by_roots,
     )
 
 
@@ -446,7 +450,7 @@ def _words(r: Reader, node: LineDict, key: str, path: str) -> frozenset[str] | N
     return frozenset(fold(v) for v in values)
 
 
-def _near(r: Reader, item: LineDict, path: str, normaliser: Normaliser) -> Near | None:
+def _near(r: Reader, item: LineDict, path: str, normaliser: Normaliser, roots: bool = True) -> Near | None:
     """near: {words: [...], with: [...], within: N, ordered: bool}: a word of each list, at most N words apart."""
     node = r.get(item, "near", path.rpartition(".")[0], LineDict)
     if node is None:
@@ -464,7 +468,7 @@ def _near(r: Reader, item: LineDict, path: str, normaliser: Normaliser) -> Near 
     def forms(words: frozenset[str]) -> frozenset[str]:
         return words | {n for w in words for n in normaliser.normal(w) if len(normaliser.normal(w)) == 1}
 
-    return Near(forms(first), forms(second), within, ordered)
+    return Near(forms(first), forms(second), within, ordered, roots)
 
 
 def _model(r: Reader, doc: LineDict) -> tuple[TextModel | None, CombineSettings]:

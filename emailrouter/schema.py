@@ -695,6 +695,10 @@ def _signal(intent: bool) -> Schema:
     names = _list("Signal names (above this one) or groups.", _string("A signal name or a group."), minItems=1)
     properties["requires"] = {**names, "description": "Fires only when one of these fired too."}
     properties["unless"] = {**names, "description": "Fires only when none of these fired."}
+    properties["roots"] = _boolean(
+        "false: keywords, phrases and near words match as written or in normal form only, not by root.",
+        default=True,
+    )
     combinable = [m for m in matchers if m in COMBINABLE_MATCHERS]
     alone = [m for m in matchers if m not in COMBINABLE_MATCHERS]
     return _object(

@@ -53,6 +53,8 @@ def _fired(result: object) -> dict[str, tuple[str, ...]]:
         ("", "min?", "unknown"),
         # a fault report that also asks something is a fault report
         ("", "internet mati dari pagi, apa ada promo?", "fault"),
+        # fault (tidak bisa +2) and request (reschedule +2) equally strong: not clear enough
+        ("", "tidak bisa login, reschedule", "unknown"),
     ],
 )
 def test_intent(signals: Signals, subject: str, text: str, intent: str) -> None:
