@@ -33,7 +33,8 @@ def tiny_model(**settings: Any) -> TextModel:
         "b:tidak bisa": [3.0, -1.0, -1.0, -1.0, 0.0],
         "d:caps80": [0.0, 0.0, 0.0, 0.0, 2.0],
     }
-    return TextModel(FeatureSettings(**settings), [0.0, 0.0, 0.0, 1.0, -3.0], weights, {"note": "hand-made"})
+    features = FeatureSettings(**{"word_bigrams": True, **settings})
+    return TextModel(features, [0.0, 0.0, 0.0, 1.0, -3.0], weights, {"note": "hand-made"})
 
 
 def test_elongation_reduplication_digits_and_addresses_are_normalised() -> None:
