@@ -143,16 +143,16 @@ def cmd_quarantine(args: argparse.Namespace) -> int:
             if not rows:
                 print("quarantine is empty")
             for row in rows:
-                mailbox = by_account.get(row["account"])
-                name = mailbox.name if mailbox else row["account"]
-                print(f"{name}\t{row['folder']}\tuid {row['uid']}\t{row['received_at'][:19]}\t{row['error']}")
+                mailbox = by_account.get(row.key.account)
+                name = mailbox.name if mailbox else row.key.account
+                print(f"{name}\t{row.key.folder}\tuid {row.key.uid}\t{row.received_at:%Y-%m-%dT%H:%M:%S}\t{row.error}")
             return 0
         wanted = {int(u) for u in args.uids}
         status = 0
         for mailbox in config.settings.mailboxes:
             if args.mailbox and mailbox.name != args.mailbox:
                 continue
-            uids = sorted(int(r["uid"]) for r in rows if r["account"] == mailbox.account and int(r["uid"]) in wanted)
+            uids = sorted(r.key.uid for r in rows if r.key.account == mailbox.account and r.key.uid in wanted)
             if not uids:
                 continue
             report = asyncio.run(_retry(router, mailbox, uids))

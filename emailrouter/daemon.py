@@ -332,13 +332,13 @@ class Router:
         rows = [
             r
             for r in self.store.unfinished(mailbox.account, mailbox.folder)
-            if r["outcome"] != "planned" and r["uidvalidity"] == uidvalidity
+            if r.outcome != "planned" and r.key.uidvalidity == uidvalidity
         ]
         if not rows:
             return
-        quarantined = [int(r["uid"]) for r in rows if r["outcome"] == "quarantined"]
-        automated = [int(r["uid"]) for r in rows if r["outcome"] == "automated"]
-        processed = [int(r["uid"]) for r in rows if r["outcome"] != "quarantined"]
+        quarantined = [r.key.uid for r in rows if r.outcome == "quarantined"]
+        automated = [r.key.uid for r in rows if r.outcome == "automated"]
+        processed = [r.key.uid for r in rows if r.outcome != "quarantined"]
 
         def mark() -> None:
             conn.flag(quarantined, QUARANTINED)
@@ -346,7 +346,7 @@ class Router:
             conn.mark(processed)
 
         await asyncio.to_thread(mark)
-        self.store.marked([str(r["key"]) for r in rows])
+        self.store.marked([str(r.key) for r in rows])
         report.marked += len(processed)
 
     # ------------------------------------------------------------------ one mail

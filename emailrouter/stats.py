@@ -1,15 +1,17 @@
-"""Statistics and the decision audit, read from the state store: `stats`, `show`, the daily report."""
+"""Statistics and the decision audit, read from the state store: `stats`, `show`, the daily report.
+
+The store aggregates (`StateStore.figures`); this module names, orders and prints what it counted.
+"""
 
 from __future__ import annotations
 
-import json
 import re
-import statistics
 from collections import Counter
-from datetime import datetime, timedelta
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from emailrouter.store import Store
+from emailrouter.store import SendRecord, StateStore
 
 
 def parse_since(text: str) -> timedelta:
@@ -20,71 +22,49 @@ def parse_since(text: str) -> timedelta:
     return timedelta(**{{"m": "minutes", "h": "hours", "d": "days"}[m[2]]: int(m[1])})
 
 
-def stats(store: Store, since: datetime, until: datetime, mailbox_names: dict[str, str]) -> dict[str, Any]:
+def _ranked(counts: Mapping[str, int]) -> dict[str, int]:
+    """Most first; equal counts by name, so the same figures always print the same."""
+    return dict(sorted(counts.items(), key=lambda item: (-item[1], item[0])))
+
+
+def _seconds(value: float | None) -> float | None:
+    return None if value is None else round(value, 3)
+
+
+def stats(store: StateStore, since: datetime, until: datetime, mailbox_names: dict[str, str]) -> dict[str, Any]:
     """Counts per mailbox, segment, intent, rule and action; suppressions; failures; delivery times."""
-    lo, hi = since.isoformat(timespec="microseconds"), until.isoformat(timespec="microseconds")
-    messages = store.query(
-        "SELECT account, outcome, rule, decision FROM messages WHERE received_at>=? AND received_at<?", (lo, hi)
-    )
-    per: dict[str, Counter[str]] = {k: Counter() for k in ("mailbox", "outcome", "segment", "intent", "rule")}
-    suppressed: Counter[str] = Counter()
-    hard = not_rendered = 0
-    for row in messages:
-        per["mailbox"][mailbox_names.get(row["account"], row["account"])] += 1
-        per["outcome"][row["outcome"]] += 1
-        if row["rule"]:
-            per["rule"][row["rule"]] += 1
-        if row["decision"]:
-            trace = json.loads(row["decision"])
-            per["segment"][trace.get("segment", "?")] += 1
-            per["intent"][trace.get("intent", "?")] += 1
-            hard += bool(trace.get("hard_complaint"))
-            not_rendered += len(trace.get("failed", []))
-            for s in trace.get("suppressed", []):
-                reason = re.sub(r"\S+@\S+", "<address>", s.get("reason", ""))
-                reason = re.sub(r"\d{4}-\d{2}-\d{2}", "<date>", reason)
-                suppressed[f"{s.get('type')}: {reason}"] += 1
+    figures = store.figures(since, until)
+    counts = store.counts()
+    per_mailbox: Counter[str] = Counter()
+    for account, n in figures.per_account.items():
+        per_mailbox[mailbox_names.get(account, account)] += n
     actions: Counter[str] = Counter()
-    delays: list[float] = []
-    failures = []
-    for row in store.query(
-        "SELECT o.kind, o.unit, o.status, o.sent_at, o.last_error, o.recipients, m.received_at "
-        "FROM outbox o JOIN messages m ON m.key = o.msg_key WHERE m.received_at>=? AND "
-        "m.received_at<?",
-        (lo, hi),
-    ):
-        actions[f"{row['kind']}:{row['unit'] or 'customer'}:{row['status']}"] += 1
-        if row["status"] == "sent" and row["sent_at"]:
-            delays.append(
-                (datetime.fromisoformat(row["sent_at"]) - datetime.fromisoformat(row["received_at"])).total_seconds()
-            )
-        if row["status"] in ("failed", "uncertain"):
-            failures.append(
-                {
-                    "kind": row["kind"],
-                    "to": json.loads(row["recipients"]),
-                    "status": row["status"],
-                    "error": row["last_error"],
-                }
-            )
-    delays.sort()
+    for (kind, unit, status), n in figures.actions.items():
+        actions[f"{kind}:{unit or 'customer'}:{status}"] += n
     return {
-        "since": lo,
-        "until": hi,
-        "messages": len(messages),
-        "hard_complaints": hard,
-        "automated": per["outcome"].get("automated", 0),
-        "uncertain_replies": sum(1 for f in failures if f["kind"] == "reply" and f["status"] == "uncertain"),
-        "replies_not_rendered": not_rendered,
-        **{f"per_{k}": dict(v.most_common()) for k, v in per.items()},
+        "since": since.isoformat(timespec="microseconds"),
+        "until": until.isoformat(timespec="microseconds"),
+        "messages": figures.messages,
+        "hard_complaints": figures.hard_complaints,
+        "automated": figures.per_outcome.get("automated", 0),
+        "uncertain_replies": sum(1 for f in figures.failures if f.kind == "reply" and f.status == "uncertain"),
+        "replies_not_rendered": figures.replies_not_rendered,
+        "per_mailbox": _ranked(per_mailbox),
+        "per_outcome": _ranked(figures.per_outcome),
+        "per_segment": _ranked(figures.per_segment),
+        "per_intent": _ranked(figures.per_intent),
+        "per_rule": _ranked(figures.per_rule),
         "actions": dict(sorted(actions.items())),
-        "suppressed": dict(suppressed.most_common()),
-        "failures": failures,
-        "outbox_pending": store.pending_count(),
-        "quarantine": len(store.quarantined()),
+        "suppressed": _ranked(figures.suppressed),
+        "failures": [
+            {"kind": f.kind, "to": list(f.recipients), "status": f.status, "error": f.last_error}
+            for f in figures.failures
+        ],
+        "outbox_pending": counts["outbox_pending"],
+        "quarantine": counts.get("quarantined", 0),
         "arrival_to_sent_seconds": {
-            "median": round(statistics.median(delays), 3) if delays else None,
-            "p95": round(delays[min(len(delays) - 1, int(0.95 * len(delays)))], 3) if delays else None,
+            "median": _seconds(figures.sent_delay_median),
+            "p95": _seconds(figures.sent_delay_p95),
         },
     }
 
@@ -119,28 +99,35 @@ def as_text(figures: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def show(store: Store, message_id: str) -> list[dict[str, Any]]:
+def _iso(when: datetime | None) -> str | None:
+    return None if when is None else when.astimezone(UTC).isoformat(timespec="microseconds")
+
+
+def _send(s: SendRecord) -> dict[str, Any]:
+    return {
+        "kind": s.kind,
+        "unit": s.unit,
+        "recipients": list(s.recipients),
+        "message_id": s.message_id,
+        "status": s.status,
+        "attempts": s.attempts,
+        "sent_at": _iso(s.sent_at),
+        "last_error": s.last_error,
+    }
+
+
+def show(store: StateStore, message_id: str) -> list[dict[str, Any]]:
     """The decision record(s) of a mail (by Message-ID or state key), with what became of each send."""
-    rows = store.query(
-        "SELECT * FROM messages WHERE dedupe_id=? OR key=? ORDER BY received_at", (message_id, message_id)
-    )
-    out = []
-    for row in rows:
-        sends = store.query(
-            "SELECT kind, unit, recipients, message_id, status, attempts, sent_at, last_error "
-            "FROM outbox WHERE msg_key=? ORDER BY idx",
-            (row["key"],),
-        )
-        out.append(
-            {
-                "key": row["key"],
-                "outcome": row["outcome"],
-                "received_at": row["received_at"],
-                "finished_at": row["finished_at"],
-                "marked_on_server": bool(row["marked"]),
-                "error": row["error"],
-                "decision": json.loads(row["decision"]) if row["decision"] else None,
-                "sends": [{**dict(s), "recipients": json.loads(s["recipients"])} for s in sends],
-            }
-        )
-    return out
+    return [
+        {
+            "key": str(record.key),
+            "outcome": record.label,
+            "received_at": _iso(record.received_at),
+            "finished_at": _iso(record.finished_at),
+            "marked_on_server": record.marked,
+            "error": record.error,
+            "decision": store.decision(record.key),
+            "sends": [_send(s) for s in store.sends(str(record.key))],
+        }
+        for record in store.find(message_id)
+    ]

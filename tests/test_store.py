@@ -1,112 +1,138 @@
-"""The state store: plans are durable before sending, sends are recorded, interrupted replies never repeat."""
+"""The SQLite state store's own part: schema versions and migrations from older state files.
+
+What every backend must do (plans, claims, sends, settling, checkpoints, pruning) is in
+tests/test_store_contract.py.
+"""
 
 from __future__ import annotations
 
+import json
+import sqlite3
 from datetime import timedelta
 from pathlib import Path
 
-from emailrouter.store import MessageKey, Plan, PlannedSend, Store
+import pytest
+
+from emailrouter import store as store_module
+from emailrouter.dedupe import duplicate_of
+from emailrouter.errors import StateError
+from emailrouter.stats import stats
+from emailrouter.store import SCHEMA_VERSION, MessageKey, Plan, PlannedSend, Store
 from tests.conftest import NOW
 
 KEY = MessageKey("router@imap:993", "INBOX", 7, 42)
 
+# The first release's schema (version 1), written out as that release created it.
+FIRST_RELEASE = """
+CREATE TABLE messages (key TEXT PRIMARY KEY, account TEXT NOT NULL, folder TEXT NOT NULL,
+    uidvalidity INTEGER NOT NULL, uid INTEGER NOT NULL, dedupe_id TEXT NOT NULL, outcome TEXT NOT NULL,
+    rule TEXT, decision TEXT, error TEXT, received_at TEXT NOT NULL, finished_at TEXT,
+    marked INTEGER NOT NULL DEFAULT 0);
+CREATE INDEX messages_dedupe ON messages (dedupe_id);
+CREATE INDEX messages_open ON messages (account, folder, outcome, marked);
+CREATE TABLE outbox (id INTEGER PRIMARY KEY, msg_key TEXT NOT NULL REFERENCES messages(key),
+    idx INTEGER NOT NULL, kind TEXT NOT NULL, unit TEXT, mail_from TEXT NOT NULL, recipients TEXT NOT NULL,
+    message_id TEXT NOT NULL UNIQUE, raw BLOB NOT NULL, status TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0,
+    next_attempt TEXT NOT NULL, created_at TEXT NOT NULL, sent_at TEXT, last_error TEXT);
+CREATE INDEX outbox_due ON outbox (status, next_attempt);
+CREATE INDEX outbox_msg ON outbox (msg_key);
+CREATE TABLE checkpoints (account TEXT NOT NULL, folder TEXT NOT NULL, uidvalidity INTEGER NOT NULL,
+    last_uid INTEGER NOT NULL, PRIMARY KEY (account, folder));
+CREATE TABLE contacts (sender TEXT NOT NULL, at TEXT NOT NULL, intent TEXT NOT NULL, msg_key TEXT NOT NULL);
+CREATE INDEX contacts_sender ON contacts (sender, at);
+CREATE TABLE replies (address TEXT NOT NULL, template TEXT NOT NULL, at TEXT NOT NULL);
+CREATE INDEX replies_address ON replies (address, at);
+CREATE TABLE bounces (address TEXT PRIMARY KEY, at TEXT NOT NULL);
+"""
 
-def _send(kind: str, n: int) -> PlannedSend:
-    return PlannedSend(
-        kind, None if kind == "reply" else "dcs_unit", "er@x.id", (f"to{n}@x.id",), f"<{kind}{n}@x>", b"raw"
+RECEIVED = "2026-11-29T08:00:00.000000+00:00"
+SENT = "2026-11-29T08:00:05.000000+00:00"
+
+
+def _old_trace(segment: str, intent: str, hard: bool, suppressed: list[dict[str, str]]) -> str:
+    trace = {"segment": segment, "intent": intent, "hard_complaint": hard, "suppressed": suppressed, "failed": []}
+    return json.dumps(trace)
+
+
+def _first_release_file(path: Path) -> None:
+    """A state file as the first release left it: two decided mails with sends, one duplicate, a checkpoint."""
+    db = sqlite3.connect(path)
+    db.executescript(FIRST_RELEASE)
+    limit = {"type": "reply", "reason": "budi@x.id had 3 replies since 2026-11-28"}
+    messages = [
+        ("a|INBOX|1|1", 1, "<one@x>", "done", "r-hard", _old_trace("DCS", "fault", True, [limit])),
+        ("a|INBOX|1|2", 2, "<two@x>", "done", "r-ticket", _old_trace("DES", "fault", False, [])),
+        ("a|INBOX|1|3", 3, "<one@x>", "duplicate", "", None),
+    ]
+    db.executemany(
+        "INSERT INTO messages (key, account, folder, uidvalidity, uid, dedupe_id, outcome, rule, decision,"
+        " received_at, finished_at, marked) VALUES (?, 'a', 'INBOX', 1, ?, ?, ?, ?, ?, ?, ?, 1)",
+        [(*m, RECEIVED, SENT) for m in messages],
+    )
+    db.executemany(
+        "INSERT INTO outbox (msg_key, idx, kind, unit, mail_from, recipients, message_id, raw, status, attempts,"
+        " next_attempt, created_at, sent_at) VALUES (?, 0, ?, ?, 'er@x.id', ?, ?, X'00', 'sent', 1, ?, ?, ?)",
+        [
+            ("a|INBOX|1|1", "escalate", "coordination", '["c@x.id"]', "<e1@x>", RECEIVED, RECEIVED, SENT),
+            ("a|INBOX|1|2", "ticket", "des_unit", '["d@x.id"]', "<t2@x>", RECEIVED, RECEIVED, SENT),
+        ],
+    )
+    db.execute("INSERT INTO checkpoints VALUES ('a', 'INBOX', 1, 3)")
+    db.commit()
+    db.close()
+
+
+def _user_version(path: Path) -> int:
+    with sqlite3.connect(path) as db:
+        return int(db.execute("PRAGMA user_version").fetchone()[0])
+
+
+def _columns(path: Path) -> set[str]:
+    with sqlite3.connect(path) as db:
+        return {r[1] for r in db.execute("PRAGMA table_info(messages)")}
+
+
+def test_a_new_state_file_has_the_current_schema_version(tmp_path: Path) -> None:
+    """A state store created now is at the newest schema version, with the decision columns."""
+    Store(tmp_path / "s.sqlite3").close()
+    assert _user_version(tmp_path / "s.sqlite3") == SCHEMA_VERSION == 3
+    assert {"final_outcome", "content_hash", "segment", "intent", "hard", "suppressed"} <= _columns(
+        tmp_path / "s.sqlite3"
     )
 
 
-def test_plan_is_visible_after_reopening(tmp_path: Path) -> None:
-    """A committed plan (decision, outbox, contact, checkpoint) survives closing and reopening the database."""
-    store = Store(tmp_path / "s.sqlite3")
-    sends = [_send("reply", 1), _send("forward", 2)]
-    store.plan([Plan(KEY, "<m@x>", "rule-1", {"rule": "rule-1"}, sends, NOW, ("budi@x.id", "fault"))])
-    store.close()
-    store = Store(tmp_path / "s.sqlite3")
-    assert store.outcome(KEY)["outcome"] == "planned"
-    assert [e.kind for e in store.due(NOW)] == ["reply", "forward"]
-    assert store.checkpoint(KEY.account, KEY.folder).last_uid == 42  # type: ignore[union-attr]
-    assert [c.intent for c in store.history("BUDI@x.id", NOW - timedelta(days=1))] == ["fault"]
-    assert store.first_with_dedupe_id("<m@x>") == str(KEY)
+def test_a_first_release_state_file_migrates_with_its_decisions_backfilled(tmp_path: Path) -> None:
+    """A state file of the first release opens: it reaches the current version, its decisions' segment,
+    intent, hard and suppressions are filled in from the stored trace, stats count it, and its mails still
+    count as seen."""
+    path = tmp_path / "old.sqlite3"
+    _first_release_file(path)
+    store = Store(path)
+    try:
+        assert _user_version(path) == SCHEMA_VERSION
+        hard = store.outcome(MessageKey("a", "INBOX", 1, 1))
+        assert hard is not None and (hard.segment, hard.intent, hard.hard, hard.outcome) == (
+            "DCS",
+            "fault",
+            True,
+            "done",
+        )
+        duplicate = store.outcome(MessageKey("a", "INBOX", 1, 3))
+        assert duplicate is not None and (duplicate.segment, duplicate.hard) == (None, None)
+        figures = stats(store, NOW - timedelta(hours=2), NOW, {"a": "jkt"})
+        assert figures["messages"] == 3 and figures["hard_complaints"] == 1
+        assert figures["per_mailbox"] == {"jkt": 3} and figures["per_segment"] == {"DCS": 1, "DES": 1}
+        assert figures["suppressed"] == {"reply: <address> had 3 replies since <date>": 1}
+        assert figures["actions"] == {"escalate:coordination:sent": 1, "ticket:des_unit:sent": 1}
+        assert figures["arrival_to_sent_seconds"] == {"median": 5.0, "p95": 5.0}
+        assert duplicate_of("sha256:anything", store.seen("<one@x>")) == "a|INBOX|1|1"
+    finally:
+        store.close()
 
 
-def test_planned_mail_settles_only_when_every_send_is_final(tmp_path: Path) -> None:
-    """A mail is done only when all its sends are sent or failed; until then it is not marked."""
-    store = Store(tmp_path / "s.sqlite3")
-    store.plan([Plan(KEY, "<m@x>", "r", {}, [_send("reply", 1), _send("forward", 2)], NOW, None)])
-    first, second = store.due(NOW)
-    store.mark_sent([first.id], NOW)
-    store.mark_retry(second.id, "451", NOW + timedelta(seconds=30))
-    store.settle(NOW)
-    assert store.outcome(KEY)["outcome"] == "planned"
-    assert store.due(NOW) == []  # not due yet
-    assert [e.id for e in store.due(NOW + timedelta(seconds=31))] == [second.id]
-    store.mark_failed(second.id, "550")
-    store.settle(NOW)
-    assert store.outcome(KEY)["outcome"] == "done"
-    assert [r["uid"] for r in store.unfinished(KEY.account, KEY.folder)] == [42]
-    store.marked([str(KEY)])
-    assert store.unfinished(KEY.account, KEY.folder) == []
-
-
-def test_sends_caught_mid_way_are_reported_as_interrupted(tmp_path: Path) -> None:
-    """A reply marked `sending` before a crash is found again on restart (the daemon never resends it)."""
-    store = Store(tmp_path / "s.sqlite3")
-    store.plan([Plan(KEY, "<m@x>", "r", {}, [_send("reply", 1)], NOW, None)])
-    (entry,) = store.due(NOW)
-    assert store.claim(entry.id, durable=True)
-    assert not store.claim(entry.id, durable=True)  # taken: a second sender backs off
-    store.close()
-    store = Store(tmp_path / "s.sqlite3")
-    assert [(e.id, e.status) for e in store.interrupted()] == [(entry.id, "sending")]
-    assert store.due(NOW) == []
-
-
-def test_checkpoint_restarts_with_a_new_uidvalidity(tmp_path: Path) -> None:
-    """The checkpoint only moves forward within one UIDVALIDITY and starts over with a new one."""
-    store = Store(tmp_path / "s.sqlite3")
-    store.set_checkpoint("a", "INBOX", 1, 100)
-    store.record_outcome(MessageKey("a", "INBOX", 1, 50), "<x>", "duplicate", NOW)
-    assert store.checkpoint("a", "INBOX").last_uid == 100  # type: ignore[union-attr]
-    store.record_outcome(MessageKey("a", "INBOX", 2, 3), "<y>", "duplicate", NOW)
-    checkpoint = store.checkpoint("a", "INBOX")
-    assert checkpoint is not None and (checkpoint.uidvalidity, checkpoint.last_uid) == (2, 3)
-
-
-def test_prune_forgets_old_finished_mail_only(tmp_path: Path) -> None:
-    """Housekeeping removes marked, finished mail older than keep_days and keeps the rest."""
-    store = Store(tmp_path / "s.sqlite3")
-    old = MessageKey("a", "INBOX", 1, 1)
-    store.record_outcome(old, "<old>", "duplicate", NOW - timedelta(days=100))
-    store.marked([str(old)])
-    store.plan([Plan(KEY, "<m@x>", "r", {}, [_send("forward", 1)], NOW - timedelta(days=100), None)])
-    assert store.prune(NOW, keep_days=90) == 1
-    assert store.outcome(old) is None
-    assert store.outcome(KEY) is not None  # still planned: never pruned
-
-
-def test_a_sent_message_keeps_its_headers_not_its_body(tmp_path: Path) -> None:
-    """Once sent, an outgoing message's body (with the customer's original in it) is dropped from the state;
-    its headers stay for the audit. An unsent one keeps everything (it may still have to go)."""
-    store = Store(tmp_path / "s.sqlite3")
-    raw = b"Message-ID: <f@x>\r\nSubject: [DCS] mati\r\n\r\nthe customer's whole mail\r\n"
-    sends = [PlannedSend("forward", "dcs_unit", "er@x.id", ("u@x.id",), f"<f{n}@x>", raw) for n in range(2)]
-    store.plan([Plan(KEY, "<m@x>", "r", {}, sends, NOW, None)])
-    first, second = store.due(NOW)
-    store.mark_sent([first.id], NOW)
-    kept = {e.id: e.raw for e in store._entries("1=1", ())}
-    assert kept[first.id] == b"Message-ID: <f@x>\r\nSubject: [DCS] mati\r\n\r\n"
-    assert kept[second.id] == raw
-
-
-def test_a_state_file_of_the_first_release_opens_and_gains_the_new_columns(tmp_path: Path) -> None:
+def test_a_first_release_file_takes_new_plans_with_final_outcomes(tmp_path: Path) -> None:
     """A state store written before content hashes and final outcomes were kept opens, and its old mails
     still count as seen (a mail without a hash is taken as the same, so nothing is handled twice)."""
-    import sqlite3
-
-    from emailrouter.dedupe import duplicate_of
-
     path = tmp_path / "old.sqlite3"
     db = sqlite3.connect(path)
     db.executescript(
@@ -120,8 +146,66 @@ def test_a_state_file_of_the_first_release_opens_and_gains_the_new_columns(tmp_p
     db.close()
     store = Store(path)
     assert duplicate_of("sha256:anything", store.seen("<old@x>")) == "a|INBOX|1|1"
-    store.plan([Plan(KEY, "<m@x>", "r", {}, [_send("reply", 1)], NOW, None, "automated", content_hash="sha256:1")])
-    (entry,) = store.due(NOW)
-    store.mark_sent([entry.id], NOW)
+    send = PlannedSend("reply", None, "er@x.id", ("to1@x.id",), "<reply1@x>", b"raw")
+    store.plan([Plan(KEY, "<m@x>", "r", {}, [send], NOW, None, "automated", content_hash="sha256:1")])
+    (entry_id,) = store.due_ids(NOW)
+    store.mark_sent([entry_id], NOW)
     store.settle(NOW)
-    assert store.outcome(KEY)["outcome"] == "automated"  # what `planned` becomes once its sends are final
+    record = store.outcome(KEY)
+    assert record is not None and record.outcome == "automated"  # what `planned` becomes once its sends are final
+    store.close()
+
+
+def test_a_file_of_the_unversioned_code_with_the_new_columns_migrates(tmp_path: Path) -> None:
+    """A state file written before versions were kept, but after final outcomes and content hashes were
+    added (user_version 0, the columns there), migrates and keeps what those columns hold."""
+    path = tmp_path / "unversioned.sqlite3"
+    _first_release_file(path)
+    with sqlite3.connect(path) as db:
+        db.execute("ALTER TABLE messages ADD COLUMN final_outcome TEXT")
+        db.execute("ALTER TABLE messages ADD COLUMN content_hash TEXT")
+        db.execute("UPDATE messages SET content_hash='sha256:1' WHERE uid=1")
+    assert _user_version(path) == 0
+    store = Store(path)
+    try:
+        assert _user_version(path) == SCHEMA_VERSION
+        assert store.seen("<one@x>") == [("a|INBOX|1|1", "sha256:1"), ("a|INBOX|1|3", None)]
+        record = store.outcome(MessageKey("a", "INBOX", 1, 2))
+        assert record is not None and record.segment == "DES"
+    finally:
+        store.close()
+
+
+def test_a_state_file_of_a_newer_version_is_refused_untouched(tmp_path: Path) -> None:
+    """A state file written by a newer emailrouter is refused with an error naming the file, and left as it is."""
+    path = tmp_path / "new.sqlite3"
+    Store(path).close()
+    with sqlite3.connect(path) as db:
+        db.execute(f"PRAGMA user_version={SCHEMA_VERSION + 1}")
+    with pytest.raises(StateError, match="newer") as caught:
+        Store(path)
+    assert str(path) in str(caught.value)
+    assert _user_version(path) == SCHEMA_VERSION + 1
+
+
+def test_a_migration_that_fails_leaves_the_file_at_the_version_before(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each migration is one transaction: one that fails half-way changes nothing of its own, the ones before
+    it stay done, and the next opening finishes the job."""
+    path = tmp_path / "old.sqlite3"
+    _first_release_file(path)
+    real = store_module.MIGRATIONS
+
+    def broken(db: sqlite3.Connection) -> None:
+        real[2](db)  # the columns are added, then the disk fails
+        raise sqlite3.OperationalError("disk I/O error")
+
+    monkeypatch.setattr(store_module, "MIGRATIONS", (*real[:2], broken))
+    with pytest.raises(StateError, match="cannot migrate to schema version 3: disk I/O error"):
+        Store(path)
+    assert _user_version(path) == 2
+    assert "content_hash" in _columns(path) and "segment" not in _columns(path)
+    monkeypatch.setattr(store_module, "MIGRATIONS", real)
+    Store(path).close()
+    assert _user_version(path) == SCHEMA_VERSION and "segment" in _columns(path)
