@@ -42,6 +42,7 @@ QUESTION_END = "?"
 CLAUSE_END = ","
 MARKERS = frozenset({SENTENCE_END, QUESTION_END, CLAUSE_END})
 MAX_MEMO = 200_000  # distinct words remembered; past that the memo starts afresh (answers never change)
+MAX_STEMMED_LENGTH = 24  # longer tokens are no Indonesian words (and the stemmer's cost grows with length)
 MAX_RUNS = 4  # elongated runs in one word tried in combination; more than that: each run written once
 
 
@@ -229,7 +230,7 @@ class Normaliser:
         if (
             stemmer is None
             or word in self._keep
-            or len(word) < self.settings.min_stem_length
+            or not self.settings.min_stem_length <= len(word) <= MAX_STEMMED_LENGTH
             or not word.replace("-", "").isalpha()
         ):
             return word

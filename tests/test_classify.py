@@ -7,12 +7,13 @@ re-derived from config/signals.yaml by hand.
 from __future__ import annotations
 
 import dataclasses
+import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
-from emailrouter.classify import Contact, Signals, classify
+from emailrouter.classify import Contact, Signal, Signals, classify
 from emailrouter.config import Config, load_config
 from emailrouter.errors import ConfigError
 from emailrouter.parse import parse
@@ -349,3 +350,21 @@ def test_slang_added_by_ops_takes_effect(config_copy: Path) -> None:
     assert after.version != before.version
     result = classify("", "internet modar2an", dataclasses.replace(after.signals, model=None))
     assert _fired(result)["fault_outage"] == ("modar2an→mati",)
+
+
+@pytest.mark.parametrize(
+    "text", ["sudah 3x lapor", "xsudah 3x, sudah 4x", "kesudah 3 kali", "udah 2 kali_sudah 5x", "", "sudah"]
+)
+def test_a_leading_word_boundary_finds_what_the_plain_regex_finds(text: str) -> None:
+    """The fast path for regexes starting with \\b (checked by hand) matches exactly what re would."""
+    expression = r"\b(?:sudah|udah)\s+\d+\s*(?:x|kali)\b"
+    signal = Signal("s", "hard", 1.0, regex=re.compile(f"(?:{expression})"))
+    assert signal._unbounded is not None
+    assert [m.group(0) for m in signal._regex_matches(text)] == re.findall(expression, text)
+
+
+def test_joined_regexes_keep_the_plain_path() -> None:
+    """Several regexes joined with | are run as they are (a leading \\b binds only the first)."""
+    signal = Signal("s", "hard", 1.0, regex=re.compile(r"(?:\bfoo)|(?:bar)"))
+    assert signal._unbounded is None
+    assert [m.group(0) for m in signal._regex_matches("xfoo bar")] == ["bar"]
