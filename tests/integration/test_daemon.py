@@ -101,7 +101,7 @@ def once(config: Config) -> tuple[int, list[PollReport]]:
 
 def planned_recipients(config: Config, names: list[str]) -> list[tuple[str, str]]:
     """(type, recipient) of every message the table plans for these fixtures."""
-    out = []
+    out: list[tuple[str, str]] = []
     for name in names:
         for o in route((DATA / name).read_bytes(), config, NOW).outgoing:
             out.extend((o.action.type, to) for to in o.to)
@@ -109,7 +109,7 @@ def planned_recipients(config: Config, names: list[str]) -> list[tuple[str, str]
 
 
 def received_by_kind(sink: SmtpSink) -> list[tuple[str, str]]:
-    out = []
+    out: list[tuple[str, str]] = []
     for r in sink.received:
         msg = email.message_from_bytes(r.data, policy=default)
         mid = str(msg["Message-ID"])
