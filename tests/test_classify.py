@@ -137,12 +137,12 @@ def test_calm_media_mention_fires_no_threat_signal(signals: Signals) -> None:
 
 
 def test_weak_signals_add_up_to_a_hard_complaint(signals: Signals) -> None:
-    """Nobody answering (+2) and a run of '!!!' (+2) reach the threshold of 4 together; either alone does not."""
+    """Nobody answering (+2) and asking for an escalation (+2) reach the threshold of 4 together; alone, not."""
     unanswered = classify("internet", "sudah seminggu tidak ada tanggapan", signals)
     assert not unanswered.hard and unanswered.hard_score == 2
-    both = classify("internet", "sudah seminggu tidak ada tanggapan!!!", signals)
+    both = classify("internet", "sudah seminggu tidak ada tanggapan, please escalate", signals)
     assert both.hard and both.hard_score == 4
-    assert {s.name for s in both.hard_signals} == {"unresolved", "exclamations"}
+    assert {s.name for s in both.hard_signals} == {"unresolved", "escalation"}
 
 
 def test_compensation_and_insults_report_the_words_that_matched(signals: Signals) -> None:
@@ -152,7 +152,7 @@ def test_compensation_and_insults_report_the_words_that_matched(signals: Signals
     assert by_name["compensation_demand"].matched == ("ganti rugi",)
     assert by_name["insult"].matched == ("busuk", "pelayanan busuk")
     assert by_name["exclamations"].matched == ("1x !!!",)
-    assert result.hard and result.hard_score == 10
+    assert result.hard and result.hard_score == 9
 
 
 def test_asking_about_compensation_is_no_demand(signals: Signals) -> None:
