@@ -293,8 +293,12 @@ def cmd_schema(args: argparse.Namespace) -> int:
 def _training_config(args: argparse.Namespace) -> tuple[bool, Config | None]:
     """(ok, config) for train: the config is optional unless asked for (-c) or needed (imap:)."""
     if args.config or args.corpus.startswith("imap:") or find_config(None).exists():
-        config = _load(args)
-        return config is not None, config
+        try:  # without the configured model: train makes a new one, and a stale one must not stop it
+            return True, load_config(find_config(args.config), model=False)
+        except ConfigError as exc:
+            for problem in exc.problems:
+                print(f"error: {problem}", file=sys.stderr)
+            return False, None
     return True, None
 
 
@@ -340,15 +344,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     model = training.fit(examples, settings, note)
     output = Path(args.output)
     model.save(output)
-    print(
-        f"\nwrote {output}: {len(model.weights):,} features, {output.stat().st_size:,} bytes, {model.checksum}"
-        + (
-            ""
-            if config is None or config.signals.model is not None
-            else "\n(to use it, add to signals.yaml:"
-            f" model: {{file: {output.name}}} — the path is relative to signals.yaml)"
-        )
-    )
+    print(f"\nwrote {output}: {len(model.weights):,} features, {output.stat().st_size:,} bytes, {model.checksum}")
+    print(f"(signals.yaml uses it with  model: {{file: {output.name}}}  relative to itself; `check` verifies it)")
     return 0
 
 

@@ -471,8 +471,9 @@ def _near(r: Reader, item: LineDict, path: str, normaliser: Normaliser, roots: b
     return Near(forms(first), forms(second), within, ordered, roots)
 
 
-def _model(r: Reader, doc: LineDict) -> tuple[TextModel | None, CombineSettings]:
-    """signals.yaml's `model:` (the learned model's file, relative to signals.yaml) and `combine:`."""
+def _model(r: Reader, doc: LineDict, load: bool = True) -> tuple[TextModel | None, CombineSettings]:
+    """signals.yaml's `model:` (the learned model's file, relative to signals.yaml) and `combine:`.
+    `load=False`: the model file is not read (`train` replaces it, so a stale one must not stop it)."""
     combine = CombineSettings()
     node = r.get(doc, "combine", "", LineDict, required=False)
     if node is not None:
@@ -494,7 +495,7 @@ def _model(r: Reader, doc: LineDict) -> tuple[TextModel | None, CombineSettings]
         if "model" not in doc:
             r.fail(doc, "combine", "combine", "has no effect without a model: section", warning=True)
     model_node = r.get(doc, "model", "", LineDict, required=False)
-    if model_node is None:
+    if model_node is None or not load:
         return None, combine
     r.known_keys(model_node, "model", {"file"})
     name = r.get(model_node, "file", "model", str)
@@ -591,7 +592,7 @@ def _question(r: Reader, intent: LineDict, normaliser: Normaliser) -> Question:
     return Question(frozenset(keywords or ()) | normal, phrases)
 
 
-def _signals(r: Reader, doc: LineDict) -> Signals | None:
+def _signals(r: Reader, doc: LineDict, model_file: bool = True) -> Signals | None:
     names: set[str] = set()
     r.known_keys(doc, "", {"normalise", "intent", "hard_complaint", "language", "model", "combine"})
     intent = r.get(doc, "intent", "", LineDict)
@@ -633,7 +634,7 @@ def _signals(r: Reader, doc: LineDict) -> Signals | None:
     if threshold is None or hard_threshold is None or None in intent_signals or None in hard_signals:
         return None
     lang: Language = "en" if default_language == "en" else "id"
-    model, combine = _model(r, doc)
+    model, combine = _model(r, doc, model_file)
     return Signals(
         intent_signals=tuple(s for s in intent_signals if s is not None),
         intent_threshold=threshold,
@@ -811,8 +812,9 @@ def _table(
 # --------------------------------------------------------------------------- everything
 
 
-def load_config(path: str | Path, *, directory: str | Path | None = None) -> Config:
-    """Load and validate the whole configuration. Raises ConfigError naming every problem."""
+def load_config(path: str | Path, *, directory: str | Path | None = None, model: bool = True) -> Config:
+    """Load and validate the whole configuration. Raises ConfigError naming every problem.
+    `model=False`: without the learned model of signals.yaml (for `train`, which makes a new one)."""
     path = Path(path)
     problems: list[Problem] = []
     digest = hashlib.sha256()
@@ -897,7 +899,7 @@ def load_config(path: str | Path, *, directory: str | Path | None = None) -> Con
         digest.update(sig_text.encode())
         sig_doc = load_yaml(sig_text, sig[1], problems)
         if isinstance(sig_doc, LineDict):
-            signals = _signals(Reader(sig[1], problems), sig_doc)
+            signals = _signals(Reader(sig[1], problems), sig_doc, model)
             if signals is not None and signals.model is not None:
                 digest.update(signals.model.checksum.encode())  # a retrained model is a new config version
             if signals is not None:

@@ -3,8 +3,8 @@
 A linear model over the customer's own words (subject and text, never the quoted part): for each
 word, the word itself and its character n-grams (so `lemottt`, `lemot` and `lemotnya` share most of
 their features); optionally word bigrams ("tidak bisa"; off by default: no better in cross-validation
-and a third slower); and a few shape features (share of capitals, runs of "!", a question mark, no
-words at all). Four intent outputs (a softmax) and one hard-complaint output (a sigmoid).
+and a third slower); and two shape features (a question mark, no words at all). Four intent outputs
+(a softmax) and one hard-complaint output (a sigmoid).
 
 Only the first `max_chars` characters count, so inference costs the same for a 16 KB mail as for a
 2 KB one. Every word contributes one pre-summed weight vector (cached per word), which makes
@@ -61,20 +61,14 @@ _WORD_CACHE_LIMIT = 200_000  # words whose summed vector is remembered (a bound 
 _REPEATED_LETTER = re.compile(r"([^\W\d_])\1+")
 _DIGITS = re.compile(r"\d+")
 _TOKEN = re.compile(r"[^\W_]+")
-_EXCLAMATIONS = re.compile(r"!{2,}")
-_NOT_LETTER = bytes(c for c in range(256) if not chr(c).isalpha())
-_NOT_UPPER = bytes(c for c in range(256) if not chr(c).isupper())
 
-# Shape features: name -> what agents read in an explanation.
+# Shape features: name -> what agents read in an explanation. Not shouting (capitals, "!!!"): the signals
+# `shouting` and `exclamations` judge that, with weights ops can tune; a model would learn how often the
+# corpus writers shouted. Not the length of a mail either: that says more about the corpus than the customer.
 DENSE_FEATURES = {
-    "d:caps50": "half or more of the letters are capitals",
-    "d:caps80": "most letters are capitals",
-    "d:excl2": 'a run of "!!"',
-    "d:excl3": 'a run of "!!!" or longer',
     "d:question": 'a "?"',
     "d:nowords": "no words at all",
 }
-# Not the length of a mail: in a written corpus it says more about who wrote the corpus than about the customer.
 
 
 class ModelError(EmailRouterError):
@@ -156,16 +150,6 @@ def document(subject: str, text: str, settings: FeatureSettings) -> Document:
     tokens = words_of(original)
     words = tuple(dict.fromkeys(tokens))
     dense: list[str] = []
-    letters = original.encode("latin-1", "ignore").translate(None, _NOT_LETTER)
-    if len(letters) >= 12:
-        upper = len(letters.translate(None, _NOT_UPPER)) / len(letters)
-        if upper >= 0.5:
-            dense.append("d:caps50")
-        if upper >= 0.8:
-            dense.append("d:caps80")
-    if "!!" in original:
-        longest = max(len(m) for m in _EXCLAMATIONS.findall(original))
-        dense.append("d:excl2" if longest == 2 else "d:excl3")
     if "?" in original:
         dense.append("d:question")
     if not tokens:

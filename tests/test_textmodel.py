@@ -31,7 +31,7 @@ def tiny_model(**settings: Any) -> TextModel:
         "w:pasang": [-2.0, -2.0, 6.0, -2.0, 0.0],
         "w:bodoh": [0.0, 0.0, 0.0, 0.0, 9.0],
         "b:tidak bisa": [3.0, -1.0, -1.0, -1.0, 0.0],
-        "d:caps80": [0.0, 0.0, 0.0, 0.0, 2.0],
+        "d:question": [-1.0, 3.0, -1.0, -1.0, 0.0],
     }
     features = FeatureSettings(**{"word_bigrams": True, **settings})
     return TextModel(features, [0.0, 0.0, 0.0, 1.0, -3.0], weights, {"note": "hand-made"})
@@ -63,13 +63,14 @@ def test_prediction_and_top_features_follow_the_weights() -> None:
     assert p.top_features("request") == ()  # nothing pushed toward request
 
 
-def test_shouting_is_a_shape_feature() -> None:
-    """Mostly capital letters turn the caps feature on; it is shown in words, not as a code."""
+def test_shouting_is_left_to_the_signals_and_a_question_mark_is_a_shape_feature() -> None:
+    """Capitals and "!!!" change nothing for the model (the tunable signals judge shouting); a "?" is a feature,
+    shown in words."""
     model = tiny_model()
-    assert "d:caps80" in document("", "INTERNET SAYA MATI TOTAL", SETTINGS).dense
-    assert "d:caps80" not in document("", "Internet saya mati total", SETTINGS).dense
-    p = model.predict("", "INTERNET SAYA MATI TOTAL")
-    assert ("(most letters are capitals)", 2.0) in p.top_features("hard")
+    assert model.predict("", "INTERNET SAYA MATI TOTAL!!!") == model.predict("", "internet saya mati total")
+    assert document("", "harga paket berapa?", SETTINGS).dense == ("d:question",)
+    p = model.predict("", "harga paket berapa?")
+    assert ('(a "?")', 3.0) in p.top_features("information")
 
 
 def test_model_file_round_trip_gives_identical_bytes_and_predictions(tmp_path: Path) -> None:

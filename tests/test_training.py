@@ -278,3 +278,16 @@ def test_explain_the_decision_record_and_the_forward_show_the_model(config_copy:
     summary = body.get_content()
     assert "Model:           " in summary and "Combined:        " in summary and "Driven by:       " in summary
     assert summary.index("Signals:") < summary.index("Model:")
+
+
+def test_train_works_with_a_config_whose_model_file_is_stale(
+    config_copy: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`train -c` does not read the configured model (it makes a new one): a stale or broken file cannot stop it,
+    while `check` still refuses that file."""
+    path = _config_with_model(config_copy, b'{"format": "emailrouter-textmodel", "format_version": 0}')
+    assert main(["check", "-c", str(path)]) == 1
+    out = tmp_path / "new.json"
+    assert main(["train", str(SMALL / "small.jsonl"), "-c", str(path), "--folds", "0", "-o", str(out)]) == 0
+    (config_copy.parent / "model.json").write_bytes(out.read_bytes())
+    assert main(["check", "-c", str(path)]) == 0
