@@ -71,7 +71,7 @@ def test_forward_has_tags_reply_to_summary_and_the_original(config: Config) -> N
         "Budi Santoso <budi.santoso@gmail.com>",
         "Segment:         DCS (domain-rule: domain rule gmail.com",
         "Intent:          fault",
-        "Hard complaint:  YES (score 6, threshold 4)",
+        "Hard complaint:  YES (score 8, threshold 4)",
         "media_threat [hard] +4: medsos, viralkan",
         "repeated_report [hard] +2: dr kmrn, sudah berkali-kali",
         "Rule:            1.2.9-dcs-hard-complaint-educate-forward-escalate",
@@ -96,7 +96,7 @@ def test_escalation_says_why_it_is_hard(config: Config) -> None:
     assert msg["To"].addresses[0].addr_spec == "coordination-group@cc.example.co.id"
     assert str(msg["Subject"]) == "[ESCALATION][DCS][HARD] Internet mati lagi"
     text = _text(msg.get_body(("plain",)))
-    assert "Why it is hard: score 6 reached the threshold 4 with:" in text
+    assert "Why it is hard: score 8 reached the threshold 4 with:" in text
     assert "The mail itself went to: Consumer Care unit (DCS)." in text
     assert [a.get_content_type() for a in msg.iter_attachments()] == ["message/rfc822"]
 
