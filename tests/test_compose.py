@@ -72,7 +72,7 @@ def test_forward_has_tags_reply_to_summary_and_the_original(config: Config) -> N
         "Segment:         DCS (domain-rule: domain rule gmail.com",
         "Intent:          fault",
         "Hard complaint:  YES (score 8, threshold 4)",
-        "media_threat [hard] +4: medsos, viralkan",
+        "media_threat [hard] +4: viralkan",
         "repeated_report [hard] +2: dr kmrn, sudah berkali-kali",
         "Rule:            1.2.9-dcs-hard-complaint-educate-forward-escalate",
         "Internet saya mati dr kmrn",
