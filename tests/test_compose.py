@@ -73,7 +73,7 @@ def test_forward_has_tags_reply_to_summary_and_the_original(config: Config) -> N
         "Intent:          fault",
         "Hard complaint:  YES (score 8, threshold 4)",
         "media_threat [hard] +4: viralkan",
-        "repeated_report [hard] +2: dr kmrn, sudah berkali-kali",
+        "repeated_report [hard] +4: sudah berkali-kali, berkali-kali lapor",
         "Rule:            1.2.9-dcs-hard-complaint-educate-forward-escalate",
         "Internet saya mati dr kmrn",
     ):
