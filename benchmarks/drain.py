@@ -18,11 +18,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import random
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -35,6 +33,7 @@ sys.path[:0] = [str(ROOT), str(Path(__file__).resolve().parent)]
 
 import aiosmtplib  # noqa: E402
 import pipeline  # noqa: E402  (benchmarks/pipeline.py, next to this file)
+from common import ExternalSink, default_sink, run_router_once, write_config  # noqa: E402
 from imapclient import IMAPClient  # noqa: E402
 
 from emailrouter.sink import SmtpSink  # noqa: E402
@@ -78,49 +77,6 @@ def make_mail(rng: random.Random, i: int, subject: str | None = None) -> bytes:
     return (head + body).encode()
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class ExternalSink:
-    """A sink in another process: Postfix's smtp-sink, or `python -m emailrouter.sink --count-only`."""
-
-    def __init__(self, kind: str, workdir: Path) -> None:
-        self.port = free_port()
-        self.kind = kind
-        self.stats = workdir / "sink-count"
-        if kind == "postfix":
-            cmd = [shutil.which("smtp-sink") or "smtp-sink", "-c", "-u", "mail", f"127.0.0.1:{self.port}", "256"]
-        else:
-            cmd = [
-                sys.executable,
-                "-m",
-                "emailrouter.sink",
-                "--port",
-                str(self.port),
-                "--count-only",
-                "--stats-file",
-                str(self.stats),
-            ]
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            with socket.socket() as s:
-                if s.connect_ex(("127.0.0.1", self.port)) == 0:
-                    return
-            time.sleep(0.05)
-        raise RuntimeError(f"{kind} sink did not start")
-
-    def stop(self) -> None:
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-
-
 async def baseline(dovecot: Dovecot, sink_port: int) -> tuple[int, float]:
     started = time.perf_counter()
 
@@ -144,62 +100,6 @@ async def baseline(dovecot: Dovecot, sink_port: int) -> tuple[int, float]:
         await smtp.sendmail("bench@example.com", ["sink@example.com"], raw)
     await smtp.quit()
     return len(messages), time.perf_counter() - started
-
-
-def write_config(workdir: Path, dovecot: Dovecot, sink_port: int, idle: bool) -> Path:
-    target = workdir / "config"
-    if not target.exists():
-        shutil.copytree(ROOT / "config", target, ignore=shutil.ignore_patterns("samples", "tests"))
-    (workdir / "imap-password").write_text(dovecot.users["router"] + "\n")
-    main = target / "emailrouter.yaml"
-    main.write_text(
-        (ROOT / "config" / "emailrouter.yaml").read_text()
-        + f"""
-mailboxes:
-  - name: bench
-    host: 127.0.0.1
-    port: {dovecot.port}
-    security: plain
-    username: router
-    password: {{file: {workdir / "imap-password"}}}
-    idle: {"true" if idle else "false"}
-    poll_interval: 600
-smtp:
-  host: 127.0.0.1
-  port: {sink_port}
-  security: plain
-state:
-  path: {workdir / ("idle.sqlite3" if idle else "drain.sqlite3")}
-"""
-    )
-    return main
-
-
-def run_router_once(config: Path) -> tuple[float, int, int, float]:
-    """Wall seconds, exit status, peak RSS (KiB) and CPU seconds of `emailrouter run --once`."""
-    started = time.perf_counter()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "emailrouter", "run", "--once", "--log-level", "warning", "-c", str(config)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        cwd=ROOT,
-    )
-    # VmHWM of the process itself: ru_maxrss would also count the benchmark's own memory, inherited by fork
-    peak_kib = 0
-    status_file = Path(f"/proc/{proc.pid}/status")
-    while True:
-        try:
-            for line in status_file.read_text().splitlines():
-                if line.startswith("VmHWM:"):
-                    peak_kib = max(peak_kib, int(line.split()[1]))
-        except (OSError, ValueError):
-            pass
-        pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
-        if pid:
-            break
-        time.sleep(0.05)
-    cpu = usage.ru_utime + usage.ru_stime
-    return time.perf_counter() - started, os.waitstatus_to_exitcode(status), peak_kib, cpu
 
 
 def router_sends(workdir: Path) -> int:
@@ -252,9 +152,7 @@ def idle_latency(workdir: Path, dovecot: Dovecot, seconds: float, rate: float) -
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--count", type=int, default=5000)
-    parser.add_argument(
-        "--sink", choices=["postfix", "python"], default="postfix" if shutil.which("smtp-sink") else "python"
-    )
+    parser.add_argument("--sink", choices=["postfix", "python"], default=default_sink())
     parser.add_argument("--idle-seconds", type=float, default=20.0)
     parser.add_argument("--seed", type=int, default=2026)
     args = parser.parse_args()
@@ -280,7 +178,8 @@ def main() -> int:
         try:
             n, base_s = asyncio.run(baseline(dovecot, sink.port))
             config = write_config(workdir, dovecot, sink.port, idle=False)
-            router_s, status, rss_kib, cpu_s = run_router_once(config)
+            run = run_router_once(config)
+            router_s, status, rss_kib, cpu_s = run.seconds, run.status, run.peak_kib, run.cpu
         finally:
             sink.stop()
         routed = len(dovecot.uids("router", "INBOX", ["KEYWORD", "$Routed"]))

@@ -250,17 +250,26 @@ class Router:
                 if self.stopping:
                     break
                 batch = uids[start : start + mailbox.batch_size]
-                fetched = await asyncio.to_thread(self._fetch_bounded, conn, batch)
-                report.fetched += len(fetched)
+                sizes = await asyncio.to_thread(conn.sizes, batch)
                 plans: list[Plan] = []
-                for uid in batch:
+                # Memory stays bounded, whatever the batch: one piece of fetched mail (at most FETCH_BYTES, or
+                # one mail) and the plans not committed yet (at most PLAN_BATCH_BYTES) are all that is held.
+                for piece in self._fetch_bounded(batch, sizes):
                     if self.should_stop():
                         break  # SIGTERM: the message in hand was finished; the rest waits
-                    if uid in fetched and (plan := self._process(mailbox, uidvalidity, fetched[uid], report, plans)):
-                        plans.append(plan)
+                    fetched = await asyncio.to_thread(conn.fetch, piece)
+                    report.fetched += len(fetched)
+                    for uid in piece:
+                        if self.should_stop():
+                            break
+                        mail = fetched.pop(uid, None)  # dropped once decided
+                        if mail is not None and (plan := self._process(mailbox, uidvalidity, mail, report, plans)):
+                            plans.append(plan)
+                        mail = plan = None  # nothing of this mail is held past this point but its plan in `plans`
                         if len(plans) >= PLAN_BATCH or sum(p.size for p in plans) >= PLAN_BATCH_BYTES:
                             self._commit(plans)
                             await asyncio.sleep(0)  # let signals and IDLE wake-ups in
+                    del fetched
                 self._commit(plans)
                 if not self.dry_run:
                     await self.flush_outbox()
@@ -293,21 +302,21 @@ class Router:
         return report
 
     @staticmethod
-    def _fetch_bounded(conn: ImapMailbox, batch: list[int]) -> dict[int, Fetched]:
-        """Fetch a batch, in pieces of at most FETCH_BYTES (sizes asked first): memory stays bounded."""
-        sizes = conn.sizes(batch)
-        out: dict[int, Fetched] = {}
+    def _fetch_bounded(batch: Sequence[int], sizes: dict[int, int]) -> list[list[int]]:
+        """The batch in pieces to fetch one at a time, in UID order: each at most FETCH_BYTES by RFC822.SIZE,
+        or a single mail larger than that."""
+        pieces: list[list[int]] = []
         piece: list[int] = []
         total = 0
-        for uid in batch:
+        for uid in sorted(batch):
             if piece and total + sizes.get(uid, 0) > FETCH_BYTES:
-                out.update(conn.fetch(piece))
+                pieces.append(piece)
                 piece, total = [], 0
             piece.append(uid)
             total += sizes.get(uid, 0)
         if piece:
-            out.update(conn.fetch(piece))
-        return out
+            pieces.append(piece)
+        return pieces
 
     def _new_uids(self, conn: ImapMailbox, mailbox: MailboxConfig, uidvalidity: int) -> list[int]:
         checkpoint = self.store.checkpoint(mailbox.account, mailbox.folder)

@@ -42,6 +42,15 @@ class Fetched:
     flags: tuple[bytes, ...]
 
 
+def quiet_imaplib(client: IMAPClient) -> None:
+    """Turn off imaplib's protocol trace, which imapclient turns on (debug level 5) to feed its debug logger.
+
+    At that level imaplib formats every response with %r, literals included, whether or not anyone logs it:
+    two text copies of every fetched mail, each larger than the mail (a 21 MB fetch peaked at 4 times its size).
+    """
+    client._imap.debug = 0
+
+
 class ImapMailbox:
     """One logged-in connection to one mailbox folder."""
 
@@ -63,6 +72,7 @@ class ImapMailbox:
                 timeout=SocketTimeout(connect=ep.timeout, read=ep.timeout),
             )
             self.client = client  # from here on, close() closes it
+            quiet_imaplib(client)
             if ep.security == "starttls":
                 client.starttls(context)
             if cfg.oauth2 is not None:

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 
 import aiosmtplib
 import structlog
-from aiosmtplib.protocol import PERIOD_REGEX
+from aiosmtplib.protocol import PERIOD_REGEX, SMTPProtocol
 from aiosmtplib.response import SMTPResponse
 
 from emailrouter.errors import (
@@ -33,6 +33,7 @@ from emailrouter.settings import SmtpConfig
 
 log = structlog.get_logger(__name__)
 IDLE_CHECK_AFTER = 10.0  # seconds a connection may sit unused before we NOOP it first
+WRITE_CHUNK = 256 * 1024  # bytes of a message handed to the socket at a time (see _write_body)
 
 
 def tls_context(ca_file: str | None) -> ssl.SSLContext:
@@ -49,13 +50,14 @@ def _refused(code: int, message: str) -> Exception:
     return TemporaryDeliveryError(f"{code} {message}", code)
 
 
-def wire_form(raw: bytes) -> bytes:
-    """The DATA payload: CRLF line ends, leading dots doubled, the final ".". Copies only what needs changing."""
+def wire_form(raw: bytes) -> tuple[bytes, bytes]:
+    """The DATA payload as (body, end): CRLF line ends and leading dots doubled in the body, the final "." line
+    in `end`. The body is `raw` itself when nothing needs changing (composed mail is CRLF already): no copy."""
     if raw.count(b"\n") != raw.count(b"\r\n") or raw.count(b"\r") != raw.count(b"\r\n"):
         raw = raw.replace(b"\r\n", b"\n").replace(b"\r", b"\n").replace(b"\n", b"\r\n")
     if raw.startswith(b".") or b"\n." in raw:
         raw = PERIOD_REGEX.sub(b"..", raw)
-    return raw + (b".\r\n" if raw.endswith(b"\r\n") else b"\r\n.\r\n")
+    return raw, (b".\r\n" if raw.endswith(b"\r\n") else b"\r\n.\r\n")
 
 
 class SmtpTransport:
@@ -176,8 +178,8 @@ class SmtpTransport:
         if protocol is None:
             raise RelayError("connection lost before DATA")
         try:
-            protocol.write(wire_form(raw))
-        except (aiosmtplib.SMTPException, OSError) as exc:  # nothing went out: the relay cannot have it
+            await self._write_body(protocol, raw)
+        except (aiosmtplib.SMTPException, OSError) as exc:  # the final "." never went out: the relay cannot have it
             raise RelayError(f"{type(exc).__name__} while sending the message: {exc}") from None
         try:
             final = await protocol.read_response(timeout=self.config.data_timeout)
@@ -188,6 +190,23 @@ class SmtpTransport:
         if final.code != 250:
             raise _refused(final.code, final.message)
         return f"{final.code} {final.message}"
+
+    @staticmethod
+    async def _write_body(protocol: SMTPProtocol, raw: bytes) -> None:
+        """Write the DATA payload in slices of WRITE_CHUNK, each handed to the socket before the next (drain).
+
+        One write of the whole message would have asyncio's transport copy whatever the socket does not take at
+        once into its buffer: about the size of the message again. In slices, at most one slice is buffered."""
+        body, end = wire_form(raw)
+        if hasattr(protocol, "_response_pending"):
+            # aiosmtplib >= 5 drops what the relay says while no command awaits an answer; an early refusal
+            # (a relay may answer before the ".") must reach read_response, as in aiosmtplib's own DATA
+            protocol._response_pending = True
+        view = memoryview(body)  # slices without copies; the transport takes any bytes-like object
+        for offset in range(0, len(view), WRITE_CHUNK):
+            protocol.write(view[offset : offset + WRITE_CHUNK])  # type: ignore[arg-type]
+            await protocol._drain_helper()
+        protocol.write(end)
 
     async def close(self) -> None:
         async with self._lock:

@@ -1,0 +1,157 @@
+"""What the Dovecot benchmarks share: an SMTP sink in another process, the router's config for a real Dovecot,
+and running a process while reading its peak RSS.
+
+Used by benchmarks/drain.py and benchmarks/memory.py (imported as `common`, next to them).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from tests.integration.dovecot import Dovecot  # noqa: E402
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def default_sink() -> str:
+    """Postfix's smtp-sink (C, never the bottleneck) when installed, else emailrouter's own."""
+    return "postfix" if shutil.which("smtp-sink") else "python"
+
+
+class ExternalSink:
+    """A sink in another process: Postfix's smtp-sink, or `python -m emailrouter.sink --count-only`."""
+
+    def __init__(self, kind: str, workdir: Path) -> None:
+        self.port = free_port()
+        self.kind = kind
+        self.stats = workdir / "sink-count"
+        if kind == "postfix":
+            cmd = [shutil.which("smtp-sink") or "smtp-sink", "-c", "-u", "mail", f"127.0.0.1:{self.port}", "256"]
+        else:
+            cmd = [
+                sys.executable,
+                "-m",
+                "emailrouter.sink",
+                "--port",
+                str(self.port),
+                "--count-only",
+                "--stats-file",
+                str(self.stats),
+            ]
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", self.port)) == 0:
+                    return
+            time.sleep(0.05)
+        raise RuntimeError(f"{kind} sink did not start")
+
+    def stop(self) -> None:
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+def write_config(workdir: Path, dovecot: Dovecot, sink_port: int, idle: bool, state: str | None = None) -> Path:
+    """The shipped config with one mailbox on `dovecot` (user router, INBOX) and the sink as relay.
+
+    `state`: the state file's name in `workdir` (default: idle.sqlite3 or drain.sqlite3)."""
+    target = workdir / "config"
+    if not target.exists():
+        shutil.copytree(ROOT / "config", target, ignore=shutil.ignore_patterns("samples", "tests"))
+    (workdir / "imap-password").write_text(dovecot.users["router"] + "\n")
+    main = target / "emailrouter.yaml"
+    state_file = workdir / (state or ("idle.sqlite3" if idle else "drain.sqlite3"))
+    main.write_text(
+        (ROOT / "config" / "emailrouter.yaml").read_text()
+        + f"""
+mailboxes:
+  - name: bench
+    host: 127.0.0.1
+    port: {dovecot.port}
+    security: plain
+    username: router
+    password: {{file: {workdir / "imap-password"}}}
+    idle: {"true" if idle else "false"}
+    poll_interval: 600
+smtp:
+  host: 127.0.0.1
+  port: {sink_port}
+  security: plain
+state:
+  path: {state_file}
+"""
+    )
+    return main
+
+
+@dataclass(frozen=True)
+class Run:
+    """How a process went: wall seconds, exit status, peak RSS (KiB, VmHWM) and CPU seconds."""
+
+    seconds: float
+    status: int
+    peak_kib: int
+    cpu: float
+    stderr: bytes = b""
+
+
+def run_measured(cmd: Sequence[str], timeout: float | None = None) -> Run:
+    """Run `cmd` (stdout discarded) and read its VmHWM from /proc while it runs.
+
+    VmHWM of the process itself: ru_maxrss of the children would also count the benchmark's own memory,
+    inherited by fork. Killed after `timeout` seconds (status -9)."""
+    started = time.perf_counter()
+    proc = subprocess.Popen(list(cmd), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=ROOT)
+    assert proc.stderr is not None
+    os.set_blocking(proc.stderr.fileno(), False)
+    err = bytearray()
+    peak_kib = 0
+    status_file = Path(f"/proc/{proc.pid}/status")
+    while True:
+        try:
+            for line in status_file.read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    peak_kib = max(peak_kib, int(line.split()[1]))
+        except (OSError, ValueError):
+            pass
+        with contextlib.suppress(BlockingIOError):
+            err += proc.stderr.read() or b""  # keep the pipe drained, so a chatty process never blocks on it
+        pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+        if pid:
+            break
+        if timeout is not None and time.perf_counter() - started > timeout:
+            proc.kill()
+        time.sleep(0.02)
+    err += proc.stderr.read() or b""
+    proc.stderr.close()
+    proc.returncode = os.waitstatus_to_exitcode(status)  # reaped by wait4: tell Popen, so it does not wait again
+    cpu = usage.ru_utime + usage.ru_stime
+    return Run(time.perf_counter() - started, proc.returncode, peak_kib, cpu, bytes(err))
+
+
+def run_router_once(config: Path, timeout: float | None = None) -> Run:
+    """`emailrouter run --once` with warnings only, measured."""
+    cmd = [sys.executable, "-m", "emailrouter", "run", "--once", "--log-level", "warning", "-c", str(config)]
+    return run_measured(cmd, timeout)
