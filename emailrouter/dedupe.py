@@ -17,6 +17,7 @@ _CONTENT_HEADERS = frozenset({b"from", b"to", b"cc", b"subject", b"date", b"mess
 _HEADER_END = re.compile(rb"\r?\n\r?\n")
 _FOLD = re.compile(rb"\r?\n[ \t]+")
 _SPACE = re.compile(rb"[ \t]+")
+_LINE_END = re.compile(rb"[ \t]*\r?\n")
 
 
 def bytes_hash(raw: bytes) -> str:
@@ -37,8 +38,7 @@ def content_hash(raw: bytes) -> str:
     for header in sorted(fields):
         digest.update(header + b"\n")
     digest.update(b"\n")
-    for line in body.splitlines():
-        digest.update(line.rstrip() + b"\n")
+    digest.update(_LINE_END.sub(b"\n", body).rstrip(b" \t\r\n"))
     return "sha256:" + digest.hexdigest()
 
 
