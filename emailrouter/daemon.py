@@ -60,6 +60,7 @@ QUARANTINED = "$Quarantined"
 AUTOMATED = "$Automated"
 PLAN_BATCH = 50
 PLAN_BATCH_BYTES = 8 * 1024 * 1024
+STATE_RETRY_MAX = 10.0  # seconds between tries of a state store that cannot be written (disk full)
 FETCH_BYTES = 16 * 1024 * 1024  # a fetch never asks for more mail than this at once
 
 
@@ -189,7 +190,7 @@ class Router:
             write()
         except StateError as exc:
             self._unrecorded.append(write)
-            self._went_down(self.state, str(exc), maximum=30.0)
+            self._went_down(self.state, str(exc), maximum=STATE_RETRY_MAX)
 
     def _state_usable(self) -> bool:
         """Write what could not be written before; False while the state store still refuses (or waits)."""
@@ -199,7 +200,7 @@ class Router:
             try:
                 self._unrecorded[0]()
             except StateError as exc:
-                self._went_down(self.state, str(exc), maximum=30.0)
+                self._went_down(self.state, str(exc), maximum=STATE_RETRY_MAX)
                 return False
             self._unrecorded.pop(0)
         return True
@@ -275,7 +276,7 @@ class Router:
                     await self.flush_outbox()
                     await self._finish(mailbox, conn, uidvalidity, report)
         except StateError as exc:  # the IMAP side is fine: keep the connection, wait for the disk
-            self._went_down(self.state, str(exc), maximum=30.0)
+            self._went_down(self.state, str(exc), maximum=STATE_RETRY_MAX)
             report.ok, report.error = False, f"state store unwritable: {exc}"
             return report
         except (MailboxError, OSError) as exc:
@@ -541,8 +542,7 @@ class Router:
         else:
             log.warning("quarantine_notice_suppressed", limit_per_hour=limit)
         dedupe = headers.get("message-id") or bytes_hash(fetched.raw)
-        return Plan(key, dedupe, "", {"error": error}, sends, now, None, "quarantined", error=error,
-                    content_hash=content)
+        return Plan(key, dedupe, "", {}, sends, now, None, "quarantined", error=error, content_hash=content)
 
     def _limit(self, routing: Routing, plans: list[Plan], now: datetime) -> tuple[list[Outgoing], list[Suppressed]]:
         """Reply rate limits and bounce blocks, from the persisted reply history (and this batch's plans)."""
@@ -634,7 +634,7 @@ class Router:
             except RelayError as exc:
                 self._went_down(self.relay, str(exc), maximum=min(300.0, self.config.settings.delivery.retry_max))
             except StateError as exc:
-                self._went_down(self.state, str(exc), maximum=30.0)
+                self._went_down(self.state, str(exc), maximum=STATE_RETRY_MAX)
             finally:
                 with contextlib.suppress(StateError):
                     self.store.settle(self.clock())
