@@ -17,7 +17,12 @@ _CONTENT_HEADERS = frozenset({b"from", b"to", b"cc", b"subject", b"date", b"mess
 _HEADER_END = re.compile(rb"\r?\n\r?\n")
 _FOLD = re.compile(rb"\r?\n[ \t]+")
 _SPACE = re.compile(rb"[ \t]+")
-_LINE_END = re.compile(rb"[ \t]*\r?\n")
+# one of those headers on its own line (folded lines joined, every line break made "\n"): name, value
+_CONTENT_FIELD = re.compile(
+    rb"^[ \t\x0b\x0c]*(" + b"|".join(re.escape(h) for h in sorted(_CONTENT_HEADERS)) + rb")[ \t\x0b\x0c]*:(.*)$",
+    re.IGNORECASE | re.MULTILINE,
+)
+_TRAILING = re.compile(rb"[ \t]+\n")  # white space at the end of a line (line ends made "\n")
 
 
 def bytes_hash(raw: bytes) -> str:
@@ -29,16 +34,22 @@ def content_hash(raw: bytes) -> str:
     """sha256 over the sender's own headers and the body; the same for every copy of one mail."""
     m = _HEADER_END.search(raw)
     head, body = (raw[: m.start()], raw[m.end() :]) if m else (raw, b"")
-    digest = hashlib.sha256()
+    if b"\n " in head or b"\n\t" in head:
+        head = _FOLD.sub(b" ", head)
+    if b"\r" in head:  # a line ends at CR LF, LF or a lone CR
+        head = head.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
     fields = []
-    for line in _FOLD.sub(b" ", head).splitlines():
-        name, sep, value = line.partition(b":")
-        if sep and name.strip().lower() in _CONTENT_HEADERS:
-            fields.append(name.strip().lower() + b":" + _SPACE.sub(b" ", value.strip()))
-    for header in sorted(fields):
-        digest.update(header + b"\n")
-    digest.update(b"\n")
-    digest.update(_LINE_END.sub(b"\n", body).rstrip(b" \t\r\n"))
+    for name, value in _CONTENT_FIELD.findall(head):
+        value = value.strip()
+        fields.append(name.lower() + b":" + (_SPACE.sub(b" ", value) if b"\t" in value or b"  " in value else value))
+    fields.sort()
+    digest = hashlib.sha256(b"".join(header + b"\n" for header in fields) + b"\n")
+    # line ends made "\n" and white space at the end of each line dropped, as one pass of [ \t]*\r?\n -> \n would
+    if b"\r" in body:
+        body = body.replace(b"\r\n", b"\n")
+    if b" \n" in body or b"\t\n" in body:
+        body = _TRAILING.sub(b"\n", body)
+    digest.update(body.rstrip(b" \t\r\n"))
     return "sha256:" + digest.hexdigest()
 
 
