@@ -23,8 +23,11 @@ The schema is versioned with `PRAGMA user_version` and ordered migrations, one t
 1 = the first release's tables; 2 = final outcomes and content hashes (a file written before versions
 were kept has user_version 0, with or without them: both migrate); 3 = segment, intent, hard,
 suppressions and unrendered replies of each decision as columns of their own, backfilled from the
-decision trace, so `stats` aggregates in SQL and never decodes a trace. A file of a newer version than
-this code knows is refused (`StateError` naming the file), never written.
+decision trace, so `stats` aggregates in SQL and never decodes a trace; 4 = the bodies of outgoing
+messages in a table of their own (`outbox_bodies`), written in slices and read into one buffer with
+SQLite's blob I/O: SQLite copies a row whole on every update, so a status change of a 30 MB forward cost
+60 MB of memory; `outbox.raw` now keeps only the header block. A file of a newer version than this code knows is
+refused (`StateError` naming the file), never written.
 
 Over 400 lines: the contract, its row types, the migrations and their SQLite implementation are one
 unit that changes together (a column added here is a field of a row, a migration and a query).
@@ -479,10 +482,25 @@ def _v3_decision_columns(db: sqlite3.Connection) -> None:
         last = rows[-1]["rowid"]
 
 
+def _v4_outbox_bodies(db: sqlite3.Connection) -> None:
+    # The whole message of an outbox entry, apart from its row: a status change never rewrites it, and it is
+    # written in slices and read into one buffer (blob I/O), never copied whole by SQLite. outbox.raw keeps
+    # the header block; a sent message has no body row (mark_sent deletes it); the trigger drops it with its entry.
+    db.execute("CREATE TABLE IF NOT EXISTS outbox_bodies (id INTEGER PRIMARY KEY, raw BLOB NOT NULL)")
+    db.execute(
+        "CREATE TRIGGER IF NOT EXISTS outbox_bodies_go AFTER DELETE ON outbox"
+        " BEGIN DELETE FROM outbox_bodies WHERE id = old.id; END"
+    )
+    # the entries of earlier versions that still hold a body (SQLite moves them one row at a time)
+    db.execute("INSERT OR IGNORE INTO outbox_bodies (id, raw) SELECT id, raw FROM outbox WHERE status!='sent'")
+    db.execute(f"UPDATE outbox SET raw={_HEADERS_ONLY} WHERE status!='sent'")
+
+
 MIGRATIONS: Final[tuple[Callable[[sqlite3.Connection], None], ...]] = (
     _v1_first_release,
     _v2_final_outcome_and_content_hash,
     _v3_decision_columns,
+    _v4_outbox_bodies,
 )
 SCHEMA_VERSION: Final = len(MIGRATIONS)
 
@@ -542,20 +560,23 @@ def _send_record(r: sqlite3.Row) -> SendRecord:
     )
 
 
-def _entry(r: sqlite3.Row) -> OutboxEntry:
+def _entry(r: sqlite3.Row, raw: bytes) -> OutboxEntry:
     return OutboxEntry(
         kind=r["kind"],
         unit=r["unit"],
         mail_from=r["mail_from"],
         recipients=tuple(json.loads(r["recipients"])),
         message_id=r["message_id"],
-        raw=bytes(r["raw"]),
+        raw=raw,
         id=int(r["id"]),
         msg_key=r["msg_key"],
         status=r["status"],
         attempts=int(r["attempts"]),
         created_at=datetime.fromisoformat(r["created_at"]),
     )
+
+
+BLOB_SLICE: Final = 1 << 20  # bytes of an outgoing message written to the state store at a time
 
 
 class SqliteStore:
@@ -716,7 +737,9 @@ class SqliteStore:
 
     @staticmethod
     def _insert_send(db: sqlite3.Connection, key: str, idx: int, send: PlannedSend, at: str) -> None:
-        db.execute(
+        end = send.raw.find(b"\r\n\r\n")
+        head = send.raw[: end + 4] if end >= 0 else send.raw  # the header block (what a sent message keeps)
+        cur = db.execute(
             "INSERT OR IGNORE INTO outbox (msg_key, idx, kind, unit, mail_from, recipients, message_id, raw, status,"
             " next_attempt, created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
             (
@@ -727,12 +750,20 @@ class SqliteStore:
                 send.mail_from,
                 json.dumps(list(send.recipients)),
                 send.message_id,
-                send.raw,
+                head,
                 "pending",
                 at,
                 at,
             ),
         )
+        if cur.rowcount != 1 or cur.lastrowid is None:
+            return  # planned before: its body is there
+        db.execute("INSERT INTO outbox_bodies (id, raw) VALUES (?, zeroblob(?))", (cur.lastrowid, len(send.raw)))
+        if send.raw:
+            with db.blobopen("outbox_bodies", "raw", cur.lastrowid) as blob:
+                view = memoryview(send.raw)
+                for offset in range(0, len(view), BLOB_SLICE):
+                    blob.write(view[offset : offset + BLOB_SLICE])
 
     def outcome(self, key: MessageKey) -> MessageRecord | None:
         rows = self._rows(f"SELECT {_MESSAGE} FROM messages WHERE key=?", (str(key),))
@@ -789,7 +820,19 @@ class SqliteStore:
     # ------------------------------------------------------------------ outbox
 
     def _entries(self, where: str, args: Sequence[Any]) -> list[OutboxEntry]:
-        return [_entry(r) for r in self._rows(f"SELECT * FROM outbox WHERE {where} ORDER BY id", args)]
+        with self._lock:
+            rows = self._rows(f"SELECT * FROM outbox WHERE {where} ORDER BY id", args)
+            return [_entry(r, self._body(int(r["id"]), bytes(r["raw"]))) for r in rows]
+
+    def _body(self, entry_id: int, head: bytes) -> bytes:
+        """The whole message of an outbox entry, read in one piece (the header block alone once it is sent)."""
+        try:
+            if not self._db.execute("SELECT 1 FROM outbox_bodies WHERE id=?", (entry_id,)).fetchone():
+                return head  # sent: its body is gone
+            with self._db.blobopen("outbox_bodies", "raw", entry_id, readonly=True) as blob:
+                return blob.read()
+        except sqlite3.OperationalError as exc:  # I/O error, locked for too long
+            raise StateError(f"state store {self.path}: cannot read: {exc}") from None
 
     def due_ids(self, now: datetime, limit: int = 500) -> list[int]:
         rows = self._rows(
@@ -825,6 +868,7 @@ class SqliteStore:
                 f"UPDATE outbox SET status='sent', sent_at=?, last_error=NULL, raw={_HEADERS_ONLY} WHERE id=?",
                 [(_iso(now), entry_id) for entry_id in entry_ids],
             )
+            db.executemany("DELETE FROM outbox_bodies WHERE id=?", [(entry_id,) for entry_id in entry_ids])
 
     def mark_retry(self, entry_id: int, error: str, next_attempt: datetime) -> None:
         with self._tx() as db:

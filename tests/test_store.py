@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 
@@ -95,7 +96,7 @@ def _columns(path: Path) -> set[str]:
 def test_a_new_state_file_has_the_current_schema_version(tmp_path: Path) -> None:
     """A state store created now is at the newest schema version, with the decision columns."""
     Store(tmp_path / "s.sqlite3").close()
-    assert _user_version(tmp_path / "s.sqlite3") == SCHEMA_VERSION == 3
+    assert _user_version(tmp_path / "s.sqlite3") == SCHEMA_VERSION == 4
     assert {"final_outcome", "content_hash", "segment", "intent", "hard", "suppressed"} <= _columns(
         tmp_path / "s.sqlite3"
     )
@@ -209,3 +210,40 @@ def test_a_migration_that_fails_leaves_the_file_at_the_version_before(
     monkeypatch.setattr(store_module, "MIGRATIONS", real)
     Store(path).close()
     assert _user_version(path) == SCHEMA_VERSION and "segment" in _columns(path)
+
+
+def test_outgoing_bodies_of_an_older_file_move_to_their_own_table(tmp_path: Path) -> None:
+    """An older file's unsent messages keep their whole bytes after migration, their outbox rows only the header
+    block; a sent one stays headers only; a body goes once its message is sent or its mail is forgotten."""
+    path = tmp_path / "old.sqlite3"
+    _first_release_file(path)  # two sent entries (ids 1, 2), bodies already dropped
+    raw = b"Message-ID: <f3@x>\r\nSubject: mati\r\n\r\nthe customer's whole mail\r\n"
+    with sqlite3.connect(path) as db:
+        db.executemany(
+            "INSERT INTO outbox (msg_key, idx, kind, unit, mail_from, recipients, message_id, raw, status,"
+            " next_attempt, created_at) VALUES (?, 1, 'forward', 'dcs_unit', 'er@x.id', '[]', ?, ?, ?, ?, ?)",
+            [
+                ("a|INBOX|1|1", "<f3@x>", raw, "pending", RECEIVED, RECEIVED),
+                ("a|INBOX|1|2", "<f4@x>", raw, "failed", RECEIVED, RECEIVED),
+            ],
+        )
+    store = Store(path)
+    try:
+        assert _user_version(path) == SCHEMA_VERSION
+        pending, failed, sent = store.entry(3), store.entry(4), store.entry(1)
+        assert pending is not None and failed is not None and sent is not None
+        assert (pending.raw, failed.raw, sent.raw) == (raw, raw, b"\x00")
+        with sqlite3.connect(path) as db:
+            heads = {r[0] for r in db.execute("SELECT raw FROM outbox WHERE status!='sent'")}
+            assert heads == {b"Message-ID: <f3@x>\r\nSubject: mati\r\n\r\n"}
+            assert db.execute("SELECT count(*) FROM outbox_bodies").fetchone()[0] == 2
+        store.mark_sent([3], NOW)
+        store.forget(MessageKey("a", "INBOX", 1, 2))
+        with sqlite3.connect(path) as db:
+            assert db.execute("SELECT count(*) FROM outbox_bodies").fetchone()[0] == 0
+        assert (store.entry(3), store.entry(4)) == (
+            replace(pending, raw=b"Message-ID: <f3@x>\r\nSubject: mati\r\n\r\n", status="sent"),
+            None,
+        )
+    finally:
+        store.close()
