@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
 # the headers that belong to what the sender wrote; every delivery path keeps them as they are
 _CONTENT_HEADERS = frozenset({b"from", b"to", b"cc", b"subject", b"date", b"message-id", b"content-type"})
@@ -33,7 +33,7 @@ def bytes_hash(raw: bytes) -> str:
 def content_hash(raw: bytes) -> str:
     """sha256 over the sender's own headers and the body; the same for every copy of one mail."""
     m = _HEADER_END.search(raw)
-    head, body = (raw[: m.start()], raw[m.end() :]) if m else (raw, b"")
+    head, body_at = (raw[: m.start()], m.end()) if m else (raw, len(raw))
     if b"\n " in head or b"\n\t" in head:
         head = _FOLD.sub(b" ", head)
     if b"\r" in head:  # a line ends at CR LF, LF or a lone CR
@@ -44,13 +44,31 @@ def content_hash(raw: bytes) -> str:
         fields.append(name.lower() + b":" + (_SPACE.sub(b" ", value) if b"\t" in value or b"  " in value else value))
     fields.sort()
     digest = hashlib.sha256(b"".join(header + b"\n" for header in fields) + b"\n")
-    # line ends made "\n" and white space at the end of each line dropped, as one pass of [ \t]*\r?\n -> \n would
-    if b"\r" in body:
-        body = body.replace(b"\r\n", b"\n")
-    if b" \n" in body or b"\t\n" in body:
-        body = _TRAILING.sub(b"\n", body)
-    digest.update(body.rstrip(b" \t\r\n"))
+    # line ends made "\n" and white space at the end of each line dropped, as one pass of [ \t]*\r?\n -> \n would,
+    # and the white space at the very end dropped; a block at a time, so that no copy is as large as the mail
+    blanks = b""  # white space at the end of what was read so far: hashed only if more text follows
+    for block in _blocks(raw, body_at):
+        if b"\r" in block:
+            block = block.replace(b"\r\n", b"\n")
+        if b" \n" in block or b"\t\n" in block:
+            block = _TRAILING.sub(b"\n", block)
+        text = block.rstrip(b" \t\r\n")
+        if text:
+            digest.update(blanks + text if blanks else text)
+            blanks = block[len(text) :]
+        else:
+            blanks += block
     return "sha256:" + digest.hexdigest()
+
+
+def _blocks(raw: bytes, start: int, size: int = 1 << 20) -> Iterator[bytes]:
+    """raw[start:] in pieces of about `size` bytes, each but the last ending just after a LF: the line ends,
+    and so the normalisation, are those of the whole."""
+    while start < len(raw):
+        cut = raw.find(b"\n", start + size)
+        end = len(raw) if cut < 0 else cut + 1
+        yield raw[start:end]
+        start = end
 
 
 def duplicate_of(content: str, earlier: Iterable[tuple[str, str | None]]) -> str | None:
