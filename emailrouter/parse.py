@@ -293,7 +293,10 @@ def _payload_size(part: Message) -> int:
     while stack:
         node = stack.pop()
         payload = node.get_payload()
-        if isinstance(payload, list):
+        omitted = str(node.get(OMITTED, "")).strip()
+        if isinstance(payload, str) and not payload.strip() and omitted.isdecimal() and len(omitted) < 12:
+            total += int(omitted)  # a body skeleton() left out: its decoded size
+        elif isinstance(payload, list):
             stack.extend(p for p in payload if isinstance(p, Message))
         elif isinstance(payload, str):
             cte = str(node.get("Content-Transfer-Encoding", "")).strip().lower()
@@ -395,11 +398,102 @@ def parse(raw: bytes) -> MessageView:
         )
 
 
+SKELETON_FROM = 1 << 20  # mail at least this large is parsed without the bodies of its big attachments
+BIG_LEAF = 64 * 1024  # a base64 attachment with a longer body is left out of the parse (its size kept)
+OMITTED = "X-EmailRouter-Omitted-Bytes"  # where skeleton() keeps the decoded size of a body it left out
+_READ_TYPES = ("text/plain", "text/html", "text/rfc822-headers")  # leaves whose content parse or the guard read
+_STR_BLANKS = bytes(c for c in range(128) if chr(c).isspace())  # what str.rstrip() strips of ASCII
+
+
+def skeleton(raw: bytes) -> bytes:
+    """`raw` with the bodies of its big base64 attachments left out, each one's decoded size in a header.
+
+    The standard library's parser holds about six times a mail while it parses it (the text, a list of every
+    line, each payload joined); of an attachment the router needs only its name, type and size. Emptied: a
+    base64 leaf below the top, over BIG_LEAF, not text/plain, text/html or text/rfc822-headers (nor message/*,
+    whose parts are looked at in turn), with a header block the standard parser reads cleanly. MIME delimiters
+    are found as the standard parser finds them; header blocks are parsed by it. So `parse` makes of the
+    result what it makes of `raw` (a part's own OMITTED header on an empty body counts as its size)."""
+    if len(raw) < SKELETON_FROM:
+        return raw
+    out: list[bytes] = []
+    try:
+        _skeleton_part(raw, 0, len(raw), out, 0)
+    except Exception:  # a bug of ours must not cost the mail: then it is parsed whole
+        return raw
+    return b"".join(out)
+
+
+def _header_end(raw: bytes, start: int, end: int) -> int:
+    """Offset just after the empty line that ends the header block starting at `start` (or `end`)."""
+    if raw.startswith((b"\r\n", b"\n"), start, end):
+        return start + (2 if raw[start] == 13 else 1)
+    found = [k + n for k, n in ((raw.find(b"\n\r\n", start, end), 3), (raw.find(b"\n\n", start, end), 2)) if k >= 0]
+    return min(found) if found else end
+
+
+def _delimiters(raw: bytes, delimiter: bytes, start: int, end: int) -> list[tuple[int, int, bool]]:
+    """(offset, end of its line, closing?) of each delimiter line in raw[start:end], as the standard parser
+    finds them: at the start of a line, the delimiter, `--` or not, blanks, then the end of the line."""
+    found = []
+    pos = start
+    while (hit := raw.find(delimiter, pos, end)) >= 0:
+        pos = hit + len(delimiter)
+        if hit > start and raw[hit - 1] not in (10, 13):
+            continue
+        closing = raw.startswith(b"--", pos, end)
+        after = pos + 2 if closing else pos
+        while after < end and raw[after] in (32, 9):
+            after += 1
+        if after < end and raw[after] not in (10, 13):
+            continue
+        found.append((hit, min(end, after + (2 if raw.startswith(b"\r\n", after, end) else 1)), closing))
+    return found
+
+
+def _skeleton_part(raw: bytes, start: int, end: int, out: list[bytes], depth: int) -> None:
+    """Append raw[start:end], one MIME entity, to `out`, with its big attachments' bodies left out."""
+    body = _header_end(raw, start, end)
+    part = BytesParser(policy=compat32).parsebytes(raw[start:body], headersonly=True)
+    if part.defects or part.get_payload() or depth >= MAX_DEPTH:  # a header block the parser may read otherwise
+        out.append(raw[start:end])
+        return
+    maintype, ctype = part.get_content_maintype(), part.get_content_type()
+    boundary = part.get_boundary() if maintype == "multipart" else None
+    delimiters = _delimiters(raw, b"--" + boundary.encode("ascii", "surrogateescape"), body, end) if boundary else []
+    if delimiters:
+        out.append(raw[start : delimiters[0][0]])  # the header block and the preamble
+        for n, (hit, line_end, closing) in enumerate(delimiters):
+            out.append(raw[hit:line_end])
+            if closing:
+                out.append(raw[line_end:end])  # the epilogue
+                return
+            _skeleton_part(raw, line_end, delimiters[n + 1][0] if n + 1 < len(delimiters) else end, out, depth + 1)
+        return
+    if maintype == "message" and ctype != "message/delivery-status":  # parsed as a message of its own
+        out.append(raw[start:body])
+        _skeleton_part(raw, body, end, out, depth + 1)
+        return
+    cte = str(part.get("Content-Transfer-Encoding", "")).strip().lower()
+    attachment = cte == "base64" and maintype not in ("multipart", "message") and ctype not in _READ_TYPES
+    if depth == 0 or not attachment or end - body <= BIG_LEAF:
+        out.append(raw[start:end])  # the top (its headers are the view's), a part that is read, or a small one
+        return
+    blank = sum(raw.count(c, body, end) for c in (b"\r", b"\n", b" ", b"\t"))
+    tail = raw[max(body, end - 4096) : end].rstrip(_STR_BLANKS)
+    if not tail and end - body > 4096:
+        tail = raw[body:end].rstrip(_STR_BLANKS)  # kilobytes of blanks at the end: whatever it takes
+    size = max(0, (end - body - blank) * 3 // 4 - tail.count(b"=", -3))  # as _payload_size counts it
+    newline = b"\r\n" if raw.startswith(b"\r\n", body - 2) else b"\n"
+    blank_line = body - len(newline)
+    out += [raw[start:blank_line], f"{OMITTED}: {size}".encode(), newline, raw[blank_line:body], newline]
+
+
 def _message(raw: bytes, defects: list[str]) -> Message:
     """The parsed message; if the full parse fails (RecursionError on thousands of nested message/rfc822
     parts, say), the header block alone, so that sender, subject and Message-ID survive."""
     try:
-        return email.message_from_bytes(raw, policy=compat32)
+        return email.message_from_bytes(skeleton(raw), policy=compat32)
     except Exception as exc:  # compat32 is lenient, but a parser bug must not lose a mail
         defects.append(f"unparseable message: {type(exc).__name__}; only its headers were read")
     try:
