@@ -17,6 +17,7 @@ from email.header import Header
 from email.message import EmailMessage, Message
 from email.policy import EmailPolicy
 from email.utils import formataddr
+from io import BytesIO
 from typing import Any
 
 from emailrouter.errors import ComposeError
@@ -141,7 +142,45 @@ class Prebuilt(Message):
 
     def _write_headers(self, generator: Generator) -> None:
         fp = generator._fp  # type: ignore[attr-defined]
+        if isinstance(generator, _Spliced):  # as_bytes: a marker here, the bytes joined in at the end
+            generator.pieces.append(self.raw)
+            fp.write(_SPLICE)
+            return
         fp.write(self.raw if isinstance(generator, BytesGenerator) else self.raw.decode("ascii", "surrogateescape"))
+
+
+_SPLICE = b"\x00emailrouter-prebuilt\x00"  # where a Prebuilt goes in as_bytes (any other one is noticed)
+
+
+class _Spliced(BytesGenerator):
+    """Writes a marker where a Prebuilt's bytes go, and keeps the bytes aside (see as_bytes)."""
+
+    pieces: list[bytes]
+
+    def clone(self, fp: Any) -> _Spliced:
+        twin = super().clone(fp)
+        twin.pieces = self.pieces
+        return twin
+
+
+def as_bytes(msg: Message) -> bytes:
+    """`msg.as_bytes()`, byte for byte, with the prebuilt parts (the customer's original) copied once.
+
+    The standard generator writes every part into a buffer of its own and copies that into its parent's:
+    a forward would hold its original four or five times over. Here a marker is written in its place and
+    the result is joined once from the small pieces and the original itself; if the text around holds a
+    marker too (a customer may write anything), the standard way is taken."""
+    fp = BytesIO()
+    generator = _Spliced(fp, mangle_from_=False, policy=msg.policy)
+    generator.pieces = []
+    generator.flatten(msg, unixfrom=False)
+    frame = fp.getvalue().split(_SPLICE)
+    if len(frame) != len(generator.pieces) + 1:
+        return msg.as_bytes(policy=msg.policy)
+    out = [frame[0]]
+    for raw, after in zip(generator.pieces, frame[1:], strict=True):
+        out += [raw, after]
+    return b"".join(out)
 
 
 def message_part(raw: bytes, filename: str = "original.eml") -> Message:
@@ -150,16 +189,29 @@ def message_part(raw: bytes, filename: str = "original.eml") -> Message:
     message/rfc822 may not be base64-encoded, and SMTP refuses lines over 998 bytes: an original with
     such lines (it happens) is attached base64-encoded as application/octet-stream instead, still whole.
     """
-    lines = raw.replace(b"\r\n", b"\n").split(b"\n")
-    if max(map(len, lines), default=0) > MAX_LINE:
+    if longest_line(raw) > MAX_LINE:
         return file_part(raw, "application/octet-stream", filename)
     part = EmailMessage(policy=POLICY)
     part["Content-Type"] = "message/rfc822"
     part["Content-Disposition"] = f'attachment; filename="{filename}"'
     part["Content-Transfer-Encoding"] = "7bit" if raw.isascii() else "8bit"
-    normalised = raw.replace(b"\r\n", b"\n").replace(b"\r", b"\n").replace(b"\n", b"\r\n")
-    part.set_payload([Prebuilt(normalised)])
+    crlf = raw.count(b"\r\n")
+    if raw.count(b"\n") != crlf or raw.count(b"\r") != crlf:  # else CRLF throughout already: attached as it is
+        raw = raw.replace(b"\r\n", b"\n").replace(b"\r", b"\n").replace(b"\n", b"\r\n")
+    part.set_payload([Prebuilt(raw)])
     return part
+
+
+def longest_line(raw: bytes, block: int = 1 << 20) -> int:
+    """Bytes in the longest line of `raw` (a CR before the LF not counted), a block of lines at a time:
+    never a list of every line of a big mail."""
+    longest = start = 0
+    while start < len(raw):
+        cut = raw.find(b"\n", start + block)
+        end = len(raw) if cut < 0 else cut + 1
+        longest = max(longest, max(map(len, raw[start:end].replace(b"\r\n", b"\n").split(b"\n"))))
+        start = end
+    return longest
 
 
 def mixed(msg: EmailMessage, parts: list[Message]) -> None:
