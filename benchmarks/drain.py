@@ -53,7 +53,8 @@ SENDERS = [
 def make_mail(rng: random.Random, i: int, subject: str | None = None) -> bytes:
     """~35 KB on average: text plus an HTML alternative; 15% carry a 20-300 KB attachment."""
     text = "\r\n".join(rng.choice(SENTENCES) for _ in range(rng.randint(5, 40)))
-    html = "<html><body>" + "".join(f"<p>{line}</p>" for line in text.split("\r\n")) + "</body></html>"
+    # a paragraph a line: SMTP refuses lines over 998 bytes (and so does the sink)
+    html = "<html><body>\r\n" + "\r\n".join(f"<p>{line}</p>" for line in text.split("\r\n")) + "\r\n</body></html>"
     head = (
         f"From: Customer {i} <{rng.choice(SENDERS)}>\r\nTo: cs@cc.example.co.id\r\n"
         f"Subject: {subject or rng.choice(SENTENCES)[:50]}\r\nMessage-ID: <drain-{i}-{rng.random()}@bench>\r\n"
