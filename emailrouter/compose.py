@@ -161,8 +161,15 @@ def _plain_action(action: Action, units: dict[str, Unit]) -> str:
 
 
 def _base_headers(
-    case: Case, index: int, action: Action, router: RouterIdentity, to: str, subject: str
+    case: Case,
+    index: int,
+    action: Action,
+    router: RouterIdentity,
+    to: str,
+    subject: str,
+    more: list[tuple[str, str]] | None = None,
 ) -> EmailMessage:
+    """A new message with From, To, Subject, Date and Message-ID, then the headers in `more`."""
     return mime.new(
         [
             ("From", mime.address(router.name, router.address)),
@@ -170,6 +177,7 @@ def _base_headers(
             ("Subject", mime.text(subject)),
             ("Date", format_datetime(case.now)),
             ("Message-ID", message_id(case, index, action, router)),
+            *(more or ()),
         ]
     )
 
@@ -185,17 +193,18 @@ def _customer_address(case: Case) -> str | None:
 
 def _agent_message(case: Case, index: int, action: Action, c: Composer, unit: Unit, subject: str) -> EmailMessage:
     """A message to agents: tagged headers they can filter on, Reply-To the customer."""
-    msg = _base_headers(case, index, action, c.router, _unit_address(unit), subject)
-    msg["X-EmailRouter-Rule"] = mime.text(case.decision.rule)
-    msg["X-EmailRouter-Segment"] = case.segmentation.segment
-    msg["X-EmailRouter-Intent"] = case.classification.intent
-    msg["X-EmailRouter-Hard"] = "yes" if case.classification.hard else "no"
-    msg["X-EmailRouter-Reference"] = case.decision.reference
+    more = [
+        ("X-EmailRouter-Rule", mime.text(case.decision.rule)),
+        ("X-EmailRouter-Segment", case.segmentation.segment),
+        ("X-EmailRouter-Intent", case.classification.intent),
+        ("X-EmailRouter-Hard", "yes" if case.classification.hard else "no"),
+        ("X-EmailRouter-Reference", case.decision.reference),
+    ]
     if case.view.message_id:
-        msg["References"] = clean_line(case.view.message_id)
+        more.append(("References", clean_line(case.view.message_id)))
     if (reply_to := _customer_address(case)) is not None:
-        msg["Reply-To"] = reply_to
-    return msg
+        more.append(("Reply-To", reply_to))
+    return _base_headers(case, index, action, c.router, _unit_address(unit), subject, more)
 
 
 def compose_forward(case: Case, index: int, action: Forward, c: Composer) -> tuple[EmailMessage, str]:
@@ -290,24 +299,33 @@ def compose_reply(case: Case, index: int, action: Reply, c: Composer) -> tuple[E
         segment=case.segmentation.segment,
     )
     rendered = c.templates.render(action.template, lang, context)
-    msg = _base_headers(case, index, action, c.router, to, rendered.subject)
+    more: list[tuple[str, str]] = []
     if view.message_id:
-        msg["In-Reply-To"] = clean_line(view.message_id)
         refs = [*view.references[-(MAX_REFERENCES - 1) :], view.message_id]
-        msg["References"] = clean_line(" ".join(dict.fromkeys(refs)))
-    msg["Auto-Submitted"] = "auto-replied"  # RFC 3834: robots must not answer this
-    msg["Precedence"] = "bulk"
-    msg["X-Loop"] = c.router.address  # if this comes back to us, the guard knows it
-    msg["X-Auto-Response-Suppress"] = "All"
-    msg["X-EmailRouter-Reference"] = case.decision.reference
-    msg["Content-Language"] = lang
+        more.append(("In-Reply-To", clean_line(view.message_id)))
+        more.append(("References", clean_line(" ".join(dict.fromkeys(refs)))))
+    more += [
+        ("Auto-Submitted", "auto-replied"),  # RFC 3834: robots must not answer this
+        ("Precedence", "bulk"),
+        ("X-Loop", c.router.address),  # if this comes back to us, the guard knows it
+        ("X-Auto-Response-Suppress", "All"),
+        ("X-EmailRouter-Reference", case.decision.reference),
+        ("Content-Language", lang),
+    ]
+    msg = _base_headers(case, index, action, c.router, to, rendered.subject, more)
     mime.single(msg, rendered.body)
     return msg, rendered.subject
 
 
 def assert_safe_headers(msg: EmailMessage) -> None:
     """No header value may contain CR or LF, or raw non-ASCII (checked on every part)."""
-    for part in msg.walk():
+    parts = list(msg.walk())
+    every = "".join(
+        name + str(value) for part in parts if isinstance(part, EmailMessage) for name, value in part.raw_items()
+    )
+    if every.isascii() and "\r" not in every and "\n" not in every:
+        return  # the usual case, in one pass; otherwise find the header to name
+    for part in parts:
         for name, value in part.raw_items() if isinstance(part, EmailMessage) else ():
             text = str(value)
             if "\r" in text or "\n" in text or "\r" in name or "\n" in name:

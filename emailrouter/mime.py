@@ -93,19 +93,25 @@ def address(name: str, addr_spec: str) -> str:
 def new(headers: list[tuple[str, str]]) -> EmailMessage:
     """A message with these headers (each checked by the policy; given in order, so no duplicate check)."""
     msg = EmailMessage(policy=POLICY)
-    msg._headers.extend(POLICY.header_store_parse(name, value) for name, value in headers)  # type: ignore[attr-defined]
+    add(msg, headers)
     return msg
+
+
+def add(msg: Message, headers: list[tuple[str, str]]) -> None:
+    """Append these headers, each checked by the policy. Unlike `msg[name] = value` (which looks through every
+    header already there for a duplicate), no duplicate check: the caller gives each header once."""
+    msg._headers.extend(POLICY.header_store_parse(name, value) for name, value in headers)  # type: ignore[attr-defined]
 
 
 def set_text(part: Message, body: str, subtype: str = "plain") -> None:
     """Make `part` a UTF-8 text part: 7bit or 8bit as written, base64 only if a line is too long."""
     data = body.replace("\r\n", "\n").encode("utf-8")
-    part["Content-Type"] = f'text/{subtype}; charset="utf-8"'
+    content_type = f'text/{subtype}; charset="utf-8"'
     if max((len(line) for line in data.split(b"\n")), default=0) > MAX_LINE:
-        part["Content-Transfer-Encoding"] = "base64"
+        add(part, [("Content-Type", content_type), ("Content-Transfer-Encoding", "base64")])
         part.set_payload(base64.encodebytes(data).decode("ascii"))
     else:
-        part["Content-Transfer-Encoding"] = "7bit" if data.isascii() else "8bit"
+        add(part, [("Content-Type", content_type), ("Content-Transfer-Encoding", "7bit" if data.isascii() else "8bit")])
         # bytes carried as surrogate escapes: the bytes generator writes them out unchanged
         part.set_payload(data.decode("ascii", "surrogateescape"))
 
@@ -191,10 +197,13 @@ def message_part(raw: bytes, filename: str = "original.eml") -> Message:
     """
     if longest_line(raw) > MAX_LINE:
         return file_part(raw, "application/octet-stream", filename)
-    part = EmailMessage(policy=POLICY)
-    part["Content-Type"] = "message/rfc822"
-    part["Content-Disposition"] = f'attachment; filename="{filename}"'
-    part["Content-Transfer-Encoding"] = "7bit" if raw.isascii() else "8bit"
+    part = new(
+        [
+            ("Content-Type", "message/rfc822"),
+            ("Content-Disposition", f'attachment; filename="{filename}"'),
+            ("Content-Transfer-Encoding", "7bit" if raw.isascii() else "8bit"),
+        ]
+    )
     crlf = raw.count(b"\r\n")
     if raw.count(b"\n") != crlf or raw.count(b"\r") != crlf:  # else CRLF throughout already: attached as it is
         raw = raw.replace(b"\r\n", b"\n").replace(b"\r", b"\n").replace(b"\n", b"\r\n")
@@ -218,12 +227,11 @@ def mixed(msg: EmailMessage, parts: list[Message]) -> None:
     """Make `msg` multipart/mixed over `parts`, with a boundary derived from its Message-ID."""
     seed = str(msg.get("Message-ID", "")).encode()
     boundary = "=_er_" + hashlib.sha256(seed).hexdigest()[:32]
-    msg["MIME-Version"] = "1.0"
-    msg["Content-Type"] = f'multipart/mixed; boundary="{boundary}"'
+    add(msg, [("MIME-Version", "1.0"), ("Content-Type", f'multipart/mixed; boundary="{boundary}"')])
     msg.set_payload(list(parts))
 
 
 def single(msg: EmailMessage, body: str) -> None:
     """Make `msg` a single text/plain message."""
-    msg["MIME-Version"] = "1.0"
+    add(msg, [("MIME-Version", "1.0")])
     set_text(msg, body)
