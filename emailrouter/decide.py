@@ -65,7 +65,7 @@ def reference_for(view: MessageView, prefix: str) -> str:
         else view.raw
     )
     digest = hashlib.sha256(key).digest()
-    return f"{prefix}-{base64.b32encode(digest).decode('ascii')[:8]}"
+    return f"{prefix}-{base64.b32encode(digest[:5]).decode('ascii')}"  # 5 bytes: the first 8 characters
 
 
 def decide(facts: Facts, table: Table, reference: str) -> Decision:
