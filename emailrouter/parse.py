@@ -135,6 +135,8 @@ def decode_header_value(value: str, where: str, defects: list[str]) -> str:
 
 def clean_line(value: str) -> str:
     """A single line: control characters (CR and LF above all) become spaces, lone surrogates U+FFFD."""
+    if value.isprintable() and "  " not in value and value[:1] != " " and value[-1:] != " ":
+        return value  # the usual case: no control character, surrogate or white space but single spaces inside
     return " ".join(_CONTROL.sub(" ", _valid(value)).split())
 
 
