@@ -19,11 +19,12 @@ own), never for short words, English words or words listed under `keep:`.
 from __future__ import annotations
 
 import itertools
+import operator
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from importlib import resources
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from emailrouter.yamlfile import LineDict, LineList, Reader, describe
 
@@ -32,6 +33,7 @@ STEMMERS: tuple[Stem, ...] = ("sastrawi", "rules", "none")
 
 # What signals see as one word (as classify._WORD), plus the punctuation that ends a clause or sentence.
 TOKEN = re.compile(r"[^\W_]+(?:['’-][^\W_]+)*|[.!?]+|[,;:()\"]|\n")
+_TOKEN_ASCII = re.compile(r"[a-zA-Z0-9]+(?:['-][a-zA-Z0-9]+)*|[.!?]+|[,;:()\"]|\n")  # TOKEN on ASCII text, faster
 WORD = re.compile(r"[^\W_]+(?:['’-][^\W_]+)*")
 _RUN = re.compile(r"([^\W\d_])\1+")
 _REDUPLICATED = re.compile(r"([^\W\d_]{2,})2(nya|an|kan|lah|pun|in|i|ku|mu)?")
@@ -44,6 +46,7 @@ MARKERS = frozenset({SENTENCE_END, QUESTION_END, CLAUSE_END})
 MAX_MEMO = 200_000  # distinct words remembered; past that the memo starts afresh (answers never change)
 MAX_STEMMED_LENGTH = 24  # longer tokens are no Indonesian words (and the stemmer's cost grows with length)
 MAX_RUNS = 4  # elongated runs in one word tried in combination; more than that: each run written once
+_V = TypeVar("_V")
 
 
 @dataclass(frozen=True)
@@ -94,10 +97,17 @@ class Tokens:
     roots: list[str]
     forms: list[Form] = field(default_factory=list, repr=False)  # one per token, line breaks included
     _breaks: frozenset[int] | None = field(default=None, repr=False)
+    _raw: list[str] | None = field(default=None, repr=False, compare=False)  # the tokens, if one position each
 
     @property
     def breaks(self) -> frozenset[int]:
         """The positions where a line break falls (worked out when first asked)."""
+        if self._breaks is None and self._raw is not None:  # one position per token: count the breaks off
+            raw, lines, i = self._raw, [], -1
+            for k in range(raw.count("\n")):
+                i = raw.index("\n", i + 1)
+                lines.append(i - k)
+            self._breaks = frozenset(lines)
         if self._breaks is None:
             forms = self.forms
             lines = [i for i, f in enumerate(forms) if f is _LINE_BREAK]
@@ -143,6 +153,9 @@ class Normaliser:
             known.update(words)
         self.known = frozenset(known)
         self._memo: dict[str, Form] = {}
+        # of each token memoised that fills one position (a word or a marker): its normal word and its root
+        self._normal1: dict[str, str] = {}
+        self._root1: dict[str, str] = {}
 
     @property
     def identity(self) -> bool:
@@ -159,6 +172,8 @@ class Normaliser:
         if found is None:
             if len(memo) >= MAX_MEMO:
                 memo.clear()
+                self._normal1.clear()
+                self._root1.clear()
             if token == "\n":
                 found = _LINE_BREAK
             elif token[0] in '.!?,;:()"':
@@ -167,6 +182,9 @@ class Normaliser:
                 normal = self.normal(token)
                 found = Form((token,) * len(normal), normal, tuple(self.root(w) for w in normal))
             memo[token] = found
+            if len(found.normal) == 1:
+                self._normal1[token] = found.normal[0]
+                self._root1[token] = found.roots[0]
         return found
 
     def normal(self, word: str) -> tuple[str, ...]:
@@ -240,10 +258,20 @@ class Normaliser:
 
     def tokens(self, folded: str) -> Tokens:
         """The three word sequences of a case-folded text."""
-        get = self._memo.get
-        form = self.form
-        raw = TOKEN.findall(folded)
-        forms = [get(t) or form(t) for t in raw]
+        memo = self._memo
+        raw = (_TOKEN_ASCII if folded.isascii() else TOKEN).findall(folded)
+        try:
+            forms = _pick(memo, raw)
+        except KeyError:  # new tokens: their forms first (the memo may start afresh meanwhile)
+            for token in set(raw).difference(memo):
+                self.form(token)
+            forms = [memo.get(t) or self.form(t) for t in raw]
+        lines = raw.count("\n")
+        written = [t for t in raw if t != "\n"] if lines else raw
+        try:  # the usual case: every token fills one position
+            return Tokens(written, _pick(self._normal1, written), _pick(self._root1, written), forms, _raw=raw)
+        except KeyError:  # a slang token standing for several words (or the memo started afresh meanwhile)
+            pass
         normal = [w for f in forms for w in f.normal]
         breaks = raw.count("\n")
         if len(normal) != len(raw) - breaks:  # a slang token standing for several words
@@ -257,6 +285,13 @@ class Normaliser:
     def text(self, text: str) -> str:
         """A readable normal form of a text (case-folded): each word's root in brackets where it differs."""
         return describe_tokens(self.tokens(text.casefold()))
+
+
+def _pick(table: Mapping[str, _V], keys: list[str]) -> list[_V]:
+    """table[key] for each key, at C speed (KeyError if one is missing)."""
+    if len(keys) < 2:  # itemgetter of one key gives the value itself, of none it is no getter
+        return [table[k] for k in keys]
+    return list(operator.itemgetter(*keys)(table))
 
 
 def describe_tokens(tokens: Tokens, limit: int = 0) -> str:
