@@ -50,6 +50,7 @@ _PADA_MENULIS = re.compile(r"^\s*Pada\b.{0,300}\bmenulis\s*:\s*$", re.IGNORECASE
 _ORIGINAL = re.compile(r"^\s*-{2,}\s*(?:Original Message|Pesan Asli|Pesan Awal)\s*-{2,}\s*$", re.IGNORECASE)
 _OUTLOOK_FROM = re.compile(r"^\s*\*?(?:From|Dari)\s*:\*?\s+\S", re.IGNORECASE)
 _OUTLOOK_SENT = re.compile(r"^\s*\*?(?:Sent|Date|Terkirim|Dikirim|Tanggal)\s*:\*?\s+\S", re.IGNORECASE)
+_HISTORY_STARTS = frozenset("-*fFdDoOpP")  # the first character of any line above (no other one matches)
 
 
 def _valid(text: str) -> str:
@@ -272,7 +273,7 @@ def split_quoted(text: str) -> tuple[str, str]:
 def _starts_history(lines: list[str], i: int) -> bool:
     line = lines[i]
     stripped = line.strip()
-    if not stripped:
+    if not stripped or stripped[0] not in _HISTORY_STARTS:
         return False
     if _ORIGINAL.match(line):
         return True
@@ -363,12 +364,7 @@ def _read_part(
     ctype = part.get_content_type()
     filename = _filename(part, defects)
     disposition = part.get_content_disposition()
-    if (
-        disposition == "attachment"
-        or filename
-        or part.get_content_maintype() != "text"
-        or ctype not in ("text/plain", "text/html")
-    ):
+    if disposition == "attachment" or filename or ctype not in ("text/plain", "text/html"):
         attachments.append(Attachment(filename, ctype, _payload_size(part)))
         return
     data = part.get_payload(decode=True)
