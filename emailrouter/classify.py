@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import bisect
+import itertools
 import re
 from collections import Counter
 from collections.abc import Iterator, Sequence
@@ -57,6 +58,8 @@ class Text:
     __slots__ = (
         "_bounds",
         "_counts",
+        "_pairs",
+        "_positions",
         "_questions",
         "any_set",
         "folded",
@@ -92,6 +95,8 @@ class Text:
         self._questions: dict[int, bool] = {}
         self._bounds: list[int] | None = None
         self._counts: Counter[str] | None = None
+        self._positions: dict[tuple[str, bool], list[int]] = {}
+        self._pairs: set[tuple[str, str]] | None = None
 
     def normalised(self, limit: int = 200) -> str:
         """For people: the normal form, each root in brackets where it differs (`explain`)."""
@@ -109,12 +114,24 @@ class Text:
         return " ".join(w for i, w in enumerate(words) if i == 0 or w != words[i - 1])
 
     def positions(self, word: str, roots: bool = True) -> list[int]:
-        """Every position where `word` stands in any form (roots=False: as written or in normal form)."""
-        found: set[int] = set()
-        for seq, present in zip(self.seqs if roots else self.seqs[:2], self.sets, strict=False):
-            if word in present:
-                found.update(_indexes(seq, word))
-        return sorted(found)
+        """Every position where `word` stands in any form (roots=False: as written or in normal form), in order.
+        Worked out once per word (the list is shared: do not change it)."""
+        key = (word, roots)
+        cached = self._positions.get(key)
+        if cached is None:
+            found: set[int] = set()
+            for seq, present in zip(self.seqs if roots else self.seqs[:2], self.sets, strict=False):
+                if word in present:
+                    found.update(_indexes(seq, word))
+            cached = self._positions[key] = sorted(found)
+        return cached
+
+    @property
+    def root_pairs(self) -> set[tuple[str, str]]:
+        """Every two roots that stand next to each other (where a phrase of two or more words can start)."""
+        if self._pairs is None:
+            self._pairs = set(itertools.pairwise(self.tokens.roots))
+        return self._pairs
 
     def count(self, words: frozenset[str]) -> int:
         """How often these words stand in the text, as written."""
@@ -246,17 +263,31 @@ class Near:
         if not firsts or not seconds:
             return []
         seqs, marks, n = text.seqs if self.roots else text.seqs[:2], text.tokens.normal, self.within
+        if len(firsts) == 1:
+            (word,) = firsts
+            places = text.positions(word, self.roots)
+        else:
+            places = sorted({i for w in firsts for i in text.positions(w, self.roots)})
         pairs: list[tuple[int, int]] = []
-        for i in sorted({i for w in firsts for i in text.positions(w, self.roots)}):
-            lo, hi = (i + 1 if self.ordered else max(0, i - n)), i + n + 1
+        for i in places:
+            lo, hi = (i + 1 if self.ordered else max(0, i - n)), min(i + n + 1, len(marks))
             if all(seconds.isdisjoint(seq[lo:hi]) for seq in seqs):
                 continue  # the usual case: nothing of the second list near this word
-            for j in sorted(range(lo, min(hi, len(marks))), key=lambda j: abs(j - i)):
-                if j != i and any(seq[j] in seconds for seq in seqs):
+            for j in _nearest(i, lo, hi):  # the nearest one; of two as near, the earlier
+                if any(seq[j] in seconds for seq in seqs):
                     if SENTENCE_MARKERS.isdisjoint(marks[min(i, j) : max(i, j)]):
                         pairs.append((i, j))
                     break
         return pairs
+
+
+def _nearest(i: int, lo: int, hi: int) -> Iterator[int]:
+    """The positions lo..hi-1 other than i, nearest to i first; of two as near, the earlier first."""
+    for d in range(1, max(i - lo, hi - 1 - i) + 1):
+        if i - d >= lo:
+            yield i - d
+        if i + d < hi:
+            yield i + d
 
 
 @dataclass(frozen=True)
@@ -344,6 +375,11 @@ class Signal:
     _index: dict[str, tuple[Phrase, ...]] = field(init=False, repr=False, compare=False)
     _firsts: frozenset[str] = field(init=False, repr=False, compare=False)
     _exact: tuple[Phrase, ...] = field(init=False, repr=False, compare=False)
+    # the phrases that match by roots again, by where they can start: the first two roots, or the one root
+    _by_pair: dict[tuple[str, str], tuple[Phrase, ...]] = field(init=False, repr=False, compare=False)
+    _pair_keys: frozenset[tuple[str, str]] = field(init=False, repr=False, compare=False)
+    _by_word: dict[str, tuple[Phrase, ...]] = field(init=False, repr=False, compare=False)
+    _word_keys: frozenset[str] = field(init=False, repr=False, compare=False)
     # a regex that starts with \b, without it: Python's re scans a leading literal fast, a leading \b slowly
     _unbounded: re.Pattern[str] | None = field(init=False, repr=False, compare=False)
     # every word one of whose forms must be in the text for the signal to match (None: it may match anyway)
@@ -356,6 +392,19 @@ class Signal:
                 index[phrase.forms[2][0]] = (*index.get(phrase.forms[2][0], ()), phrase)
         object.__setattr__(self, "_index", index)
         object.__setattr__(self, "_firsts", frozenset(index))
+        by_pair: dict[tuple[str, str], tuple[Phrase, ...]] = {}
+        by_word: dict[str, tuple[Phrase, ...]] = {}
+        for phrases in index.values():
+            for phrase in phrases:
+                roots = phrase.forms[2]
+                if len(roots) == 1:
+                    by_word[roots[0]] = (*by_word.get(roots[0], ()), phrase)
+                else:
+                    by_pair[roots[0], roots[1]] = (*by_pair.get((roots[0], roots[1]), ()), phrase)
+        object.__setattr__(self, "_by_pair", by_pair)
+        object.__setattr__(self, "_pair_keys", frozenset(by_pair))
+        object.__setattr__(self, "_by_word", by_word)
+        object.__setattr__(self, "_word_keys", frozenset(by_word))
         object.__setattr__(self, "_exact", tuple(p for p in self.phrases if p.forms[2] and p.by == 1))
         pattern = self.regex.pattern if self.regex is not None else ""
         unbounded = None
@@ -434,14 +483,23 @@ class Signal:
                 if word not in as_written:  # "perbaikan" listed too: said once, as written
                     found.append((_trace(word, keyword), keyword))
         if self.phrases:
+            # ties (two phrases over the same words) stay in the order the signal lists them: they have the same
+            # first root, or the same two first roots
             matches: list[tuple[int, int, Phrase]] = []
             roots, present = text.tokens.roots, text.root_set
-            if not self._firsts.isdisjoint(present):
-                for first in self._firsts & present:
-                    for phrase in self._index[first]:
-                        if phrase.sets[2] <= present:
-                            n = len(phrase.forms[2])
-                            matches.extend((i, i + n, phrase) for i in _starts(roots, phrase.forms[2]))
+            if not self._word_keys.isdisjoint(present):
+                for word in self._word_keys & present:
+                    places = _indexes(roots, word)
+                    for phrase in self._by_word[word]:
+                        matches.extend((i, i + 1, phrase) for i in places)
+            if self._pair_keys and not self._firsts.isdisjoint(present):
+                pairs = text.root_pairs
+                if not self._pair_keys.isdisjoint(pairs):
+                    for pair in self._pair_keys & pairs:
+                        for phrase in self._by_pair[pair]:
+                            if phrase.sets[2] <= present:
+                                n = len(phrase.forms[2])
+                                matches.extend((i, i + n, phrase) for i in _starts(roots, phrase.forms[2]))
             for phrase in self._exact:
                 if phrase.sets[1] <= text.normal_set:
                     n = len(phrase.forms[1])
