@@ -58,6 +58,7 @@ class Text:
     __slots__ = (
         "_bounds",
         "_counts",
+        "_index",
         "_pairs",
         "_positions",
         "_questions",
@@ -95,7 +96,8 @@ class Text:
         self._questions: dict[int, bool] = {}
         self._bounds: list[int] | None = None
         self._counts: Counter[str] | None = None
-        self._positions: dict[tuple[str, bool], list[int]] = {}
+        self._positions: dict[str, list[int]] = {}  # as written or in normal form (roots=False), by word
+        self._index: dict[str, list[int]] | None = None  # in any form, by word
         self._pairs: set[tuple[str, str]] | None = None
 
     def normalised(self, limit: int = 200) -> str:
@@ -114,17 +116,50 @@ class Text:
         return " ".join(w for i, w in enumerate(words) if i == 0 or w != words[i - 1])
 
     def positions(self, word: str, roots: bool = True) -> list[int]:
-        """Every position where `word` stands in any form (roots=False: as written or in normal form), in order.
-        Worked out once per word (the list is shared: do not change it)."""
-        key = (word, roots)
-        cached = self._positions.get(key)
+        """Every position where `word` stands in any form (roots=False: as written or in normal form), in order
+        (the list is shared: do not change it)."""
+        index = self._index if self._index is not None else self._indexed()
+        found = index.get(word)
+        if found is None:
+            return []
+        if roots or word not in self.root_set:
+            return found
+        cached = self._positions.get(word)
         if cached is None:
-            found: set[int] = set()
-            for seq, present in zip(self.seqs if roots else self.seqs[:2], self.sets, strict=False):
-                if word in present:
-                    found.update(_indexes(seq, word))
-            cached = self._positions[key] = sorted(found)
+            t = self.tokens
+            cached = self._positions[word] = [i for i in found if t.normal[i] == word or t.words[i] == word]
         return cached
+
+    def positions_in(self, k: int, word: str) -> list[int]:
+        """Every position where `word` stands in form k (0 as written, 1 normal, 2 root)."""
+        seq = self.seqs[k]
+        return [i for i in self.positions(word) if seq[i] == word]
+
+    def _indexed(self) -> dict[str, list[int]]:
+        """word -> every position where it stands in any form, in order; made in one pass when first needed."""
+        index: dict[str, list[int]] = {}
+        get = index.get
+        t = self.tokens
+        for i, (w, n, r) in enumerate(zip(t.words, t.normal, t.roots, strict=True)):
+            found = get(r)
+            if found is None:
+                index[r] = [i]
+            else:
+                found.append(i)
+            if n != r:
+                found = get(n)
+                if found is None:
+                    index[n] = [i]
+                else:
+                    found.append(i)
+            if w != n and w != r:
+                found = get(w)
+                if found is None:
+                    index[w] = [i]
+                else:
+                    found.append(i)
+        self._index = index
+        return index
 
     @property
     def root_pairs(self) -> set[tuple[str, str]]:
@@ -146,7 +181,7 @@ class Text:
         """The positions start..stop of the sentence at `position` (sentences end at . ! ? and line breaks)."""
         if self._bounds is None:
             roots = self.tokens.roots  # markers are the same in every form
-            ends = {i + 1 for mark in SENTENCE_MARKERS for i in _indexes(roots, mark)}
+            ends = {i + 1 for mark in SENTENCE_MARKERS for i in self.positions(mark)}
             self._bounds = sorted(ends | self.tokens.breaks | {0, len(roots)})
         bounds = self._bounds
         k = bisect.bisect_right(bounds, position)
@@ -166,18 +201,6 @@ class Text:
                 cached = any(p.find(self, start, stop) for p in q.phrases)
             self._questions[start] = cached
         return cached
-
-
-def _indexes(seq: list[str], word: str) -> list[int]:
-    """Every position of `word` in seq (list.index runs at C speed)."""
-    out: list[int] = []
-    i = -1
-    while True:
-        try:
-            i = seq.index(word, i + 1)
-        except ValueError:
-            return out
-        out.append(i)
 
 
 def _starts(seq: list[str], words: tuple[str, ...], start: int = 0, stop: int | None = None) -> list[int]:
@@ -489,7 +512,7 @@ class Signal:
             roots, present = text.tokens.roots, text.root_set
             if not self._word_keys.isdisjoint(present):
                 for word in self._word_keys & present:
-                    places = _indexes(roots, word)
+                    places = text.positions_in(2, word)
                     for phrase in self._by_word[word]:
                         matches.extend((i, i + 1, phrase) for i in places)
             if self._pair_keys and not self._firsts.isdisjoint(present):
@@ -498,12 +521,16 @@ class Signal:
                     for pair in self._pair_keys & pairs:
                         for phrase in self._by_pair[pair]:
                             if phrase.sets[2] <= present:
-                                n = len(phrase.forms[2])
-                                matches.extend((i, i + n, phrase) for i in _starts(roots, phrase.forms[2]))
+                                form, n = phrase.forms[2], len(phrase.forms[2])
+                                for i in text.positions_in(2, pair[0]):
+                                    if tuple(roots[i : i + n]) == form:
+                                        matches.append((i, i + n, phrase))
             for phrase in self._exact:
                 if phrase.sets[1] <= text.normal_set:
-                    n = len(phrase.forms[1])
-                    matches.extend((i, i + n, phrase) for i in _starts(text.tokens.normal, phrase.forms[1]))
+                    form, n, normal = phrase.forms[1], len(phrase.forms[1]), text.tokens.normal
+                    for i in text.positions_in(1, form[0]):
+                        if tuple(normal[i : i + n]) == form:
+                            matches.append((i, i + n, phrase))
             end = -1
             for start, stop, _ in sorted(matches, key=lambda m: (m[0], -m[1])):
                 if stop > end:  # in text order; a phrase inside a longer match is not repeated
