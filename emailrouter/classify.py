@@ -605,8 +605,10 @@ def classify(
     signals: Signals,
     history: Sequence[Contact] = (),
     now: datetime | None = None,
+    automated: bool = False,
 ) -> Classification:
-    """Score intent and hard complaint over the subject and the customer's own text (never the quoted part)."""
+    """Score intent and hard complaint over the subject and the customer's own text (never the quoted part).
+    `automated` (an out-of-office reply, a bounce: see guard.automated_reason): never a hard complaint."""
     prepared = signals.prepare(subject, text)
     hits: list[SignalHit] = []
     scores: dict[str, float] = {"fault": 0.0, "information": 0.0, "request": 0.0}
@@ -622,7 +624,9 @@ def classify(
     intent: Intent = "unknown"
     if best_score >= signals.intent_threshold and best_score - runner_up >= signals.intent_margin:
         intent = best  # type: ignore[assignment]
-    prediction = signals.model.predict(subject, text) if signals.model is not None else None
+    # without a text of the customer's own (attachments under a subject line) the signals alone decide: the
+    # model learned from messages that all have one, and a subject names a topic more than what is wanted
+    prediction = signals.model.predict(subject, text) if signals.model is not None and text.strip() else None
     verdict = combine_intent(scores, prediction.intent_probabilities, signals.combine) if prediction else None
     if verdict is not None:
         intent = verdict.intent
@@ -654,6 +658,8 @@ def classify(
             intent_features=prediction.top_features(intent),
             hard_features=prediction.top_features("hard"),
         )
+    if automated:  # a machine's mail complains of nothing, whatever its words (the stats count hard complaints)
+        hard = False
     return Classification(
         intent=intent,
         intent_scores=scores,

@@ -21,7 +21,7 @@ from email.message import EmailMessage
 from email.utils import format_datetime
 
 from emailrouter import mime
-from emailrouter.combine import output_rows
+from emailrouter.combine import hard_summary, hard_why, output_rows
 from emailrouter.errors import ComposeError
 from emailrouter.model import (
     Action,
@@ -104,7 +104,6 @@ def summary(case: Case, units: dict[str, Unit], headline: str) -> str:
     """The explanation every message to agents starts with."""
     view, seg, cls, dec = case.view, case.segmentation, case.classification, case.decision
     scores = ", ".join(f"{k} {v:g}" for k, v in cls.intent_scores.items())
-    hard = "YES" if cls.hard else "no"
     lines = [
         headline,
         "",
@@ -112,7 +111,7 @@ def summary(case: Case, units: dict[str, Unit], headline: str) -> str:
         f"Customer name:   {seg.customer_name or '(not in the directory)'}",
         f"Segment:         {seg.segment} ({seg.source}: {seg.detail})",
         f"Intent:          {cls.intent} (scores: {scores})",
-        f"Hard complaint:  {hard} (score {cls.hard_score:g}, threshold {cls.hard_threshold:g})",
+        f"Hard complaint:  {hard_summary(cls)}",
         f"Language:        {'English' if cls.language == 'en' else 'Indonesian'}",
         f"Rule:            {dec.rule}",
         f"Reference:       {dec.reference}",
@@ -225,10 +224,12 @@ def compose_escalation(case: Case, index: int, action: Escalate, c: Composer) ->
     subject = f"[ESCALATION]{_tags(case)} {_subject(case.view)}"
     msg = _agent_message(case, index, action, c, unit, subject)
     segment = case.segmentation.segment
+    because, model_part = hard_why(cls)  # what decided: the signals' score, or the model with the signals
     why = [
         f"ESCALATION (rule {case.decision.rule}): a {segment} customer mail is a hard complaint.",
-        f"Why it is hard: score {cls.hard_score:g} reached the threshold {cls.hard_threshold:g} with:",
+        because,
         *_signals_lines(cls, "hard"),
+        *([model_part] if model_part else []),
         "",
     ]
     handled = [c.units[a.unit].name["en"] for a in case.decision.actions if isinstance(a, Forward)]

@@ -3,8 +3,17 @@
 A linear model over the customer's own words (subject and text, never the quoted part): for each
 word, the word itself and its character n-grams (so `lemottt`, `lemot` and `lemotnya` share most of
 their features); optionally word bigrams ("tidak bisa"; off by default: no better in cross-validation
-and a third slower); and two shape features (a question mark, no words at all). Four intent outputs
-(a softmax) and one hard-complaint output (a sigmoid).
+and a third slower); and one shape feature (no words at all). Four intent outputs (a softmax) and
+one hard-complaint output (a sigmoid).
+
+Only words that can be evidence of what a customer wants count (feature version tm2): not function
+words, pronouns, particles, greetings and forms of address (STOP_WORDS, Indonesian and English), not
+the closing line and the signature after it (`Terima kasih,` / `Rina Kusumawati` / `Staf Umum`),
+not a capitalised word inside a sentence that the model never learned as a word (it is taken for a
+name: `Saya Rina dari ...`, `Jl. Braga`), not bare numbers. What a corpus's writers habitually put
+around their messages (a name, a greeting, a way of signing) is so not learned, and not shown to
+agents as a reason. Neither capitals, "!!!" nor "?" count: the signals judge shouting and questions,
+in context (a fault report may ask when it is fixed).
 
 Only the first `max_chars` characters count, so inference costs the same for a 16 KB mail as for a
 2 KB one. Every word contributes one pre-summed weight vector (cached per word), which makes
@@ -18,23 +27,24 @@ otherwise. A pickle or an .npz file is refused with a message saying so.
 
     {"format": "emailrouter-textmodel", "format_version": 1,
      "intents": ["fault", "information", "request", "unknown"], "outputs": [... intents ..., "hard"],
-     "features": {"version": "tm1", "max_chars": 2000, "char_ngrams": [3, 5], "word_bigrams": false},
+     "features": {"version": "tm2", "max_chars": 2000, "char_ngrams": [3, 5], "word_bigrams": false},
      "bias": [5 numbers], "weights": {"FEATURE": [5 numbers], ...},
      "training": {...figures, seed, counts...}, "checksum": "sha256:..."}
 
-Feature names: `w:WORD` (a whole word), `c:NGRAM` (a character n-gram of a word padded with `<`
-and `>`), `b:WORD WORD` (a bigram), `d:NAME` (a shape feature). Feature version `tm1` fixes the
-normalisation: case-folding, addresses and links removed, words split at anything that is not a
-letter or digit, `kata2` -> `kata kata`, digit runs -> `0`, runs of one letter -> that letter once
-(`lemottt`, `lemott` -> `lemot`; also `maaf` -> `maf`: explanations show words in this spelling).
-It is deliberately the model's own and does not follow the ops-editable slang map: a change to
-that map must not silently change what a trained model sees.
+Feature names: `w:WORD` (a whole word; every word the model knows has one), `c:NGRAM` (a character
+n-gram of a word padded with `<` and `>`), `b:WORD WORD` (a bigram), `d:NAME` (a shape feature).
+Feature version `tm2` fixes the normalisation: case-folding, addresses and links removed, words
+split at anything that is not a letter or digit (`can't` -> `can not`), `kata2` -> `kata kata`,
+digit runs -> `0`, runs of one letter -> that letter once (`lemottt`, `lemott` -> `lemot`; also
+`maaf` -> `maf`: explanations show words in this spelling), and the words left out above. It is
+deliberately the model's own and does not follow the ops-editable slang map: a change to that map
+must not silently change what a trained model sees. A model of another feature version is refused
+(train it again).
 """
 
 from __future__ import annotations
 
 import hashlib
-import heapq
 import itertools
 import json
 import math
@@ -43,14 +53,14 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from emailrouter.errors import EmailRouterError
 from emailrouter.model import INTENTS
 
 FORMAT = "emailrouter-textmodel"
 FORMAT_VERSION = 1
-FEATURE_VERSION = "tm1"
+FEATURE_VERSION = "tm2"
 OUTPUTS: tuple[str, ...] = (*INTENTS, "hard")
 HARD = len(INTENTS)  # index of the hard output
 MAX_FILE_BYTES = 32 * 1024 * 1024
@@ -62,11 +72,51 @@ _REPEATED_LETTER = re.compile(r"([^\W\d_])\1+")
 _DIGITS = re.compile(r"\d+")
 _TOKEN = re.compile(r"[^\W_]+")
 
+# Words that say nothing about what a customer wants, whoever writes: function words, pronouns, particles,
+# greetings and forms of address, the politeness that opens requests, faults and questions alike (`mohon`,
+# `please`: the verb after it says what is wanted), the provider's name in our corpus and place names (a
+# place says where, not what). Indonesian and English, as written or in the normalised spelling. A stop word
+# gives no feature at all, so no writer's habits are learned from it.
+_STOP_WORDS = """
+    yang yg dan dn di ke dari dr untuk utk buat dengan dgn sama pada dalam atau ato juga jg itu ini tsb tersebut
+    adalah ialah merupakan bahwa agar supaya sehingga karena karna krn jadi jd maka serta namun tapi tetapi tp
+    tpi sebagai secara hal tentang mengenai terhadap antara oleh bagi para si sang pun kah lah
+    saya sy aku aq gue gua gw gwe kami kita kamu anda dia ia beliau mereka nya ku mu
+    ya iya yah ye sih dong deh nih tuh kan aja saja sj kok loh lho ah eh oh wah
+    pak bapak bpk ibu bu mas mbak mba kak ka kakak min mimin admin gan agan sis bro sob om bang tim team
+    yth kepada kpd hormat selamat assalamualaikum asalamualaikum wr wb wassalamualaikum salam halo hallo hai
+    hi hello hey dear sir madam mr mrs ms regards best mohon please pls plz kindly
+    indinet jakarta bandung surabaya medan semarang bekasi depok tangerang bogor makassar denpasar bali
+    yogyakarta jogja malang solo palembang balikpapan batam pekanbaru padang manado pontianak banjarmasin
+    samarinda lampung cirebon sidoarjo kediri jember ubud jabodetabek jawa sumatera kalimantan sulawesi papua
+    the an to of and or in on at by for from with as is are was were be been being am it its this that these
+    those there here me my mine we us our ours you your yours he him his she her they them their so do does did
+    have has had will shall would should could may might must also just very like about into which who whom
+    whose then than too such some any all each every both re ve ll
+"""
+STOP_WORDS = frozenset(_STOP_WORDS.split())
+_KEEP = frozenset({"off", "ass"})  # not stop words, though their normalised spelling is one (`of`, `as`)
+_CONTRACTION = re.compile(r"(?:can|won|shan)['\u2019]t\b|n['\u2019]t\b|['\u2019](?:s|d|m|re|ve|ll)\b")
+_CONTRACTIONS = {"can't": "can not", "won't": "will not", "shan't": "shall not"}
+_APOSTROPHES = str.maketrans({"\u2019": "'"})
+
+# A line of at most 8 words, all of them CLOSING_WORDS and one of them a CLOSING_MARK, closes a text
+# ("Terima kasih,", "Best regards", "Hormat kami,", "Makasih min"): what follows it is a signature.
+_CLOSING_MARKS = "regards salam hormat wassalam wassalamualaikum kasih terimakasih makasih trims thanks thank thx"
+_CLOSING_WORDS = """
+    sincerely cheers ttd rgds best kind warm wishes kami saya terima you in advance many yours atas perhatiannya
+    perhatian dan kerja samanya sama kerjasamanya bantuannya mohon ucapkan ya very much again sukses for your
+    help attention the cooperation and banyak sekali sebelumnya responnya a lot so min kak pak bu bapak ibu mas
+    mbak team tim gan sis bro all semua
+"""
+CLOSING_MARKS = frozenset(_CLOSING_MARKS.split()) | {"sincerely", "cheers", "ttd", "rgds"}
+CLOSING_WORDS = CLOSING_MARKS | frozenset(_CLOSING_WORDS.split())
+SIGNATURE_LINES = 6  # at most this many lines after a closing are its signature (more: the text goes on)
+
 # Shape features: name -> what agents read in an explanation. Not shouting (capitals, "!!!"): the signals
 # `shouting` and `exclamations` judge that, with weights ops can tune; a model would learn how often the
 # corpus writers shouted. Not the length of a mail either: that says more about the corpus than the customer.
 DENSE_FEATURES = {
-    "d:question": 'a "?"',
     "d:nowords": "no words at all",
 }
 
@@ -109,24 +159,42 @@ class Document:
     scale: float  # every word and bigram feature is multiplied by this (1 / sqrt(distinct words))
 
 
-def normalise_token(token: str) -> str:
-    """Feature version tm1's normalisation of one case-folded, whitespace-free token: the words it stands
-    for, space-separated (`lemottt` -> `lemot`, `hari2` -> `hari hari`, `0812-555` -> `0 0`, `a.b` -> `a b`)."""
+def _is_stop(part: str, word: str) -> bool:
+    """A part of a token (as written, case-folded) that says nothing: a stop word, one letter, only digits."""
+    if part in _KEEP:
+        return False
+    return len(word) < 2 or word in STOP_WORDS or part in STOP_WORDS or word == "0"
+
+
+def content_words(token: str) -> str:
+    """The normalised words of one case-folded, whitespace-free token that count as features, space-separated:
+    no stop words, no single letters, no bare numbers (`saya` -> "", `lemottt` -> "lemot", `hari2` -> "hari
+    hari", `can't` -> "can not", `0812-555` -> "", `4g` -> "0g", `a.b` -> "")."""
+    if "'" in token:
+        token = _CONTRACTION.sub(_expand, token)
     out: list[str] = []
     for part in _TOKEN.findall(token):
         if len(part) > 2 and part[-1] == "2" and part[:-1].isalpha():
             word = _REPEATED_LETTER.sub(r"\1", part[:-1])
-            out += (word, word)
+            if not _is_stop(part[:-1], word):
+                out += (word, word)
         else:
-            out.append(_REPEATED_LETTER.sub(r"\1", _DIGITS.sub("0", part)))
+            word = _REPEATED_LETTER.sub(r"\1", _DIGITS.sub("0", part))
+            if not _is_stop(part, word):
+                out.append(word)
     return " ".join(out)
 
 
+def _expand(match: re.Match[str]) -> str:
+    return _CONTRACTIONS.get(match.group(0), " not" if match.group(0).endswith("t") else " ")
+
+
 class _TokenCache(dict[str, str]):
-    """token -> normalise_token(token), filled on first use; bounded (a full cache computes, not stores)."""
+    """token as written -> content_words(case-folded token), filled on first use; bounded (a full cache
+    computes, not stores)."""
 
     def __missing__(self, token: str) -> str:
-        value = normalise_token(token)
+        value = content_words(token.casefold())
         if len(self) < _WORD_CACHE_LIMIT:
             self[token] = value
         return value
@@ -134,30 +202,111 @@ class _TokenCache(dict[str, str]):
 
 _TOKENS = _TokenCache()
 _PUNCTUATION = str.maketrans(dict.fromkeys("!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~", " "))
+_OPENING = "\"'([{<*_-\u201c\u2018"
+_SENTENCE_END = ".!?:"
+_PARAGRAPH = "\x00"  # marks a blank line between the tokens (it stands for no word)
+_CLOSING_HINTS = ("regard", "salam", "hormat", "kasih", "trims", "thank", "thx", "sincerely", "cheers", "ttd", "rgds")
 
 
-def words_of(text: str) -> list[str]:
-    """The normalised words of a text, in order (feature version tm1; see the module docstring)."""
-    folded = text.casefold()
-    if "@" in folded or "://" in folded or "www." in folded:  # addresses and links are not words
-        folded = " ".join(t for t in folded.split() if not ("@" in t or "://" in t or t.startswith("www.")))
-    return " ".join(map(_TOKENS.__getitem__, folded.translate(_PUNCTUATION).split())).split()
+def read(text: str, known: frozenset[str] | None = None) -> tuple[list[str], set[str]]:
+    """The words of a text that can count as features, in order (feature version tm2: see the module
+    docstring), and those of them written capitalised inside a sentence (`Rina`, `Braga`, `IndiNet`; not a
+    word that opens the text, a sentence or a paragraph, not one in capitals) that are not `known`: these
+    may be names. Not the signature after a closing, not addresses and links."""
+    if "\u2019" in text:
+        text = text.translate(_APOSTROPHES)
+    cut = _signature_start(text)
+    if cut is not None:
+        text = text[:cut]
+    raw = (text.replace("\n\n", "\n\x00\n") if "\n\n" in text else text).split()
+    if "@" in text or "://" in text or "www." in text.lower():  # addresses and links are not words
+        raw = [t for t in raw if not ("@" in t or "://" in t or t.lower().startswith("www."))]
+    words = " ".join(map(_TOKENS.__getitem__, raw)).split()
+    capitalised: set[str] = set()
+    if not text.islower():
+        for token in set(filter(str.istitle, raw)):  # "Rina", "Braga,", "Jl." (not "IP", not "IndiNet")
+            found = _TOKENS[token].split()
+            if not found or (known is not None and known.issuperset(found)):
+                continue  # no feature, or only words the model knows: names or not, they count
+            i = raw.index(token)
+            while not _inside_sentence(raw, i):
+                try:
+                    i = raw.index(token, i + 1)
+                except ValueError:
+                    break
+            else:
+                capitalised.update(found)
+    return words, capitalised
 
 
-def document(subject: str, text: str, settings: FeatureSettings) -> Document:
+def _inside_sentence(raw: list[str], i: int) -> bool:
+    """Whether token i stands inside a sentence: after a token that ends no sentence, and not after a blank
+    line. The point of a short capitalised abbreviation ends no sentence ("Jl. Braga", "Mr. Fajar")."""
+    if i == 0:
+        return False
+    before = raw[i - 1]
+    if before == _PARAGRAPH:
+        return False
+    if before[-1] not in _SENTENCE_END:
+        return True
+    word = before[:-1].lstrip(_OPENING)
+    return before[-1] == "." and 0 < len(word) <= 3 and word[0].isupper() and word[1:] == word[1:].lower()
+
+
+def _signature_start(text: str) -> int | None:
+    """Where the closing starts: the first closing line (`Best regards,`, `Salam,`, `Hormat kami,`, `Terima
+    kasih.` ...) that follows some text and has at most SIGNATURE_LINES lines after it. The closing and the
+    signature after it (name, job, company, phone) say nothing about what the customer wants: mail of every
+    kind ends so."""
+    tail = text[-800:].lower()
+    if not any(hint in tail for hint in _CLOSING_HINTS):
+        return None  # the usual chat message: no closing near the end
+    lines = text.splitlines()
+    last: list[int] = []  # the last lines with something on them, last first
+    for i in range(len(lines) - 1, -1, -1):
+        if lines[i] and not lines[i].isspace():
+            last.append(i)
+            if len(last) > SIGNATURE_LINES + 1:
+                break
+    candidates = last[: SIGNATURE_LINES + 1]
+    if len(last) <= SIGNATURE_LINES + 1:
+        candidates.pop()  # the first line with something on it: no text before it
+    for i in reversed(candidates):
+        line = lines[i]
+        if len(line) <= 80 and line.count(" ") < 8 and _is_closing(line):
+            return _offset(text, i)
+    return None
+
+
+def _offset(text: str, count: int) -> int:
+    """Where line `count` starts (line breaks of any kind)."""
+    return sum(len(line) for line in text.splitlines(keepends=True)[:count])
+
+
+def _is_closing(line: str) -> bool:
+    words = line.casefold().translate(_PUNCTUATION).split()
+    return len(words) <= 8 and not CLOSING_MARKS.isdisjoint(words) and CLOSING_WORDS.issuperset(words)
+
+
+def words_of(text: str, known: frozenset[str] | None = None) -> list[str]:
+    """The words of a text that count as features, in order. A word written capitalised inside a sentence
+    counts only if it is in `known` (the words the model learned as words): otherwise it is taken for a
+    name (of a person, a street, a company), and it counts nowhere in the text. `known` None: all count."""
+    words, capitalised = read(text, known)
+    if known is None or not capitalised:
+        return words
+    return [w for w in words if w not in capitalised]
+
+
+def document(subject: str, text: str, settings: FeatureSettings, known: frozenset[str] | None = None) -> Document:
     """The features of the customer's own words (subject and text), from the first max_chars characters."""
-    original = f"{subject}\n{text}"[: settings.max_chars]
-    tokens = words_of(original)
-    words = tuple(dict.fromkeys(tokens))
-    dense: list[str] = []
-    if "?" in original:
-        dense.append("d:question")
-    if not tokens:
-        dense.append("d:nowords")
+    found = words_of(f"{subject}\n{text}"[: settings.max_chars], known)
+    words = tuple(dict.fromkeys(found))
     bigrams: tuple[str, ...] = ()
-    if settings.word_bigrams and len(tokens) > 1:
-        bigrams = tuple(dict.fromkeys(map(" ".join, itertools.pairwise(tokens))))
-    return Document(words, bigrams, tuple(dense), 1.0 / math.sqrt(len(words)) if words else 1.0)
+    if settings.word_bigrams and len(found) > 1:
+        bigrams = tuple(dict.fromkeys(map(" ".join, itertools.pairwise(found))))
+    dense = () if words else ("d:nowords",)
+    return Document(words, bigrams, dense, 1.0 / math.sqrt(len(words)) if words else 1.0)
 
 
 def word_features(word: str, settings: FeatureSettings) -> list[str]:
@@ -202,7 +351,7 @@ class Prediction:
         index = OUTPUTS.index(output)
         scale = self.scale
         weights = list(map(operator.itemgetter(index), self.vectors))
-        best = heapq.nlargest(k, range(len(weights)), key=weights.__getitem__)
+        best = sorted(range(len(weights)), key=weights.__getitem__, reverse=True)[:k]  # in C: quicker than heapq
         ranked = [(weights[i] * scale, self.names[i]) for i in best]
         ranked += [(v[index], name) for name, v in self.dense]
         ranked.sort(reverse=True)
@@ -228,6 +377,8 @@ class TextModel:
         self.training = dict(training or {})
         self._words: dict[str, tuple[float, ...]] = {}
         self._bigrams = {name[2:]: ws for name, ws in self.weights.items() if name.startswith("b:")}
+        # the words the model knows as words: a capitalised word inside a sentence counts only if it is one
+        self.known = frozenset(name[2:] for name in self.weights if name.startswith("w:"))
         self.checksum = checksum(self._content())
 
     # -- inference
@@ -250,9 +401,12 @@ class TextModel:
 
     def predict(self, subject: str, text: str) -> Prediction:
         """Intent probabilities and hard-complaint probability of the customer's own words."""
-        doc = document(subject, text, self.settings)
-        cache = self._words
-        vectors = [cache.get(w) or self._word_vector(w) for w in doc.words]
+        doc = document(subject, text, self.settings, self.known)
+        cached = list(map(self._words.get, doc.words))
+        if None in cached:  # words not seen before: their vectors are summed once and remembered
+            vectors = [v or self._word_vector(w) for v, w in zip(cached, doc.words, strict=True)]
+        else:
+            vectors = cast(list[tuple[float, ...]], cached)
         names = list(doc.words)
         if doc.bigrams:
             found = list(map(self._bigrams.get, doc.bigrams))

@@ -31,16 +31,63 @@ def tiny_model(**settings: Any) -> TextModel:
         "w:pasang": [-2.0, -2.0, 6.0, -2.0, 0.0],
         "w:bodoh": [0.0, 0.0, 0.0, 0.0, 9.0],
         "b:tidak bisa": [3.0, -1.0, -1.0, -1.0, 0.0],
-        "d:question": [-1.0, 3.0, -1.0, -1.0, 0.0],
+        "d:nowords": [-1.0, -1.0, -1.0, 3.0, 0.0],
     }
     features = FeatureSettings(**{"word_bigrams": True, **settings})
     return TextModel(features, [0.0, 0.0, 0.0, 1.0, -3.0], weights, {"note": "hand-made"})
 
 
 def test_elongation_reduplication_digits_and_addresses_are_normalised() -> None:
-    """`lemottt` reads as `lemot`, `berkali2` as two words, digits as 0; addresses and links are not words."""
-    words = words_of("Inet LEMOTTT, berkali2 lapor ke cs@provider.example https://x.example/y 0812-3456!!")
-    assert words == ["inet", "lemot", "berkali", "berkali", "lapor", "ke", "0", "0"]
+    """`lemottt` reads as `lemot`, `berkali2` as two words, digits in a word as 0; stop words, bare numbers,
+    single letters, addresses and links are not words; `can't` is `can not`."""
+    words = words_of("Inet LEMOTTT, berkali2 lapor ke cs@provider.example https://x.example/y 0812-3456!! 3x, I can't")
+    assert words == ["inet", "lemot", "berkali", "berkali", "lapor", "0x", "can", "not"]
+
+
+def test_function_words_greetings_closings_and_signatures_say_nothing() -> None:
+    """Stop words of both languages, forms of address, the closing line and the signature after it give no
+    feature; a closing in the middle of a text does not cut it."""
+    mail = (
+        "Selamat siang Bapak/Ibu,\n\nSaya mau tanya harga paket untuk kantor kami di Bandung.\n\n"
+        "Terima kasih,\nRina Kusumawati\nStaf Umum, CV Maju\n0812-0000-0000"
+    )
+    assert words_of(mail) == ["siang", "mau", "tanya", "harga", "paket", "kantor"]
+    assert words_of("Dear team, I'd like to know the price of your packages. Best regards, John") == [
+        "know",
+        "price",
+        "packages",
+        "john",
+    ]
+    assert words_of("terima kasih, internet sudah normal\nmakasih ya min") == [
+        "terima",
+        "kasih",
+        "internet",
+        "sudah",
+        "normal",
+    ]
+    assert words_of("Halo\n\nTerima kasih.\n" + "baris\n" * 10) == ["terima", "kasih", *["baris"] * 10]
+
+
+def test_a_capitalised_word_the_model_never_learned_is_taken_for_a_name() -> None:
+    """Inside a sentence a capitalised unknown word (a person, a street) counts nowhere in the text; a known one,
+    one that opens a sentence or a paragraph, one in capitals, or one after an abbreviation's point counts."""
+    known = frozenset({"internet", "mati", "lapor", "los"})
+    text = "Saya Budi, Internet di Jl. Braga mati.\n\nBudi sudah lapor LOS. Jalan lain juga"
+    assert words_of(text) == [
+        "budi",
+        "internet",
+        "jl",
+        "braga",
+        "mati",
+        "budi",
+        "sudah",
+        "lapor",
+        "los",
+        "jalan",
+        "lain",
+    ]
+    assert words_of(text, known) == ["internet", "mati", "sudah", "lapor", "los", "jalan", "lain"]
+    assert words_of("internet mati. Budi lapor", known) == ["internet", "mati", "budi", "lapor"]
 
 
 def test_only_the_first_max_chars_characters_count() -> None:
@@ -63,14 +110,14 @@ def test_prediction_and_top_features_follow_the_weights() -> None:
     assert p.top_features("request") == ()  # nothing pushed toward request
 
 
-def test_shouting_is_left_to_the_signals_and_a_question_mark_is_a_shape_feature() -> None:
-    """Capitals and "!!!" change nothing for the model (the tunable signals judge shouting); a "?" is a feature,
-    shown in words."""
+def test_shouting_and_question_marks_are_left_to_the_signals_and_no_words_is_a_shape_feature() -> None:
+    """Capitals, "!!!" and "?" change nothing for the model (the signals judge shouting and questions, in
+    context: a fault report may ask when it is fixed); a text without words is a feature, shown in words."""
     model = tiny_model()
     assert model.predict("", "INTERNET SAYA MATI TOTAL!!!") == model.predict("", "internet saya mati total")
-    assert document("", "harga paket berapa?", SETTINGS).dense == ("d:question",)
-    p = model.predict("", "harga paket berapa?")
-    assert ('(a "?")', 3.0) in p.top_features("information")
+    assert model.predict("", "harga paket berapa?") == model.predict("", "harga paket berapa")
+    assert document("", "halo min?", SETTINGS).dense == ("d:nowords",)
+    assert ("(no words at all)", 3.0) in model.predict("", "halo min?").top_features("unknown")
 
 
 def test_model_file_round_trip_gives_identical_bytes_and_predictions(tmp_path: Path) -> None:
@@ -149,7 +196,7 @@ def test_json_shaped_like_a_serialised_object_is_refused() -> None:
         (lambda d: d["weights"].update({"w:mati": [1.0, 2.0, "x", 0, 0]}), "weights.w:mati[2]", "expected a number"),
         (lambda d: d["weights"].update({"x:odd": [0, 0, 0, 0, 0]}), "weights.x:odd", "not a feature name"),
         (lambda d: d["bias"].pop(), "bias", "list of 5 numbers"),
-        (lambda d: d["features"].update(version="tm0"), "features.version", "'tm1'"),
+        (lambda d: d["features"].update(version="tm1"), "features.version", "'tm2'"),
         (lambda d: d["features"].update(max_chars=0), "features.max_chars", "whole number"),
         (lambda d: d.pop("training"), "training", "missing"),
     ],

@@ -11,11 +11,20 @@ from pathlib import Path
 import pytest
 
 from emailrouter.cli import main
-from emailrouter.combine import CombineSettings, combine_hard, combine_intent
+from emailrouter.combine import CombineSettings, combine_hard, combine_intent, hard_summary, hard_why
 from emailrouter.config import load_config
 from emailrouter.errors import ConfigError
-from emailrouter.textmodel import load_model
-from emailrouter.training import CorpusError, Example, TrainSettings, assign_folds, fit, read_corpus
+from emailrouter.model import Classification, ModelOutput, SignalHit
+from emailrouter.textmodel import FeatureSettings, TextModel, load_model
+from emailrouter.training import (
+    CorpusError,
+    Example,
+    TrainSettings,
+    assign_folds,
+    fit,
+    known_words,
+    read_corpus,
+)
 from tests.conftest import ROOT
 
 pytest.importorskip("sklearn")
@@ -291,3 +300,89 @@ def test_train_works_with_a_config_whose_model_file_is_stale(
     assert main(["train", str(SMALL / "small.jsonl"), "-c", str(path), "--folds", "0", "-o", str(out)]) == 0
     (config_copy.parent / "model.json").write_bytes(out.read_bytes())
     assert main(["check", "-c", str(path)]) == 0
+
+
+def test_a_word_only_ever_written_capitalised_inside_a_sentence_is_not_learned() -> None:
+    """Names (`Rina`, `Braga`) are not known words, so their features are not learned; a word also written in
+    lower case (`internet`), or capitalised only where a sentence starts, is."""
+    examples = [
+        Example("1", "", "Saya Rina, internet mati di Jl. Braga", "fault", False),
+        Example("2", "", "Halo, saya Rina. Internet mati lagi di Braga", "fault", False),
+        Example("3", "", "Mati total. internet rumah", "fault", False),
+    ]
+    known = known_words(examples, 2)
+    assert {"internet", "mati"} <= known and not {"rina", "braga", "jl"} & known
+    model = fit(examples, TrainSettings(min_df=2))
+    assert "w:internet" in model.weights and "w:rina" not in model.weights and "c:<rin" not in model.weights
+
+
+def test_clear_signals_outweigh_a_model_sure_of_another_intent() -> None:
+    """The model's probabilities count as at least 1 %: information 5 against a resolved fault (-3) wins over a
+    model 99.99 % sure of a fault, and the model alone cannot make a hard complaint more sure than 99:1."""
+    model = {"fault": 0.9999, "information": 0.00003, "request": 0.00003, "unknown": 0.00004}
+    settings = CombineSettings(signals_weight=1.0, model_weight=1.0, threshold=0.25)
+    verdict = combine_intent({"fault": -3.0, "information": 5.0, "request": 0.0}, model, settings)
+    assert verdict.intent == "information" and verdict.confidence > 0.5
+    assert combine_intent({"fault": 0, "information": 0, "request": 0}, model, settings).intent == "fault"
+    sure = combine_hard(0.0, 1.0, CombineSettings(hard_model_weight=1.0))
+    assert sure.confidence == pytest.approx(0.99)
+
+
+def _hard_case(score: float, hard: bool, model: tuple[float, float] | None) -> Classification:
+    """A classification with this hard score (threshold 4), verdict and model (probability, combined) or none."""
+    output = None
+    if model is not None:
+        output = ModelOutput(
+            "abc", {"fault": 1.0}, model[0], {"fault": 1.0}, 1.0, 0.25, model[1], 0.75, (), (("kalian", 1.5),)
+        )
+    hits = (SignalHit("insult", "hard", score, ("bodoh",)),) if score else ()
+    return Classification("fault", {"fault": 3.0}, hard, score, 4.0, hits, "id", output)
+
+
+def test_the_hard_verdict_says_what_decided_it() -> None:
+    """Agents read whether the signals' score or the model made a mail hard (or kept it from being hard)."""
+    assert hard_summary(_hard_case(8, True, None)) == "YES (score 8, threshold 4)"
+    assert hard_summary(_hard_case(8, True, (0.97, 1.0))).startswith("YES (score 8, threshold 4); the model: 97% hard")
+    by_model = hard_summary(_hard_case(0, True, (0.98, 0.91)))
+    assert by_model == (
+        "YES by the model: it rates the mail 98% hard; with the signals' score 0 (under their threshold 4)"
+        " the combined confidence 91% reached the threshold 75%"
+    )
+    kept = hard_summary(_hard_case(4, False, (0.01, 0.6)))
+    assert kept.startswith("no: the signals' score 4 reached their threshold 4, but the model rates the mail 1% hard")
+    assert hard_summary(_hard_case(8, False, (0.9, 0.99))).startswith("no: automated mail")
+    assert hard_summary(_hard_case(0, False, (0.02, 0.1))) == (
+        "no (score 0, threshold 4; the model: 2% hard, combined 10%, threshold 75%)"
+    )
+    head, part = hard_why(_hard_case(8, True, (0.97, 1.0)))
+    assert head == "Why it is hard: score 8 reached the threshold 4 with:"
+    assert part is not None and part.startswith("The learned model agrees: it rates the mail 97% hard")
+    head, part = hard_why(_hard_case(0, True, (0.98, 0.91)))
+    assert head.startswith("Why it is hard: the learned model rates the mail 98% hard (driven by kalian +1.50)")
+    assert "the combined confidence 91% reached the threshold 75%" in head and part is None
+
+
+def test_the_escalation_says_the_model_made_the_mail_hard(config_copy: Path) -> None:
+    """A DCS mail without hard signals that the model rates hard is escalated, and the notice says the model
+    decided; automated mail is never hard; without a text of its own the signals alone decide."""
+    from emailrouter.classify import classify
+    from emailrouter.pipeline import route
+    from tests.conftest import NOW, eml
+
+    weights = {"w:zorblax": [0.0, 0.0, 0.0, 0.0, 12.0], "w:mati": [6.0, -2.0, -2.0, -2.0, 0.0]}
+    model = TextModel(FeatureSettings(), [0.0, 0.0, 0.0, 0.0, -4.0], weights)
+    config = load_config(_config_with_model(config_copy, model.dumps()))
+    mail = eml("From: Budi <budi@gmail.com>", "Subject: zorblax", body="internet mati, zorblax\n")
+    routing = route(mail, config, NOW)
+    assert routing.classification.hard and routing.classification.hard_score == 0
+    escalation = next(o for o in routing.outgoing if o.action.type == "escalate")
+    body = escalation.message.get_body(preferencelist=("plain",))
+    assert body is not None
+    text = body.get_content()
+    because = next(line for line in text.splitlines() if line.startswith("Why it is hard: "))
+    assert because.startswith("Why it is hard: the learned model rates the mail ") and "(driven by zorblax +" in because
+    assert "with the signals' score 0, under their own threshold 4, the combined confidence" in because
+    assert "Hard complaint:  YES by the model: it rates the mail " in text
+    assert not classify("zorblax", "internet mati, zorblax", config.signals, automated=True).hard
+    subject_only = classify("zorblax", "", config.signals)
+    assert subject_only.model is None and not subject_only.hard
