@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import bisect
+import importlib
 import itertools
 import re
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
 from emailrouter.combine import DEFAULT_COMBINE, CombineSettings, combine_hard, combine_intent
 from emailrouter.model import Classification, Intent, Language, ModelOutput, SignalHit
@@ -364,6 +366,49 @@ def _no_top_level_branch(pattern: str) -> bool:
     return True
 
 
+def needed_strings(regex: re.Pattern[str]) -> tuple[str, ...] | None:
+    """Strings of which every match of `regex` holds at least one, when there are such strings that are rarely in a
+    text (of three characters or more, or punctuation): a text without them needs no search. None: no such strings
+    (or a pattern this does not read: case-insensitive, a scoped flag, ...)."""
+    try:
+        parsed = importlib.import_module("re._parser").parse(regex.pattern, regex.flags)
+        if parsed.state.flags & re.IGNORECASE:
+            return None
+        found = _needed(parsed, importlib.import_module("re._constants"))
+    except Exception:  # another Python's parser: no shortcut, the regex runs on every text
+        return None
+    return tuple(sorted(found)) if found else None
+
+
+def _needed(items: Any, c: Any) -> frozenset[str] | None:
+    """For a parsed sequence: the best set of strings one of which each match holds (see needed_strings)."""
+    options: list[frozenset[str]] = []
+    run: list[str] = []  # consecutive literal characters
+    for op, av in [*items, (None, None)]:
+        if op is c.LITERAL:
+            run.append(chr(av))
+            continue
+        if run:
+            options.append(frozenset(["".join(run)]))
+            run = []
+        found: frozenset[str] | None = None
+        if op is c.IN and all(o is c.LITERAL for o, _ in av):
+            found = frozenset(chr(a) for _, a in av)
+        elif op is c.SUBPATTERN and not av[1] and not av[2]:  # no scoped flags
+            found = _needed(av[3], c)
+        elif op is c.BRANCH:
+            each = [_needed(alternative, c) for alternative in av[1]]
+            found = frozenset().union(*each) if all(each) else None  # type: ignore[arg-type]
+        elif op in (c.MAX_REPEAT, c.MIN_REPEAT, c.POSSESSIVE_REPEAT) and av[0] >= 1:
+            found = _needed(av[2], c)
+        elif op is c.ATOMIC_GROUP:
+            found = _needed(av, c)
+        if found:
+            options.append(found)
+    rare = [o for o in options if all(len(x) >= 3 or not any(ch.isalnum() or ch.isspace() for ch in x) for x in o)]
+    return min(rare, key=lambda o: (len(o), -min(map(len, o)), sorted(o))) if rare else None
+
+
 def _is_word(char: str) -> bool:
     """What a regex's word character is: letters, digits and the underscore."""
     return char.isalnum() or char == "_"
@@ -407,6 +452,8 @@ class Signal:
     _unbounded: re.Pattern[str] | None = field(init=False, repr=False, compare=False)
     # every word one of whose forms must be in the text for the signal to match (None: it may match anyway)
     _trigger: frozenset[str] | None = field(init=False, repr=False, compare=False)
+    # strings one of which the case-folded text must hold for the regex to match (None: it may match anyway)
+    _needs: tuple[str, ...] | None = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         index: dict[str, tuple[Phrase, ...]] = {}
@@ -434,6 +481,7 @@ class Signal:
         if pattern.startswith("(?:\\b") and _no_top_level_branch(pattern[3:-1]):  # one regex: (?:\b...)
             unbounded = re.compile(pattern[5:-1])
         object.__setattr__(self, "_unbounded", unbounded)
+        object.__setattr__(self, "_needs", needed_strings(self.regex) if self.regex is not None else None)
         trigger: frozenset[str] | None = None
         if self.regex is None and self.caps_ratio is None and self.exclamation_run is None and self.history is None:
             near = self.near.first if self.near is not None else frozenset()
@@ -543,7 +591,7 @@ class Signal:
                 lo, hi = min(i, j), max(i, j)
                 gap = " … " if hi - lo > 1 else " "
                 found.append((f"{text.written(lo, lo + 1)}{gap}{text.written(hi, hi + 1)}", lo))
-        if self.regex is not None:
+        if self.regex is not None and (self._needs is None or any(s in text.folded for s in self._needs)):
             for m in self._regex_matches(text.folded):
                 term = " ".join(m.group(0).split())
                 if all(term != f for f, _ in found):
