@@ -13,6 +13,7 @@ failure unit.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from dataclasses import dataclass
@@ -77,6 +78,9 @@ def _subject(view: MessageView) -> str:
 def _tags(case: Case) -> str:
     hard = "[HARD]" if case.classification.hard else ""
     return f"[{case.segmentation.segment}]{hard}"
+
+
+_date = functools.lru_cache(maxsize=64)(format_datetime)  # every message composed for a mail has its date
 
 
 def message_id(case: Case, index: int, action: Action, router: RouterIdentity) -> str:
@@ -174,7 +178,7 @@ def _base_headers(
             ("From", mime.address(router.name, router.address)),
             ("To", to),
             ("Subject", mime.text(subject)),
-            ("Date", format_datetime(case.now)),
+            ("Date", _date(case.now)),
             ("Message-ID", message_id(case, index, action, router)),
             *(more or ()),
         ]

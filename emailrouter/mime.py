@@ -11,6 +11,7 @@ Output is deterministic: boundaries are derived from the message's own identity.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 from email.generator import BytesGenerator, Generator
 from email.header import Header
@@ -83,6 +84,7 @@ def text(value: str) -> str:
     return " ".join(Header(value, "utf-8").encode(linesep="\n").split())
 
 
+@functools.lru_cache(maxsize=4096)  # the router's and the units' addresses are formatted for every mail
 def address(name: str, addr_spec: str) -> str:
     """`Name <addr>` with the name quoted or encoded as needed; the address must be ASCII."""
     if not addr_spec.isascii() or clean_line(addr_spec) != addr_spec:
@@ -109,7 +111,7 @@ def set_text(part: Message, body: str, subtype: str = "plain") -> None:
     content_type = f'text/{subtype}; charset="utf-8"'
     if max((len(line) for line in data.split(b"\n")), default=0) > MAX_LINE:
         add(part, [("Content-Type", content_type), ("Content-Transfer-Encoding", "base64")])
-        part.set_payload(base64.encodebytes(data).decode("ascii"))
+        part.set_payload(base64_lines(data, b"\n").decode("ascii"))
     else:
         add(part, [("Content-Type", content_type), ("Content-Transfer-Encoding", "7bit" if data.isascii() else "8bit")])
         # bytes carried as surrogate escapes: the bytes generator writes them out unchanged
@@ -129,7 +131,14 @@ def file_part(data: bytes, content_type: str, filename: str) -> Message:
         f'Content-Disposition: attachment; filename="{clean_line(filename)}"\r\n'
         "Content-Transfer-Encoding: base64\r\n\r\n"
     ).encode("ascii")
-    return Prebuilt(head + base64.encodebytes(data).replace(b"\n", b"\r\n"))
+    return Prebuilt(head + base64_lines(data, b"\r\n"))
+
+
+def base64_lines(data: bytes, linesep: bytes) -> bytes:
+    """`data` in base64, 76 characters a line, each line ended by `linesep`: base64.encodebytes (with its line
+    ends), encoded in one call instead of one per line."""
+    encoded = base64.b64encode(data)
+    return linesep.join([encoded[i : i + 76] for i in range(0, len(encoded), 76)]) + linesep if encoded else b""
 
 
 class Prebuilt(Message):
