@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import itertools
 import json
 from dataclasses import dataclass
 from datetime import datetime
@@ -81,11 +82,12 @@ def _tags(case: Case) -> str:
 
 
 _date = functools.lru_cache(maxsize=64)(format_datetime)  # every message composed for a mail has its date
+_shown = functools.lru_cache(maxsize=1024)(repr)  # of an action (the table's actions serve every mail)
 
 
 def message_id(case: Case, index: int, action: Action, router: RouterIdentity) -> str:
     """Deterministic: the same mail, rule and action always get the same Message-ID."""
-    key = f"{case.decision.reference}\0{case.decision.rule}\0{index}\0{action!r}".encode()
+    key = f"{case.decision.reference}\0{case.decision.rule}\0{index}\0{_shown(action)}".encode()
     return f"<er.{hashlib.sha256(key).hexdigest()[:24]}.{action.type}@{router.domain}>"
 
 
@@ -325,9 +327,11 @@ def compose_reply(case: Case, index: int, action: Reply, c: Composer) -> tuple[E
 def assert_safe_headers(msg: EmailMessage) -> None:
     """No header value may contain CR or LF, or raw non-ASCII (checked on every part)."""
     parts = list(msg.walk())
-    every = "".join(
-        name + str(value) for part in parts if isinstance(part, EmailMessage) for name, value in part.raw_items()
-    )
+    headers = itertools.chain.from_iterable(part.raw_items() for part in parts if isinstance(part, EmailMessage))
+    try:
+        every = "".join(itertools.chain.from_iterable(headers))
+    except TypeError:  # a header object, not a string: see below
+        every = "\n"
     if every.isascii() and "\r" not in every and "\n" not in every:
         return  # the usual case, in one pass; otherwise find the header to name
     for part in parts:

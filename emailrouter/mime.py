@@ -109,7 +109,7 @@ def set_text(part: Message, body: str, subtype: str = "plain") -> None:
     """Make `part` a UTF-8 text part: 7bit or 8bit as written, base64 only if a line is too long."""
     data = body.replace("\r\n", "\n").encode("utf-8")
     content_type = f'text/{subtype}; charset="utf-8"'
-    if max((len(line) for line in data.split(b"\n")), default=0) > MAX_LINE:
+    if max(map(len, data.split(b"\n"))) > MAX_LINE:
         add(part, [("Content-Type", content_type), ("Content-Transfer-Encoding", "base64")])
         part.set_payload(base64_lines(data, b"\n").decode("ascii"))
     else:
