@@ -259,7 +259,7 @@ def _signature_start(text: str) -> int | None:
     signature after it (name, job, company, phone) say nothing about what the customer wants: mail of every
     kind ends so."""
     tail = text[-800:].lower()
-    if not any(hint in tail for hint in _CLOSING_HINTS):
+    if not any(map(tail.__contains__, _CLOSING_HINTS)):
         return None  # the usual chat message: no closing near the end
     lines = text.splitlines()
     last: list[int] = []  # the last lines with something on them, last first
@@ -295,7 +295,7 @@ def words_of(text: str, known: frozenset[str] | None = None) -> list[str]:
     words, capitalised = read(text, known)
     if known is None or not capitalised:
         return words
-    return [w for w in words if w not in capitalised]
+    return list(itertools.filterfalse(capitalised.__contains__, words))
 
 
 def document(subject: str, text: str, settings: FeatureSettings, known: frozenset[str] | None = None) -> Document:
