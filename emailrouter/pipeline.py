@@ -72,7 +72,7 @@ def route(
     seg = segment(view, config.segmentation)
     days = config.signals.history_days
     earlier = history(view.sender.address, now - timedelta(days=days)) if view.sender and days else ()
-    cls = classify(view.subject, view.text, config.signals, earlier, now)
+    cls = classify(view.subject, view.text, config.signals, earlier, now, automated=automated is not None)
     facts = facts_of(view, seg, cls, automated is not None)
     reference = reference_for(view, config.router.reference_prefix)
     if oversized:
