@@ -14,7 +14,6 @@ from collections.abc import Iterable, Iterator
 
 # the headers that belong to what the sender wrote; every delivery path keeps them as they are
 _CONTENT_HEADERS = frozenset({b"from", b"to", b"cc", b"subject", b"date", b"message-id", b"content-type"})
-_HEADER_END = re.compile(rb"\r?\n\r?\n")
 _FOLD = re.compile(rb"\r?\n[ \t]+")
 _SPACE = re.compile(rb"[ \t]+")
 # one of those headers on its own line (folded lines joined, every line break made "\n"): name, value
@@ -32,8 +31,8 @@ def bytes_hash(raw: bytes) -> str:
 
 def content_hash(raw: bytes) -> str:
     """sha256 over the sender's own headers and the body; the same for every copy of one mail."""
-    m = _HEADER_END.search(raw)
-    head, body_at = (raw[: m.start()], m.end()) if m else (raw, len(raw))
+    head_end, body_at = _header_end(raw)
+    head = raw[:head_end]
     if b"\n " in head or b"\n\t" in head:
         head = _FOLD.sub(b" ", head)
     if b"\r" in head:  # a line ends at CR LF, LF or a lone CR
@@ -59,6 +58,18 @@ def content_hash(raw: bytes) -> str:
         else:
             blanks += block
     return "sha256:" + digest.hexdigest()
+
+
+def _header_end(raw: bytes) -> tuple[int, int]:
+    """Where the first empty line starts and ends, or (len, len): the first match of rb"\\r?\\n\\r?\\n", found by two
+    substring searches instead of a regex tried at every byte."""
+    crlf = raw.find(b"\n\r\n")
+    lf = raw.find(b"\n\n", 0, len(raw) if crlf < 0 else crlf + 2)
+    i = crlf if lf < 0 else lf  # the first LF followed by CR LF or LF
+    if i < 0:
+        return len(raw), len(raw)
+    start = i - 1 if i > 0 and raw[i - 1] == 13 else i
+    return start, i + (2 if raw[i + 1] == 10 else 3)
 
 
 def _blocks(raw: bytes, start: int, size: int = 1 << 20) -> Iterator[bytes]:
