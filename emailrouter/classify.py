@@ -25,6 +25,7 @@ SHOUTING_SAMPLE = 4_000  # characters looked at for the share of capitals
 
 _ADDRESSES_AND_LINKS = re.compile(r"[^\s<>()\[\]]+@[^\s<>()\[\]]+|\b(?:https?://|www\.)\S+")
 _WORD = re.compile(r"[^\W_]+(?:['’-][^\W_]+)*")
+_BANGS = re.compile("!+")
 # Latin-1 byte tables: counting letters and capitals with bytes.translate runs at C speed.
 _NOT_LETTER = bytes(c for c in range(256) if not chr(c).isalpha())
 _NOT_UPPER = bytes(c for c in range(256) if not chr(c).isupper())
@@ -63,6 +64,7 @@ class Text:
         "_index",
         "_pairs",
         "_positions",
+        "_question_places",
         "_questions",
         "any_set",
         "folded",
@@ -101,6 +103,7 @@ class Text:
         self._positions: dict[str, list[int]] = {}  # as written or in normal form (roots=False), by word
         self._index: dict[str, list[int]] | None = None  # in any form, by word
         self._pairs: set[tuple[str, str]] | None = None
+        self._question_places: tuple[list[int], list[tuple[int, int]]] | None = None
 
     def normalised(self, limit: int = 200) -> str:
         """For people: the normal form, each root in brackets where it differs (`explain`)."""
@@ -194,13 +197,15 @@ class Text:
         start, stop = self.sentence(position)
         cached = self._questions.get(start)
         if cached is None:
-            t = self.tokens
-            q = self.question
-            cached = QUESTION_END in t.normal[start:stop]
-            if not cached and q.keywords:
-                cached = any(not q.keywords.isdisjoint(seq[start:stop]) for seq in (t.words, t.normal, t.roots))
-            if not cached and q.phrases:
-                cached = any(p.find(self, start, stop) for p in q.phrases)
+            if self._question_places is None:
+                q = self.question
+                where = set(self.positions(QUESTION_END))
+                for word in q.keywords & self.any_set:
+                    where.update(self.positions(word))
+                self._question_places = sorted(where), [m for p in q.phrases for m in p.find(self)]
+            marks, spans = self._question_places
+            k = bisect.bisect_left(marks, start)
+            cached = (k < len(marks) and marks[k] < stop) or any(start <= b and e <= stop for b, e in spans)
             self._questions[start] = cached
         return cached
 
@@ -257,7 +262,10 @@ class Phrase:
         form = self.forms[k]
         if not form or not self.sets[k] <= text.sets[k]:
             return []
-        return [(i, i + len(form)) for i in _starts(text.seqs[k], form, start, stop)]
+        if start or stop is not None:
+            return [(i, i + len(form)) for i in _starts(text.seqs[k], form, start, stop)]
+        seq, n = text.seqs[k], len(form)
+        return [(i, i + n) for i in text.positions_in(k, form[0]) if n == 1 or tuple(seq[i : i + n]) == form]
 
     def matched_form(self, text: Text, start: int) -> str:
         """The form a match at `start` is in: the customer's words if they are the phrase's, else the
@@ -603,8 +611,12 @@ class Signal:
             if letters and letters >= self.min_letters and upper / letters >= self.caps_ratio:
                 found.append((f"{round(100 * upper / letters)}% capitals", -1))
         if self.exclamation_run is not None and "!" * self.exclamation_run in text.original:
-            runs = len(re.findall("!{" + str(self.exclamation_run) + ",}", text.original))
-            found.append((f"{runs}x {'!' * self.exclamation_run}", -1))
+            runs, run, original = 0, "!" * self.exclamation_run, text.original
+            i = original.find(run)
+            while i >= 0:  # each run of at least that many "!" once (what re.findall("!{n,}") counts)
+                runs += 1
+                i = original.find(run, _BANGS.match(original, i).end())  # type: ignore[union-attr]
+            found.append((f"{runs}x {run}", -1))
         return found
 
 
