@@ -204,7 +204,7 @@ def message_part(raw: bytes, filename: str = "original.eml") -> Message:
     message/rfc822 may not be base64-encoded, and SMTP refuses lines over 998 bytes: an original with
     such lines (it happens) is attached base64-encoded as application/octet-stream instead, still whole.
     """
-    if longest_line(raw) > MAX_LINE:
+    if has_long_line(raw):
         return file_part(raw, "application/octet-stream", filename)
     part = new(
         [
@@ -230,6 +230,21 @@ def longest_line(raw: bytes, block: int = 1 << 20) -> int:
         longest = max(longest, max(map(len, raw[start:end].replace(b"\r\n", b"\n").split(b"\n"))))
         start = end
     return longest
+
+
+def has_long_line(raw: bytes, limit: int = MAX_LINE) -> bool:
+    """Whether a line of `raw` holds more than `limit` bytes (a CR before the LF not counted), as
+    longest_line(raw) > limit says, looking at a window of limit + 1 bytes a step instead of at every line."""
+    pos, end = 0, len(raw)
+    while end - pos > limit:
+        last = raw.rfind(b"\n", pos, pos + limit + 1)
+        if last >= 0:  # every line that ends by then is short enough
+            pos = last + 1
+        elif raw.startswith(b"\r\n", pos + limit):  # exactly `limit` bytes, then CR LF
+            pos += limit + 2
+        else:
+            return True
+    return False
 
 
 def mixed(msg: EmailMessage, parts: list[Message]) -> None:
