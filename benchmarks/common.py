@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from tests.integration.dovecot import Dovecot  # noqa: E402
+from tests.support.dovecot import Dovecot  # noqa: E402
 
 
 def free_port() -> int:
@@ -37,7 +37,7 @@ def default_sink() -> str:
 
 
 class ExternalSink:
-    """A sink in another process: Postfix's smtp-sink, or `python -m emailrouter.sink --count-only`."""
+    """A sink in another process: Postfix's smtp-sink, or `python -m tests.support.sink --count-only`."""
 
     def __init__(self, kind: str, workdir: Path) -> None:
         self.port = free_port()
@@ -49,7 +49,7 @@ class ExternalSink:
             cmd = [
                 sys.executable,
                 "-m",
-                "emailrouter.sink",
+                "tests.support.sink",
                 "--port",
                 str(self.port),
                 "--count-only",

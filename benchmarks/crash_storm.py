@@ -27,8 +27,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT)]
 
-from emailrouter.sink import SmtpSink  # noqa: E402
-from tests.integration.dovecot import Dovecot, dovecot_available, make_base  # noqa: E402
+from tests.support.dovecot import Dovecot, dovecot_available, make_base  # noqa: E402
+from tests.support.sink import SmtpSink  # noqa: E402
 
 # Imported by name so that mypy (which checks benchmarks/) does not follow it into the test modules it uses.
 storm = importlib.import_module("tests.integration.test_crash_storm")

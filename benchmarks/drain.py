@@ -36,8 +36,8 @@ import pipeline  # noqa: E402  (benchmarks/pipeline.py, next to this file)
 from common import ExternalSink, default_sink, run_router_once, write_config  # noqa: E402
 from imapclient import IMAPClient  # noqa: E402
 
-from emailrouter.sink import SmtpSink  # noqa: E402
-from tests.integration.dovecot import Dovecot, dovecot_available, make_base  # noqa: E402
+from tests.support.dovecot import Dovecot, dovecot_available, make_base  # noqa: E402
+from tests.support.sink import SmtpSink  # noqa: E402
 
 SENTENCES = pipeline.SENTENCES[:7] + pipeline.FILLER[:2]  # the same customer language as benchmarks/pipeline.py
 SENDERS = [

@@ -14,7 +14,7 @@ base64-encoded, 76-character lines, as mail clients send them) plus one mail ove
 and prints them, with (c)'s growth over (a) per mail of the batch. Target: (c) <= 150 MB.
 
 Needs Dovecot (`.ci/setup` installs it as root). The sink is Postfix's smtp-sink when installed, else
-emailrouter's own (`python -m emailrouter.sink --count-only`). Takes about a minute and 1.5 GB of /tmp.
+emailrouter's own (`python -m tests.support.sink --count-only`). Takes about a minute and 1.5 GB of /tmp.
 
     .venv/bin/python benchmarks/memory.py [--count 32] [--size-mb 21] [--oversized-mb 30]
 """
@@ -39,7 +39,7 @@ import aiosmtplib  # noqa: E402
 from common import ExternalSink, default_sink, run_measured, run_router_once, write_config  # noqa: E402
 from imapclient import IMAPClient  # noqa: E402
 
-from tests.integration.dovecot import Dovecot, dovecot_available, make_base  # noqa: E402
+from tests.support.dovecot import Dovecot, dovecot_available, make_base  # noqa: E402
 
 MB = 1024 * 1024
 TEXT = (
@@ -95,7 +95,7 @@ async def raw_relay(imap_port: int, password: str, sink_port: int) -> int:
 
     One at a time, each dropped before the next; imaplib's trace is off, as in the router."""
     client = IMAPClient("127.0.0.1", port=imap_port, ssl=False, timeout=120)
-    client._imap.debug = 0  # as emailrouter.imap.quiet_imaplib does: no %r copies of every literal
+    client._imap.debug = 0  # as emailrouter.service.imap.quiet_imaplib does: no %r copies of every literal
     client.login("router", password)
     client.select_folder("INBOX", readonly=True)
     smtp = aiosmtplib.SMTP(hostname="127.0.0.1", port=sink_port, start_tls=False, timeout=120)

@@ -29,8 +29,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from emailrouter.config import load_config  # noqa: E402
-from emailrouter.pipeline import route  # noqa: E402
+from emailrouter.config.loader import load_config  # noqa: E402
+from emailrouter.core.pipeline import route  # noqa: E402
 
 SENDERS = [
     "budi.santoso@gmail.com",

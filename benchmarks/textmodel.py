@@ -22,7 +22,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from emailrouter.textmodel import TextModel, load_model  # noqa: E402
+from emailrouter.config.modelfile import load_model  # noqa: E402
+from emailrouter.core.textmodel import TextModel  # noqa: E402
 
 SENTENCES = [
     "Selamat pagi min, internet di rumah saya mati sejak kemarin malam.",

@@ -1,3 +1,3 @@
-from emailrouter.cli import main
+from emailrouter.ops.cli import main
 
 raise SystemExit(main())

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import structlog
 
-from emailrouter.config import Config, load_config
+from emailrouter.config.loader import Config, load_config
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG_DIR = ROOT / "config"

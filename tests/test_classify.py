@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from emailrouter.classify import Contact, Signal, Signals, classify
-from emailrouter.config import Config, load_config
-from emailrouter.errors import ConfigError
-from emailrouter.parse import parse
+from emailrouter.config.loader import Config, load_config
+from emailrouter.core.classify import Contact, Signal, Signals, classify
+from emailrouter.core.errors import ConfigError
+from emailrouter.core.parse import parse
 from tests.conftest import eml
 
 

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from emailrouter.compose import EXCERPT_BYTES, assert_safe_headers, compose_render_failure_notice, excerpt
-from emailrouter.config import Config, load_config
-from emailrouter.errors import ComposeError
-from emailrouter.pipeline import Routing, route
+from emailrouter.config.loader import Config, load_config
+from emailrouter.core.compose import EXCERPT_BYTES, assert_safe_headers, compose_render_failure_notice, excerpt
+from emailrouter.core.errors import ComposeError
+from emailrouter.core.pipeline import Routing, route
 from tests.broken_template import CALM_MAIL, URGENT_MAIL, break_template
 from tests.conftest import NOW, eml
 

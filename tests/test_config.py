@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from emailrouter.cli import main
-from emailrouter.config import load_config
-from emailrouter.errors import ConfigError
+from emailrouter.config.loader import load_config
+from emailrouter.core.errors import ConfigError
+from emailrouter.ops.cli import main
 
 
 def _edit(path: Path, old: str, new: str) -> None:

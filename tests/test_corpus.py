@@ -9,10 +9,10 @@ from typing import Any
 import pytest
 import yaml
 
-from emailrouter.cli import main
-from emailrouter.config import Config
-from emailrouter.explain import as_json
-from emailrouter.pipeline import route
+from emailrouter.config.loader import Config
+from emailrouter.core.explain import as_json
+from emailrouter.core.pipeline import route
+from emailrouter.ops.cli import main
 from tests.conftest import DATA, NOW, ROOT
 
 EXPECTED: dict[str, dict[str, Any]] = yaml.safe_load((DATA / "expected.yaml").read_text())

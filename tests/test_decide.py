@@ -6,10 +6,10 @@ import itertools
 
 import pytest
 
-from emailrouter.config import Config
-from emailrouter.decide import Row, Table, decide, reference_for
-from emailrouter.model import Escalate, Facts, Forward, Intent, OpenTicket, Reply
-from emailrouter.parse import parse
+from emailrouter.config.loader import Config
+from emailrouter.core.decide import Row, Table, decide, reference_for
+from emailrouter.core.model import Escalate, Facts, Forward, Intent, OpenTicket, Reply
+from emailrouter.core.parse import parse
 from tests.conftest import eml
 
 SEGMENTS = ["DES", "DGS", "DBS", "DCS", "unknown"]

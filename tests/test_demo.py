@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from emailrouter.cli import main
+from emailrouter.ops.cli import main
 from tests.conftest import CONFIG_DIR
 
 

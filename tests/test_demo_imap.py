@@ -14,7 +14,7 @@ import pytest
 from imapclient import IMAPClient
 from imapclient.exceptions import IMAPClientAbortError, LoginError
 
-from emailrouter.demo_imap import ImapEndpoint, demo_imap
+from emailrouter.demo.imap import ImapEndpoint, demo_imap
 
 T = TypeVar("T")
 

@@ -8,12 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from emailrouter.cli import main
-from emailrouter.combine import CombineSettings
-from emailrouter.config import Config
-from emailrouter.evaluate import as_text, evaluate, figures
-from emailrouter.textmodel import FeatureSettings, TextModel
-from emailrouter.training import read_corpus
+from emailrouter.config.loader import Config
+from emailrouter.config.modelfile import save_model
+from emailrouter.core.combine import CombineSettings
+from emailrouter.core.textmodel import FeatureSettings, TextModel
+from emailrouter.ops.cli import main
+from emailrouter.ops.evaluate import as_text, evaluate, figures
+from emailrouter.ops.training import read_corpus
 from tests.conftest import ROOT
 
 TINY = ROOT / "tests" / "data" / "corpus-small" / "tiny.jsonl"
@@ -89,7 +90,7 @@ def test_evaluate_runs_the_full_classifier_over_the_tiny_corpus(config: Config) 
 
 def test_evaluate_command_prints_figures_and_json(config_copy: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """`emailrouter evaluate CORPUS --json` gives every figure, the model and the combine settings in use."""
-    hand_model().save(config_copy.parent / "hand.json")
+    save_model(hand_model(), config_copy.parent / "hand.json")
     signals = config_copy.parent / "signals.yaml"
     lines, skipping = [], False
     for line in signals.read_text().splitlines(keepends=True):

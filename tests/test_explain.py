@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from emailrouter.cli import main
+from emailrouter.ops.cli import main
 from tests.broken_template import CALM_MAIL, URGENT_MAIL, break_template
 
 
@@ -54,16 +54,16 @@ def test_explain_reports_a_mail_a_stage_cannot_handle_and_goes_on(
     config_copy: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Should a stage raise on one file, explain names the file and the error, explains the rest, and exits 1."""
-    import emailrouter.cli
+    import emailrouter.ops.cli
 
-    real = emailrouter.cli.route
+    real = emailrouter.ops.cli.route
 
     def route(raw: bytes, *args: object, **kwargs: object) -> object:
         if b"URGENT" in raw:
             raise ValueError("a stage broke")
         return real(raw, *args, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(emailrouter.cli, "route", route)
+    monkeypatch.setattr(emailrouter.ops.cli, "route", route)
     urgent, calm = _mails(tmp_path)
     assert main(["explain", "-c", str(config_copy), urgent, calm]) == 1
     captured = capsys.readouterr()

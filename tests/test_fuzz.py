@@ -5,8 +5,8 @@ from __future__ import annotations
 import random
 import time
 
-from emailrouter.config import Config
-from emailrouter.pipeline import route
+from emailrouter.config.loader import Config
+from emailrouter.core.pipeline import route
 from tests.conftest import DATA, NOW
 
 SEEDS = [p.read_bytes() for p in sorted(DATA.glob("*.eml"))]

@@ -6,9 +6,9 @@ from datetime import timedelta
 
 import pytest
 
-from emailrouter.config import Config
-from emailrouter.explain import as_json
-from emailrouter.guard import (
+from emailrouter.config.loader import Config
+from emailrouter.core.explain import as_json
+from emailrouter.core.guard import (
     DEFAULT_ROBOT_SENDERS,
     BounceReport,
     GuardPolicy,
@@ -20,9 +20,9 @@ from emailrouter.guard import (
     limit_replies,
     robot_sender_problem,
 )
-from emailrouter.parse import parse
-from emailrouter.pipeline import route
-from emailrouter.trust import TrustPolicy, authenticated
+from emailrouter.core.parse import parse
+from emailrouter.core.pipeline import route
+from emailrouter.core.trust import TrustPolicy, authenticated
 from tests.conftest import DATA, NOW, ROOT, eml
 
 OWN = frozenset({"emailrouter@cc.example.co.id", "dcs-care@cc.example.co.id"})
@@ -255,7 +255,7 @@ def test_robot_sender_patterns_are_checked(pattern: str, problem: str | None) ->
 
 def test_guard_robot_senders_load_from_the_config(config_copy) -> None:  # type: ignore[no-untyped-def]
     """guard.robot_senders in emailrouter.yaml becomes the typed config's list, lower-cased, duplicates dropped."""
-    from emailrouter.config import load_config
+    from emailrouter.config.loader import load_config
 
     text = config_copy.read_text() + '\nguard:\n  robot_senders: ["Monit@*", "*@alerts.example.co.id", "monit@*"]\n'
     config_copy.write_text(text)
@@ -264,8 +264,8 @@ def test_guard_robot_senders_load_from_the_config(config_copy) -> None:  # type:
 
 def test_bad_robot_senders_are_config_errors_with_file_line_and_key(config_copy) -> None:  # type: ignore[no-untyped-def]
     """Each bad pattern is reported with the file, its line and its key; an unknown key under guard too."""
-    from emailrouter.config import load_config
-    from emailrouter.errors import ConfigError
+    from emailrouter.config.loader import load_config
+    from emailrouter.core.errors import ConfigError
 
     base = config_copy.read_text()
     first = len(base.splitlines()) + 1
@@ -299,7 +299,7 @@ def test_the_schema_describes_guard_robot_senders() -> None:
     """The editor schema accepts a list of patterns, flags one with a space, and shows the default list."""
     import jsonschema
 
-    from emailrouter.schema import main_schema
+    from emailrouter.config.schema import main_schema
 
     guard = main_schema()["properties"]["guard"]
     validator = jsonschema.Draft202012Validator(guard)
@@ -634,7 +634,7 @@ def test_aligned_policy_accepts_aligned_dkim_or_spf() -> None:
 
 def test_unauthenticated_privileged_claim_falls_back_to_default(config: Config) -> None:
     """Without our dmarc=pass, a directory domain does not make the sender DES; the trace says why."""
-    from emailrouter.segment import segment
+    from emailrouter.core.segment import segment
 
     view = parse(eml("From: noc@it.pertamina.co.id", "Subject: s", body="x", authenticated=False))
     result = segment(view, config.segmentation)
@@ -644,7 +644,7 @@ def test_unauthenticated_privileged_claim_falls_back_to_default(config: Config) 
 
 def test_check_warns_when_trust_is_switched_off(config_copy, capsys) -> None:  # type: ignore[no-untyped-def]
     """trust.enabled: false is allowed, with a warning from check."""
-    from emailrouter.cli import main
+    from emailrouter.ops.cli import main
 
     text = config_copy.read_text().replace("trust:\n  authserv_id", "trust:\n  enabled: false\n  authserv_id")
     config_copy.write_text(text)
@@ -656,8 +656,10 @@ def test_check_warns_when_trust_is_switched_off(config_copy, capsys) -> None:  #
 def test_a_person_who_asks_for_no_automatic_answer_gets_none_but_the_forward_goes(config: Config) -> None:
     """`X-Auto-Response-Suppress: All` on a customer's mail: the table's reply is suppressed (with the reason),
     the forward to the unit still goes out."""
-    raw = (DATA / "dcs-fault-outlook-en.eml").read_bytes().replace(
-        b"Subject:", b"X-Auto-Response-Suppress: All\nSubject:", 1
+    raw = (
+        (DATA / "dcs-fault-outlook-en.eml")
+        .read_bytes()
+        .replace(b"Subject:", b"X-Auto-Response-Suppress: All\nSubject:", 1)
     )
     routing = route(raw, config, NOW)
     assert routing.automated is None

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from emailrouter.config import Config
-from emailrouter.daemon import Router, Service
-from emailrouter.store import Store
+from emailrouter.config.loader import Config
+from emailrouter.service.daemon import Router, Service
+from emailrouter.service.store import Store
 
 
 def test_a_relay_that_is_down_makes_the_service_unhealthy_until_it_works_again(config: Config, tmp_path: Path) -> None:

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from emailrouter import dedupe, guard, mime, parse
-from emailrouter.model import MessageView
-from emailrouter.store import MessageKey, Plan, PlannedSend, Store
+from emailrouter.core import dedupe, guard, mime, parse
+from emailrouter.core.model import MessageView
+from emailrouter.service.store import MessageKey, Plan, PlannedSend, Store
 from tests.conftest import DATA, NOW
 
 ROUTER = "router@cc.example.co.id"
@@ -313,7 +313,7 @@ def _freed_mib(release: bool) -> int:
     """MiB of RSS a subprocess gets back when it frees its second 20 MiB block, under small blocks."""
     script = textwrap.dedent(
         f"""
-        from emailrouter.daemon import release_big_blocks
+        from emailrouter.service.daemon import release_big_blocks
         if {release}:
             release_big_blocks()
         def rss():

@@ -9,10 +9,10 @@ from collections.abc import Iterator
 import pytest
 from aiosmtplib.protocol import SMTPProtocol
 
-from emailrouter import smtp
-from emailrouter.settings import Endpoint, SmtpConfig
-from emailrouter.sink import SmtpSink
-from emailrouter.smtp import SmtpTransport, wire_form
+from emailrouter.config.settings import Endpoint, SmtpConfig
+from emailrouter.service import smtp
+from emailrouter.service.smtp import SmtpTransport, wire_form
+from tests.support.sink import SmtpSink
 
 HEAD = b"From: a@example.com\r\nTo: b@example.com\r\nSubject: big\r\nMessage-ID: <big@example.com>\r\n\r\n"
 

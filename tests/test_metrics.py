@@ -8,7 +8,8 @@ import pytest
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
-from emailrouter.metrics import Metrics, MetricsServer, loopback_host, parse_listen, stale_mailboxes
+from emailrouter.config.settings import loopback_host, parse_listen
+from emailrouter.service.metrics import Metrics, MetricsServer, stale_mailboxes
 
 
 def samples(metrics: Metrics) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

@@ -4,19 +4,18 @@ from __future__ import annotations
 
 import pytest
 
-from emailrouter import normalise
-from emailrouter.config import Config
-from emailrouter.errors import Problem
-from emailrouter.normalise import (
+from emailrouter.config.loader import Config
+from emailrouter.config.slang import read_slang, sastrawi_dictionary
+from emailrouter.config.yamlfile import Reader, load_yaml
+from emailrouter.core import normalise
+from emailrouter.core.errors import Problem
+from emailrouter.core.normalise import (
     Normaliser,
     Settings,
     Slang,
     describe_tokens,
-    read_slang,
     rules_stemmer,
-    sastrawi_dictionary,
 )
-from emailrouter.yamlfile import Reader, load_yaml
 
 
 @pytest.fixture(scope="module")

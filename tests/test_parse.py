@@ -10,10 +10,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from emailrouter.config import Config
-from emailrouter.model import MessageView
-from emailrouter.parse import html_to_text, parse, parse_headers_only, parse_sender, split_quoted
-from emailrouter.pipeline import route
+from emailrouter.config.loader import Config
+from emailrouter.core.model import MessageView
+from emailrouter.core.parse import html_to_text, parse, parse_headers_only, parse_sender, split_quoted
+from emailrouter.core.pipeline import route
 from tests.conftest import NOW, eml
 
 
@@ -343,7 +343,7 @@ def test_rfc2231_file_names_are_decoded_and_a_bad_one_costs_only_its_name() -> N
 
 def test_an_unreadable_part_costs_only_itself(monkeypatch: pytest.MonkeyPatch) -> None:
     """If reading one MIME part fails, the customer's text in the other parts is kept and the defect recorded."""
-    import emailrouter.parse as parse_module
+    import emailrouter.core.parse as parse_module
 
     real = parse_module._filename
 
@@ -375,7 +375,7 @@ def test_thousands_of_nested_messages_keep_the_headers() -> None:
 
 def test_parse_returns_a_view_even_when_its_own_code_fails(monkeypatch: pytest.MonkeyPatch) -> None:
     """A bug anywhere inside parse gives a view with the defect, never an exception that would quarantine the mail."""
-    import emailrouter.parse as parse_module
+    import emailrouter.core.parse as parse_module
 
     def broken(text: str) -> tuple[str, str]:
         raise IndexError("a bug")

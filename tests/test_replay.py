@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from emailrouter.cli import main
+from emailrouter.ops.cli import main
 from tests.broken_template import CALM_MAIL, URGENT_MAIL, break_template
 from tests.conftest import CONFIG_DIR, DATA
 
@@ -97,16 +97,16 @@ def test_replay_reports_a_mail_a_stage_cannot_handle_and_goes_on(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Should routing raise on one mail, replay lists it with the error under each config and replays the rest."""
-    import emailrouter.replay
+    import emailrouter.ops.replay
 
-    real = emailrouter.replay.route
+    real = emailrouter.ops.replay.route
 
     def route(raw: bytes, *args: object, **kwargs: object) -> object:
         if b"URGENT" in raw:
             raise ValueError("a stage broke")
         return real(raw, *args, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(emailrouter.replay, "route", route)
+    monkeypatch.setattr(emailrouter.ops.replay, "route", route)
     corpus = tmp_path / "corpus"
     corpus.mkdir()
     (corpus / "urgent.eml").write_bytes(URGENT_MAIL)

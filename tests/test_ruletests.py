@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from emailrouter.cli import main
+from emailrouter.ops.cli import main
 from tests.broken_template import break_template
 from tests.conftest import CONFIG_DIR, DATA
 
@@ -83,16 +83,16 @@ def test_a_mail_a_stage_cannot_handle_fails_its_case_not_the_run(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Should routing raise on one case's mail, that case fails with the error and the other cases still run."""
-    import emailrouter.ruletests
+    import emailrouter.ops.ruletests
 
-    real = emailrouter.ruletests.route
+    real = emailrouter.ops.ruletests.route
 
     def route(raw: bytes, *args: object, **kwargs: object) -> object:
         if b"boom" in raw:
             raise ValueError("a stage broke")
         return real(raw, *args, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(emailrouter.ruletests, "route", route)
+    monkeypatch.setattr(emailrouter.ops.ruletests, "route", route)
     cases = tmp_path / "cases.yaml"
     cases.write_text(
         """- name: breaks

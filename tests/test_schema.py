@@ -13,14 +13,14 @@ import jsonschema
 import pytest
 import yaml
 
-from emailrouter.config import load_config
-from emailrouter.credentials import SECRET_KINDS
-from emailrouter.decide import CONDITION_FACTS, HIT_POLICIES
-from emailrouter.directory import DomainTable
-from emailrouter.errors import ConfigError
-from emailrouter.model import INTENTS, LANGUAGES, SEGMENT_SOURCES
-from emailrouter.schema import DOMAIN_PATTERN, SCHEMAS, main_schema, rules_schema, signals_schema
-from emailrouter.settings import SECURITIES
+from emailrouter.config.credentials import SECRET_KINDS
+from emailrouter.config.loader import load_config
+from emailrouter.config.schema import DOMAIN_PATTERN, SCHEMAS, main_schema, rules_schema, signals_schema
+from emailrouter.config.settings import SECURITIES
+from emailrouter.core.decide import CONDITION_FACTS, HIT_POLICIES
+from emailrouter.core.directory import DomainTable
+from emailrouter.core.errors import ConfigError
+from emailrouter.core.model import INTENTS, LANGUAGES, SEGMENT_SOURCES
 
 ROOT = Path(__file__).parent.parent
 FILES = {"config": "emailrouter.yaml", "rules": "rules.yaml", "signals": "signals.yaml"}
@@ -395,7 +395,7 @@ def test_schema_command_prints_each_schema(capsys: pytest.CaptureFixture[str]) -
     """`emailrouter schema NAME` prints that schema as JSON."""
     import json
 
-    from emailrouter.cli import main
+    from emailrouter.ops.cli import main
 
     for name in ("config", "rules", "signals"):
         assert main(["schema", name]) == 0

@@ -6,11 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from emailrouter.config import Config, load_config
-from emailrouter.directory import load_directory
-from emailrouter.errors import Problem
-from emailrouter.parse import parse
-from emailrouter.segment import segment
+from emailrouter.config.loader import Config, load_config
+from emailrouter.core.directory import load_directory
+from emailrouter.core.errors import Problem
+from emailrouter.core.parse import parse
+from emailrouter.core.segment import segment
 from tests.conftest import eml
 
 

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from emailrouter.config import load_config
-from emailrouter.credentials import CredentialError, OAuth2Token, Secret
-from emailrouter.errors import ConfigError
+from emailrouter.config.credentials import CredentialError, OAuth2Token, Secret
+from emailrouter.config.loader import load_config
+from emailrouter.core.errors import ConfigError
 
 MAILBOX = """
 mailboxes:

@@ -18,7 +18,7 @@ from pathlib import Path
 import aiosmtplib
 import pytest
 
-from emailrouter.sink import Received, SmtpSink
+from tests.support.sink import Received, SmtpSink
 
 ROOT = Path(__file__).resolve().parent.parent
 SENDER = "router@example.com"
@@ -373,10 +373,10 @@ def test_sink_can_be_used_from_inside_an_event_loop() -> None:
 
 
 def test_command_line_sink_counts_into_the_stats_file_and_stops_on_sigterm(tmp_path: Path) -> None:
-    """`python -m emailrouter.sink --count-only --stats-file F` announces its port, counts, and exits on SIGTERM."""
+    """`python -m tests.support.sink --count-only --stats-file F` announces its port, counts, and exits on SIGTERM."""
     stats = tmp_path / "count"
     process = subprocess.Popen(
-        [sys.executable, "-m", "emailrouter.sink", "--port", "0", "--count-only", "--stats-file", str(stats)],
+        [sys.executable, "-m", "tests.support.sink", "--port", "0", "--count-only", "--stats-file", str(stats)],
         cwd=ROOT,
         stdout=subprocess.PIPE,
         text=True,

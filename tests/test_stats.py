@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from emailrouter.stats import as_text, parse_since, show, stats
-from emailrouter.store import MessageKey, Plan, PlannedSend, Store
+from emailrouter.service.stats import as_text, parse_since, show, stats
+from emailrouter.service.store import MessageKey, Plan, PlannedSend, Store
 from tests.conftest import NOW
 
 ACCOUNT = "router@imap:993"

@@ -14,11 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from emailrouter import store as store_module
-from emailrouter.dedupe import duplicate_of
-from emailrouter.errors import StateError
-from emailrouter.stats import stats
-from emailrouter.store import SCHEMA_VERSION, MessageKey, Plan, PlannedSend, Store
+from emailrouter.core.dedupe import duplicate_of
+from emailrouter.core.errors import StateError
+from emailrouter.service import store as store_module
+from emailrouter.service.stats import stats
+from emailrouter.service.store import SCHEMA_VERSION, MessageKey, Plan, PlannedSend, Store
 from tests.conftest import NOW
 
 KEY = MessageKey("router@imap:993", "INBOX", 7, 42)

@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from emailrouter.errors import StateError
-from emailrouter.store import Checkpoint, MessageKey, OutboxEntry, Plan, PlannedSend, SqliteStore, StateStore
+from emailrouter.core.errors import StateError
+from emailrouter.service.store import Checkpoint, MessageKey, OutboxEntry, Plan, PlannedSend, SqliteStore, StateStore
 from tests.conftest import NOW
 
 Opener = Callable[[], StateStore]

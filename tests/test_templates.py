@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from emailrouter.cli import main
-from emailrouter.config import Config, load_config
-from emailrouter.errors import ConfigError
-from emailrouter.model import Reply
-from emailrouter.pipeline import route
-from emailrouter.templates import NO_UNIT, sample_contexts
+from emailrouter.config.loader import Config, load_config
+from emailrouter.core.errors import ConfigError
+from emailrouter.core.model import Reply
+from emailrouter.core.pipeline import route
+from emailrouter.core.templates import NO_UNIT, sample_contexts
+from emailrouter.ops.cli import main
 from tests.conftest import NOW, eml
 
 
@@ -146,7 +146,7 @@ def test_a_reply_without_unit_that_slips_through_fails_instead_of_sending_an_emp
     """At run time an unguarded unit in a reply without unit is a render failure, never "diteruskan kepada , …"."""
     from dataclasses import replace
 
-    from emailrouter.decide import Table
+    from emailrouter.core.decide import Table
 
     rows = tuple(
         replace(row, actions=tuple(Reply(a.template) if isinstance(a, Reply) else a for a in row.actions))

@@ -10,12 +10,12 @@ from typing import Any
 
 import pytest
 
-from emailrouter.textmodel import (
+from emailrouter.config.modelfile import load_model, save_model
+from emailrouter.core.textmodel import (
     FeatureSettings,
     ModelError,
     TextModel,
     document,
-    load_model,
     model_from_bytes,
     words_of,
 )
@@ -124,7 +124,7 @@ def test_model_file_round_trip_gives_identical_bytes_and_predictions(tmp_path: P
     """save -> load gives the same model: the same bytes again, the same checksum, the same predictions."""
     model = tiny_model()
     path = tmp_path / "model.json"
-    model.save(path)
+    save_model(model, path)
     loaded = load_model(path)
     assert loaded.dumps() == path.read_bytes()
     assert loaded.checksum == model.checksum
@@ -140,7 +140,7 @@ def _doc(model: TextModel) -> dict[str, Any]:
 def _rebuilt(doc: dict[str, Any]) -> bytes:
     """The document with a checksum that matches its (changed) content: only the content check can refuse it."""
     content = {k: v for k, v in doc.items() if k != "checksum"}
-    from emailrouter.textmodel import checksum
+    from emailrouter.core.textmodel import checksum
 
     return json.dumps({**content, "checksum": checksum(content)}).encode()
 

@@ -10,13 +10,14 @@ from pathlib import Path
 
 import pytest
 
-from emailrouter.cli import main
-from emailrouter.combine import CombineSettings, combine_hard, combine_intent, hard_summary, hard_why
-from emailrouter.config import load_config
-from emailrouter.errors import ConfigError
-from emailrouter.model import Classification, ModelOutput, SignalHit
-from emailrouter.textmodel import FeatureSettings, TextModel, load_model
-from emailrouter.training import (
+from emailrouter.config.loader import load_config
+from emailrouter.config.modelfile import load_model, save_model
+from emailrouter.core.combine import CombineSettings, combine_hard, combine_intent, hard_summary, hard_why
+from emailrouter.core.errors import ConfigError
+from emailrouter.core.model import Classification, ModelOutput, SignalHit
+from emailrouter.core.textmodel import FeatureSettings, TextModel
+from emailrouter.ops.cli import main
+from emailrouter.ops.training import (
     CorpusError,
     Example,
     TrainSettings,
@@ -100,7 +101,7 @@ def test_round_trip_train_save_load_predicts_the_same(tmp_path: Path) -> None:
     """train -> save -> load: the loaded model gives exactly the predictions of the trained one."""
     examples = read_corpus(str(SMALL / "small.jsonl"))
     model = fit(examples, TrainSettings(min_df=1))
-    model.save(tmp_path / "model.json")
+    save_model(model, tmp_path / "model.json")
     loaded = load_model(tmp_path / "model.json")
     for e in [*examples, Example("new", "", "wifi lemot parah, tolong!!!", "fault", False)]:
         assert loaded.predict(e.subject, e.text) == model.predict(e.subject, e.text)
@@ -234,7 +235,7 @@ def test_a_good_model_loads_and_classification_shows_it(config_copy: Path) -> No
     model = fit(read_corpus(str(SMALL / "small.jsonl")), TrainSettings(min_df=1))
     config = load_config(_config_with_model(config_copy, model.dumps()))
     assert config.signals.model is not None and config.signals.model.checksum == model.checksum
-    from emailrouter.classify import classify
+    from emailrouter.core.classify import classify
 
     c = classify("Gangguan", "internet mati dari pagi, lampu los merah", config.signals)
     assert c.model is not None and c.intent == "fault" and c.model.model == model.short_id
@@ -247,7 +248,7 @@ def test_without_a_model_section_the_signals_alone_decide(config_copy: Path) -> 
     _config_with_model(config_copy, None)
     config = load_config(config_copy)
     assert config.signals.model is None
-    from emailrouter.classify import classify
+    from emailrouter.core.classify import classify
 
     c = classify("", "halo, terima kasih", config.signals)
     assert c.model is None and c.intent == "unknown"
@@ -268,8 +269,8 @@ def test_shipped_model_is_data_and_checked(tmp_path: Path) -> None:
 def test_explain_the_decision_record_and_the_forward_show_the_model(config_copy: Path) -> None:
     """explain (text and JSON, which is also the daemon's decision record) and the forward's summary show the
     model's probabilities, the combined confidence and the words that drove it, next to the signals."""
-    from emailrouter.explain import as_json, as_text
-    from emailrouter.pipeline import route
+    from emailrouter.core.explain import as_json, as_text
+    from emailrouter.core.pipeline import route
     from tests.conftest import DATA, NOW
 
     model = fit(read_corpus(str(SMALL / "small.jsonl")), TrainSettings(min_df=1))
@@ -365,8 +366,8 @@ def test_the_hard_verdict_says_what_decided_it() -> None:
 def test_the_escalation_says_the_model_made_the_mail_hard(config_copy: Path) -> None:
     """A DCS mail without hard signals that the model rates hard is escalated, and the notice says the model
     decided; automated mail is never hard; without a text of its own the signals alone decide."""
-    from emailrouter.classify import classify
-    from emailrouter.pipeline import route
+    from emailrouter.core.classify import classify
+    from emailrouter.core.pipeline import route
     from tests.conftest import NOW, eml
 
     weights = {"w:zorblax": [0.0, 0.0, 0.0, 0.0, 12.0], "w:mati": [6.0, -2.0, -2.0, -2.0, 0.0]}

@@ -7,11 +7,11 @@ from collections.abc import Iterator
 
 import pytest
 
-from emailrouter.credentials import Secret
-from emailrouter.errors import PermanentDeliveryError, RelayError, TemporaryDeliveryError, UncertainDeliveryError
-from emailrouter.settings import Endpoint, SmtpConfig
-from emailrouter.sink import SmtpSink
-from emailrouter.smtp import SmtpTransport
+from emailrouter.config.credentials import Secret
+from emailrouter.config.settings import Endpoint, SmtpConfig
+from emailrouter.core.errors import PermanentDeliveryError, RelayError, TemporaryDeliveryError, UncertainDeliveryError
+from emailrouter.service.smtp import SmtpTransport
+from tests.support.sink import SmtpSink
 
 RAW = b"From: a@example.com\r\nTo: b@example.com\r\nSubject: hi\r\nMessage-ID: <x@example.com>\r\n\r\nhello\r\n"
 

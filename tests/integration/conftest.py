@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.dovecot import Dovecot, dovecot_available, make_base
+from tests.support.dovecot import Dovecot, dovecot_available, make_base
 
 HERE = Path(__file__).resolve().parent
 

@@ -30,13 +30,13 @@ from email.parser import BytesHeaderParser
 from email.policy import compat32
 from pathlib import Path
 
-from emailrouter.config import load_config
-from emailrouter.daemon import utcnow
-from emailrouter.pipeline import route
-from emailrouter.sink import SmtpSink
+from emailrouter.config.loader import load_config
+from emailrouter.core.pipeline import route
+from emailrouter.service.daemon import utcnow
 from tests.conftest import DATA, ROOT
-from tests.integration.dovecot import Dovecot
 from tests.integration.test_daemon import ROUTED, start_daemon, write_config
+from tests.support.dovecot import Dovecot
+from tests.support.sink import SmtpSink
 
 MAILS = 300
 KILLS = 15

@@ -17,19 +17,19 @@ from typing import Any
 import pytest
 import yaml
 
-from emailrouter.config import Config, load_config
-from emailrouter.daemon import PollReport, make_router, run_once
-from emailrouter.pipeline import route
-from emailrouter.sink import SmtpSink
+from emailrouter.config.loader import Config, load_config
+from emailrouter.core.pipeline import route
+from emailrouter.service.daemon import PollReport, make_router, run_once
 from tests.conftest import CONFIG_DIR, DATA, NOW, ROOT
-from tests.integration.dovecot import Dovecot
+from tests.support.dovecot import Dovecot
+from tests.support.sink import SmtpSink
 
 EXPECTED: dict[str, dict[str, Any]] = yaml.safe_load((DATA / "expected.yaml").read_text())
 
 
 def _one_per_rule() -> list[str]:
     """A fixture for every row of the table, each from a different sender (so no reply limit applies)."""
-    from emailrouter.parse import parse
+    from emailrouter.core.parse import parse
 
     chosen: dict[str, str] = {}
     senders: set[str | None] = set()

@@ -25,12 +25,12 @@ from pathlib import Path
 
 import pytest
 
-from emailrouter.config import load_config
-from emailrouter.daemon import make_router, run_once
-from emailrouter.sink import SmtpSink
+from emailrouter.config.loader import load_config
+from emailrouter.service.daemon import make_router, run_once
 from tests.conftest import DATA, ROOT
-from tests.integration.dovecot import Dovecot
 from tests.integration.test_daemon import ROUTED, _run_cli, _wait, once, start_daemon, write_config
+from tests.support.dovecot import Dovecot
+from tests.support.sink import SmtpSink
 
 OUTLOOK = (DATA / "dcs-fault-outlook-en.eml").read_bytes()
 
@@ -199,7 +199,7 @@ def test_a_refused_mail_to_the_failure_unit_is_retried_and_alarmed_never_done(
     try:
         asyncio.run(run_once(router))
         assert any("failure_unit" in p for p in router.problems())
-        assert b"emailrouter_dependency_up{dependency=\"failure_unit\"} 0.0" in router.metrics.render()
+        assert b'emailrouter_dependency_up{dependency="failure_unit"} 0.0' in router.metrics.render()
     finally:
         router.store.close()
     (row,) = outbox(tmp_path)
@@ -232,7 +232,7 @@ def test_quarantine_tells_the_failure_unit_within_a_limit(
 ) -> None:
     """A mail a stage breaks on is flagged and the failure unit gets a notice naming it (Message-ID, sender,
     subject, error); past `limits.quarantine_notices_per_hour` the rest are only logged."""
-    import emailrouter.daemon as daemon
+    import emailrouter.service.daemon as daemon
 
     path = write_config(tmp_path, dovecot, sink)
     path.write_text(path.read_text().replace("limits:\n", "limits:\n  quarantine_notices_per_hour: 2\n"))

@@ -4,7 +4,7 @@ import time
 
 import pytest
 
-from tests.integration.dovecot import Dovecot
+from tests.support.dovecot import Dovecot
 
 
 def mail(n: int) -> bytes:

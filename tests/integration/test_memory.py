@@ -12,13 +12,13 @@ from pathlib import Path
 
 import pytest
 
-from emailrouter import daemon
-from emailrouter.config import load_config
-from emailrouter.daemon import make_router, run_once
-from emailrouter.imap import Fetched, ImapMailbox
-from emailrouter.sink import SmtpSink
-from tests.integration.dovecot import Dovecot
+from emailrouter.config.loader import load_config
+from emailrouter.service import daemon
+from emailrouter.service.daemon import make_router, run_once
+from emailrouter.service.imap import Fetched, ImapMailbox
 from tests.integration.test_daemon import write_config
+from tests.support.dovecot import Dovecot
+from tests.support.sink import SmtpSink
 
 CAP = 100_000  # bytes a fetch may ask for, lowered from FETCH_BYTES for the test
 

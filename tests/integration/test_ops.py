@@ -13,13 +13,13 @@ from pathlib import Path
 
 import pytest
 
-from emailrouter.cli import main
-from emailrouter.config import load_config
-from emailrouter.daemon import make_router, send_daily_report
-from emailrouter.sink import SmtpSink
+from emailrouter.config.loader import load_config
+from emailrouter.ops.cli import main
+from emailrouter.service.daemon import make_router, send_daily_report
 from tests.conftest import DATA
-from tests.integration.dovecot import Dovecot
 from tests.integration.test_daemon import ROUTED, once, start_daemon, write_config
+from tests.support.dovecot import Dovecot
+from tests.support.sink import SmtpSink
 
 NAMES = ["dcs-hard-media-threat-informal.eml", "des-fault-pertamina-id.eml", "automated-out-of-office-en.eml"]
 

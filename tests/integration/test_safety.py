@@ -18,13 +18,13 @@ from pathlib import Path
 
 import pytest
 
-from emailrouter.cli import main
-from emailrouter.config import load_config
-from emailrouter.daemon import make_router
-from emailrouter.sink import SmtpSink
+from emailrouter.config.loader import load_config
+from emailrouter.ops.cli import main
+from emailrouter.service.daemon import make_router
 from tests.conftest import DATA, ROOT
-from tests.integration.dovecot import Dovecot
 from tests.integration.test_daemon import ROUTED, once, planned_recipients, received_by_kind, write_config
+from tests.support.dovecot import Dovecot
+from tests.support.sink import SmtpSink
 
 OUTLOOK = (DATA / "dcs-fault-outlook-en.eml").read_bytes()
 
@@ -252,7 +252,7 @@ def test_quarantine_keeps_the_batch_going_and_retry_processes_later(
 ) -> None:
     """A mail that breaks a stage is flagged $Quarantined and recorded; the others go on; `quarantine list` shows
     it and `quarantine retry UID` processes it once the fault is gone."""
-    import emailrouter.daemon as daemon
+    import emailrouter.service.daemon as daemon
 
     path = write_config(tmp_path, dovecot, sink)
     config = load_config(path)
@@ -306,7 +306,7 @@ def test_secrets_never_reach_logs(tmp_path: Path, dovecot: Dovecot, sink: SmtpSi
     assert canary not in done.stdout + done.stderr
     import io
 
-    from emailrouter import logs
+    from emailrouter.service import logs
 
     captured = io.StringIO()
     logs.configure("debug", stream=captured, json=True)
@@ -321,6 +321,6 @@ def test_secrets_never_reach_logs(tmp_path: Path, dovecot: Dovecot, sink: SmtpSi
 
 
 async def daemon_once(router):  # type: ignore[no-untyped-def]
-    from emailrouter.daemon import run_once
+    from emailrouter.service.daemon import run_once
 
     return await run_once(router)

@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from emailrouter.cli import main
-from emailrouter.config import load_config
-from emailrouter.textmodel import load_model
-from emailrouter.training import read_corpus
+from emailrouter.config.loader import load_config
+from emailrouter.config.modelfile import load_model
+from emailrouter.ops.cli import main
+from emailrouter.ops.training import read_corpus
 from tests.conftest import CONFIG_DIR, eml
-from tests.integration.dovecot import Dovecot
+from tests.support.dovecot import Dovecot
 
 pytest.importorskip("sklearn")
 

@@ -1,0 +1,938 @@
+"""Config files -> typed, frozen objects, validated once. Every problem names file, line and key.
+
+`load_config(path)` reads the main file (`emailrouter.yaml`), then the files it names: the decision
+table, the signals, the customer directory and the reply templates. It either returns a `Config`
+or raises `ConfigError` listing every problem found.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+import os
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from emailrouter.config.modelfile import load_model
+from emailrouter.config.settings import Settings, read_settings
+from emailrouter.config.slang import make_normaliser, read_slang
+from emailrouter.config.templates import load_templates
+from emailrouter.config.yamlfile import LineDict, LineList, Reader, describe, load_yaml
+from emailrouter.core.classify import PLAIN, HistoryRule, Near, Phrase, Question, Signal, Signals, fold
+from emailrouter.core.combine import CombineSettings
+from emailrouter.core.decide import CONDITION_FACTS, HIT_POLICIES, Row, Table
+from emailrouter.core.directory import Directory, DomainTable, load_directory
+from emailrouter.core.errors import ConfigError, Problem
+from emailrouter.core.guard import DEFAULT_GUARD, GuardPolicy, robot_sender_problem
+from emailrouter.core.model import (
+    INTENTS,
+    LANGUAGES,
+    SEGMENT_SOURCES,
+    UNKNOWN_SEGMENT,
+    Action,
+    Escalate,
+    Forward,
+    Language,
+    OpenTicket,
+    Record,
+    Reply,
+    RouterIdentity,
+    Unit,
+)
+from emailrouter.core.normalise import STEMMERS, WORD, Normaliser, Stem
+from emailrouter.core.normalise import Settings as NormaliseSettings
+from emailrouter.core.pipeline import RoutingConfig
+from emailrouter.core.segment import DomainRule, SegmentRules
+from emailrouter.core.templates import (
+    NO_UNIT,
+    TemplateRenderError,
+    TemplateSet,
+    check_templates,
+    unitless_failure,
+)
+from emailrouter.core.textmodel import ModelError, TextModel
+from emailrouter.core.trust import TrustPolicy
+from emailrouter.core.verify import verify
+
+_ADDRESS = re.compile(
+    r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)+$"
+)
+_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
+DEFAULT_CONFIG_PATHS = (Path("config/emailrouter.yaml"), Path("/etc/emailrouter/emailrouter.yaml"))
+
+
+@dataclass(frozen=True, kw_only=True)
+class Config(RoutingConfig):
+    """The routing part the core takes (RoutingConfig), plus where it came from and the service's settings."""
+
+    path: Path
+    version: str  # hash of every file read: changes whenever any of them does
+    settings: Settings
+    warnings: tuple[Problem, ...] = ()
+
+
+def _read(path: Path, display: str, problems: list[Problem]) -> str | None:
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        problems.append(Problem(display, None, "", "file not found"))
+    except (OSError, UnicodeDecodeError) as exc:
+        problems.append(Problem(display, None, "", f"cannot read: {exc}"))
+    return None
+
+
+def find_config(explicit: str | None) -> Path:
+    """The config to use: -c, then $EMAILROUTER_CONFIG, then ./config/, then /etc/emailrouter/."""
+    if explicit:
+        return Path(explicit)
+    if env := os.environ.get("EMAILROUTER_CONFIG"):
+        return Path(env)
+    for candidate in DEFAULT_CONFIG_PATHS:
+        if candidate.exists():
+            return candidate
+    return DEFAULT_CONFIG_PATHS[0]
+
+
+# --------------------------------------------------------------------------- main file
+
+
+def _router(r: Reader, doc: LineDict) -> RouterIdentity | None:
+    node = r.get(doc, "router", "", LineDict)
+    if node is None:
+        return None
+    r.known_keys(node, "router", {"address", "name", "reference_prefix", "failures_to"})
+    address = r.get(node, "address", "router", str)
+    name = r.get(node, "name", "router", str, required=False) or "emailrouter"
+    prefix = r.get(node, "reference_prefix", "router", str, required=False) or "ER"
+    if address is not None and not _ADDRESS.match(address):
+        r.fail(node, "address", "router.address", f"not an email address: {address!r}")
+        return None
+    if not re.fullmatch(r"[A-Z0-9]{1,10}", prefix):
+        r.fail(node, "reference_prefix", "router.reference_prefix", "use 1-10 capital letters or digits")
+    failures_to = r.get(node, "failures_to", "router", str, required=False) or "human_queue"
+    return RouterIdentity(address, name, prefix, failures_to) if address else None
+
+
+def _guard(r: Reader, doc: LineDict) -> GuardPolicy:
+    """guard: robot_senders, glob patterns on the sender's address; the list replaces the default one."""
+    node = r.get(doc, "guard", "", LineDict, required=False)
+    if node is None:
+        return DEFAULT_GUARD
+    r.known_keys(node, "guard", {"robot_senders"})
+    senders = r.get(node, "robot_senders", "guard", LineList, required=False)
+    if senders is None:
+        return DEFAULT_GUARD
+    patterns: list[str] = []
+    for i, path, item in r.items(senders, "guard.robot_senders"):
+        problem = robot_sender_problem(item) if isinstance(item, str) else f"expected a string, got {describe(item)}"
+        if problem is not None:
+            r.fail(senders, i, path, problem)
+        elif item.lower() not in patterns:
+            patterns.append(item.lower())
+    return GuardPolicy(tuple(patterns))
+
+
+def _localised(r: Reader, node: LineDict, key: str, path: str) -> dict[str, str] | None:
+    """A text given once for every language, or as {id: ..., en: ...}."""
+    value = node.get(key)
+    full = f"{path}.{key}"
+    if isinstance(value, str):
+        return {lang: value for lang in LANGUAGES}
+    if isinstance(value, LineDict):
+        out: dict[str, str] = {}
+        for lang in LANGUAGES:
+            text = r.get(value, lang, full, str)
+            if text is not None:
+                out[lang] = text
+        r.known_keys(value, full, set(LANGUAGES))
+        return out if len(out) == len(LANGUAGES) else None
+    r.fail(
+        node,
+        key if key in node else None,
+        full,
+        "missing"
+        if value is None
+        else f"expected a string or a mapping of {'/'.join(LANGUAGES)}, got {describe(value)}",
+    )
+    return None
+
+
+def _units(r: Reader, doc: LineDict) -> dict[str, Unit]:
+    node = r.get(doc, "units", "", LineDict)
+    units: dict[str, Unit] = {}
+    if node is None:
+        return units
+    for key, value in node.items():
+        path = f"units.{key}"
+        if not _KEY.match(key):
+            r.fail(node, key, path, "unit keys may use letters, digits, _ and - only")
+            continue
+        if not isinstance(value, LineDict):
+            r.fail(node, key, path, f"expected a mapping with address, name, next_steps, got {describe(value)}")
+            continue
+        r.known_keys(value, path, {"address", "name", "next_steps"})
+        address = r.get(value, "address", path, str)
+        if address is not None and not _ADDRESS.match(address):
+            r.fail(value, "address", f"{path}.address", f"not an email address: {address!r}")
+            address = None
+        name = _localised(r, value, "name", path)
+        next_steps = _localised(r, value, "next_steps", path)
+        if address and name and next_steps:
+            units[key] = Unit(key, address, name, next_steps)
+    return units
+
+
+def _segmentation(r: Reader, doc: LineDict, directory: Directory) -> SegmentRules | None:
+    node = r.get(doc, "segmentation", "", LineDict)
+    if node is None:
+        return None
+    r.known_keys(node, "segmentation", {"segments", "default", "domain_rules"})
+    segments: dict[str, str] = {}
+    seg_node = r.get(node, "segments", "segmentation", LineDict)
+    for code, text in (seg_node or {}).items():
+        if not re.fullmatch(r"[A-Z]{2,10}", code):
+            r.fail(seg_node, code, f"segmentation.segments.{code}", "segment codes are 2-10 capital letters")
+        segments[code] = str(text)
+    default = r.get(node, "default", "segmentation", str)
+    if default is not None and segments and default not in segments:
+        r.fail(node, "default", "segmentation.default", f"unknown segment {default!r} (known: {', '.join(segments)})")
+    table: DomainTable[DomainRule] = DomainTable()
+    rules = r.get(node, "domain_rules", "segmentation", LineList, required=False) or LineList()
+    for i, path, item in r.items(rules, "segmentation.domain_rules"):
+        if not isinstance(item, LineDict):
+            r.fail(rules, i, path, f"expected a mapping with match and segment, got {describe(item)}")
+            continue
+        r.known_keys(item, path, {"match", "segment"})
+        match = r.get(item, "match", path, str)
+        seg = r.get(item, "segment", path, str)
+        if seg is not None and seg not in segments:
+            r.fail(item, "segment", f"{path}.segment", f"unknown segment {seg!r} (known: {', '.join(segments)})")
+            seg = None
+        parsed = DomainTable.parse_pattern(match) if match is not None else None
+        if match is not None and parsed is None:
+            r.fail(item, "match", f"{path}.match", f"not a domain or *.domain: {match!r}")
+        if parsed and seg and not table.add(parsed[0], parsed[1], DomainRule(match or "", seg, item.line)):
+            r.fail(item, "match", f"{path}.match", f"{match!r} is listed twice")
+    trust = _trust(r, doc, set(segments))
+    if not segments or default is None:
+        return None
+    return SegmentRules(segments, default, table, r.file, directory, trust)
+
+
+def _trust(r: Reader, doc: LineDict, segments: set[str]) -> TrustPolicy:
+    node = r.get(doc, "trust", "", LineDict, required=False)
+    if node is None:
+        r.fail(
+            doc,
+            None,
+            "trust",
+            "missing: say which server's Authentication-Results to trust (trust.authserv_id),"
+            " or switch the check off with trust.enabled: false",
+        )
+        return TrustPolicy(enabled=False)
+    r.known_keys(node, "trust", {"enabled", "authserv_id", "require", "privileged"})
+    enabled = r.get(node, "enabled", "trust", bool, required=False)
+    if enabled is False:
+        r.fail(
+            node,
+            "enabled",
+            "trust.enabled",
+            "sender authentication is off: anyone can claim a privileged segment by forging a From: address",
+            warning=True,
+        )
+        return TrustPolicy(enabled=False)
+    authserv = r.get(node, "authserv_id", "trust", str)
+    require = r.get(node, "require", "trust", str, required=False) or "dmarc"
+    if require not in ("dmarc", "aligned"):
+        r.fail(node, "require", "trust.require", f"expected dmarc or aligned, got {require!r}")
+    privileged_node = r.get(node, "privileged", "trust", LineList, required=False)
+    privileged = (
+        frozenset(str(v) for v in privileged_node)
+        if privileged_node is not None
+        else frozenset({"DES", "DGS", "DBS"} & segments)
+    )
+    for bad in sorted(privileged - segments):
+        r.fail(node, "privileged", "trust.privileged", f"unknown segment {bad!r}")
+    return TrustPolicy(True, authserv or "", "aligned" if require == "aligned" else "dmarc", privileged)
+
+
+# --------------------------------------------------------------------------- signals file
+
+
+_MATCHERS = ("keywords", "phrases", "near", "regex", "caps_ratio", "exclamation_run", "history")
+_COMBINABLE = {"keywords", "phrases", "near"}  # these may be given together in one signal
+_PLACED = _COMBINABLE  # matchers whose matches stand at a place in the text (so `in_question` can apply)
+
+
+def _signal(
+    r: Reader, item: Any, path: str, group: str | None, names: set[str], normaliser: Normaliser = PLAIN
+) -> Signal | None:
+    if not isinstance(item, LineDict):
+        r.fail(item, None, path, f"expected a mapping, got {describe(item)}")
+        return None
+    allowed = {
+        "name",
+        "weight",
+        "keywords",
+        "phrases",
+        "regex",
+        "caps_ratio",
+        "min_letters",
+        "exclamation_run",
+        "history",
+        "near",
+        "in_question",
+        "requires",
+        "unless",
+        "roots",
+    }
+    if group is None:
+        allowed.add("intent")
+    r.known_keys(item, path, allowed)
+    name = r.get(item, "name", path, str)
+    weight = r.get(item, "weight", path, float)
+    if name is not None:
+        if name in names:
+            r.fail(item, "name", f"{path}.name", f"signal name {name!r} is used twice")
+        names.add(name)
+    if group is None:
+        intent = r.get(item, "intent", path, str)
+        if intent is not None and intent not in INTENTS[:3]:
+            r.fail(item, "intent", f"{path}.intent", f"unknown intent {intent!r} (known: {', '.join(INTENTS[:3])})")
+            intent = None
+        group = intent
+    by_roots = r.get(item, "roots", path, bool, required=False)
+    by_roots = True if by_roots is None else by_roots
+    kinds = [k for k in _MATCHERS if k in item]
+    if not kinds:
+        r.fail(item, None, path, f"no way to match: give one of {', '.join(_MATCHERS)}")
+        return None
+    if len(kinds) > 1 and not set(kinds) <= _COMBINABLE:
+        r.fail(item, kinds[1], path, f"give only one of {', '.join(kinds)} per signal")
+        return None
+    keywords: frozenset[str] = frozenset()
+    phrases: tuple[Phrase, ...] = ()
+    regex = None
+    caps_ratio = None
+    exclamation_run = None
+    history = None
+    near = None
+    min_letters = 0
+    for kind in kinds:
+        full = f"{path}.{kind}"
+        if kind in ("keywords", "phrases", "regex"):
+            values = item[kind]
+            if (
+                not isinstance(values, LineList)
+                or not values
+                or not all(isinstance(v, str) and v.strip() for v in values)
+            ):
+                r.fail(item, kind, full, "expected a non-empty list of strings")
+                return None
+            if kind == "keywords":
+                bad = [v for v in values if len(v.split()) != 1]
+                if bad:
+                    r.fail(item, kind, full, f"keywords are single words; use phrases for {bad[0]!r}")
+                folded = {fold(v) for v in values}
+                normal = {n for v in folded for n in normaliser.normal(v) if len(normaliser.normal(v)) == 1}
+                keywords = frozenset(folded | normal)  # "lemod" also matches what reads as "lemot"
+            elif kind == "phrases":
+                phrases = tuple(Phrase.of(v, normaliser, roots=by_roots) for v in values)
+            else:
+                for j, expr in enumerate(values):
+                    try:
+                        re.compile(expr)
+                    except re.error as exc:
+                        r.fail(values, j, f"{full}[{j}]", f"bad regex {expr!r}: {exc}")
+                        return None
+                    if re.search(r"(?<!\\)[A-Z]", re.sub(r"\\.", "", expr)):
+                        r.fail(
+                            values,
+                            j,
+                            f"{full}[{j}]",
+                            "regexes run on lower-cased text: capitals never match",
+                            warning=True,
+                        )
+                regex = re.compile("|".join(f"(?:{v})" for v in values))
+        elif kind == "near":
+            near = _near(r, item, full, normaliser, by_roots)
+            if near is None:
+                return None
+        elif kind == "history":
+            node = r.get(item, "history", path, LineDict)
+            if node is None:
+                return None
+            if group != "hard":
+                r.fail(item, "history", full, "history signals count toward hard complaints only")
+                return None
+            r.known_keys(node, full, {"previous", "within_days", "same_intent"})
+            previous = r.get(node, "previous", full, int)
+            days = r.get(node, "within_days", full, float)
+            same = r.get(node, "same_intent", full, bool, required=False)
+            if previous is None or days is None:
+                return None
+            if previous < 1 or days <= 0:
+                r.fail(node, None, full, "previous must be 1 or more and within_days more than 0")
+                return None
+            history = HistoryRule(previous, days, True if same is None else same)
+        elif kind == "caps_ratio":
+            caps_ratio = r.get(item, "caps_ratio", path, float)
+            if caps_ratio is not None and not 0 < caps_ratio <= 1:
+                r.fail(item, "caps_ratio", full, "must be between 0 and 1")
+            min_letters = r.get(item, "min_letters", path, int, required=False) or 0
+        else:
+            exclamation_run = r.get(item, "exclamation_run", path, int)
+            if exclamation_run is not None and exclamation_run < 1:
+                r.fail(item, "exclamation_run", full, "must be 1 or more")
+    in_question = r.get(item, "in_question", path, float, required=False)
+    if in_question is not None and not set(kinds) <= _PLACED:
+        r.fail(item, "in_question", f"{path}.in_question", f"only for {', '.join(sorted(_PLACED))} signals")
+    conditions: dict[str, set[str]] = {"requires": set(), "unless": set()}
+    for key, wanted in conditions.items():
+        if key not in item:
+            continue
+        node = item[key]
+        groups = {*INTENTS[:3], "hard"} if group == "hard" else set(INTENTS[:3])
+        if not isinstance(node, LineList) or not node or not all(isinstance(v, str) for v in node):
+            r.fail(item, key, f"{path}.{key}", "expected a non-empty list of signal names or intents")
+            continue
+        for j, want in enumerate(node):
+            if want not in groups and (want not in names or want == name):
+                r.fail(
+                    node,
+                    j,
+                    f"{path}.{key}[{j}]",
+                    f"unknown signal {want!r}: name a signal above this one, or one of {', '.join(sorted(groups))}",
+                )
+            wanted.add(want)
+    if name is None or weight is None or group is None:
+        return None
+    return Signal(
+        name,
+        group,
+        weight,
+        keywords,
+        phrases,
+        regex,
+        caps_ratio,
+        min_letters,
+        exclamation_run,
+        history,
+        near,
+        in_question,
+        frozenset(conditions["requires"]),
+        frozenset(conditions["unless"]),
+        by_roots,
+    )
+
+
+def _words(r: Reader, node: LineDict, key: str, path: str) -> frozenset[str] | None:
+    """A non-empty list of single words, case-folded."""
+    values = node.get(key)
+    full = f"{path}.{key}"
+    if not isinstance(values, LineList) or not values or not all(isinstance(v, str) and v.strip() for v in values):
+        r.fail(node, key if key in node else None, full, "expected a non-empty list of words")
+        return None
+    for j, v in enumerate(values):
+        if len(v.split()) != 1:
+            r.fail(values, j, f"{full}[{j}]", f"single words only: {v!r}")
+            return None
+    return frozenset(fold(v) for v in values)
+
+
+def _near(r: Reader, item: LineDict, path: str, normaliser: Normaliser, roots: bool = True) -> Near | None:
+    """near: {words: [...], with: [...], within: N, ordered: bool}: a word of each list, at most N words apart."""
+    node = r.get(item, "near", path.rpartition(".")[0], LineDict)
+    if node is None:
+        return None
+    r.known_keys(node, path, {"words", "with", "within", "ordered"})
+    first = _words(r, node, "words", path)
+    second = _words(r, node, "with", path)
+    within = r.get(node, "within", path, int, required=False) or 3
+    ordered = r.get(node, "ordered", path, bool, required=False) or False
+    if within < 1:
+        r.fail(node, "within", f"{path}.within", "must be 1 or more")
+    if first is None or second is None:
+        return None
+
+    def forms(words: frozenset[str]) -> frozenset[str]:
+        return words | {n for w in words for n in normaliser.normal(w) if len(normaliser.normal(w)) == 1}
+
+    return Near(forms(first), forms(second), within, ordered, roots)
+
+
+def _model(r: Reader, doc: LineDict, load: bool = True) -> tuple[TextModel | None, CombineSettings]:
+    """signals.yaml's `model:` (the learned model's file, relative to signals.yaml) and `combine:`.
+    `load=False`: the model file is not read (`train` replaces it, so a stale one must not stop it)."""
+    combine = CombineSettings()
+    node = r.get(doc, "combine", "", LineDict, required=False)
+    if node is not None:
+        fields = {f.name for f in dataclasses.fields(CombineSettings)}
+        r.known_keys(node, "combine", fields)
+        values: dict[str, float] = {}
+        for key in sorted(fields & set(node)):
+            value = r.get(node, key, "combine", float)
+            if value is None:
+                continue
+            if key.endswith("threshold") and not 0 <= value <= 1:
+                r.fail(node, key, f"combine.{key}", "a probability: between 0 and 1")
+            elif key.endswith("model_weight") and value <= 0:
+                r.fail(node, key, f"combine.{key}", "must be more than 0 (to use the signals alone, leave out model:)")
+            elif value < 0:
+                r.fail(node, key, f"combine.{key}", "must be 0 or more")
+            values[key] = value
+        combine = CombineSettings(**values)
+        if "model" not in doc:
+            r.fail(doc, "combine", "combine", "has no effect without a model: section", warning=True)
+    model_node = r.get(doc, "model", "", LineDict, required=False)
+    if model_node is None or not load:
+        return None, combine
+    r.known_keys(model_node, "model", {"file"})
+    name = r.get(model_node, "file", "model", str)
+    if name is None:
+        return None, combine
+    path = Path(r.file).parent / name
+    try:
+        return load_model(path), combine
+    except ModelError as exc:
+        r.problems.append(Problem(str(path), None, exc.key, exc.reason))
+    except OSError as exc:
+        r.fail(model_node, "file", "model.file", f"cannot read {path}: {exc.strerror or exc}")
+    return None, combine
+
+
+def _vocabulary(doc: LineDict) -> set[str]:
+    """Every word the signals are written with: known words, so "lemottt" reads as the listed "lemot"."""
+    out: set[str] = set()
+
+    def walk(node: Any) -> None:
+        if isinstance(node, str):
+            out.update(WORD.findall(fold(node)))
+        elif isinstance(node, LineList):
+            for item in node:
+                walk(item)
+        elif isinstance(node, LineDict):
+            for key in ("keywords", "phrases", "words", "with", "signals", "question"):
+                if key in node:
+                    walk(node[key])
+
+    for section in ("intent", "hard_complaint"):
+        walk(doc.get(section))
+    return out
+
+
+def _normalise(r: Reader, doc: LineDict) -> Normaliser:
+    """signals.yaml's `normalise:` and the slang file it names (relative to signals.yaml)."""
+    node = r.get(doc, "normalise", "", LineDict, required=False)
+    if node is None:
+        return PLAIN
+    r.known_keys(node, "normalise", {"slang", "stem", "min_stem_length", "elongation", "reduplication"})
+    stem_value = node.get("stem", "sastrawi")
+    if isinstance(stem_value, bool):  # stem: true / false
+        stem_value = "sastrawi" if stem_value else "none"
+    stem: Stem = "none"
+    for known in STEMMERS:
+        if stem_value == known:
+            stem = known
+    if stem_value not in STEMMERS:
+        r.fail(node, "stem", "normalise.stem", f"unknown stemmer {stem_value!r} (known: {', '.join(STEMMERS)})")
+    min_length = r.get(node, "min_stem_length", "normalise", int, required=False)
+    if min_length is not None and min_length < 1:
+        r.fail(node, "min_stem_length", "normalise.min_stem_length", "must be 1 or more")
+    elongation = r.get(node, "elongation", "normalise", bool, required=False)
+    reduplication = r.get(node, "reduplication", "normalise", bool, required=False)
+    settings = NormaliseSettings(
+        stem=stem,
+        min_stem_length=min_length or NormaliseSettings.min_stem_length,
+        elongation=True if elongation is None else elongation,
+        reduplication=True if reduplication is None else reduplication,
+    )
+    name = r.get(node, "slang", "normalise", str, required=False)
+    if name is not None:
+        path = Path(r.file).parent / name
+        text = _read(path, str(path), r.problems)
+        if text is not None:
+            slang_doc = load_yaml(text, str(path), r.problems)
+            slang = read_slang(Reader(str(path), r.problems), slang_doc) if slang_doc is not None else None
+            if slang is not None:
+                checksum = hashlib.sha256(text.encode()).hexdigest()
+                settings = dataclasses.replace(settings, slang=slang, checksum=checksum)
+    try:
+        return make_normaliser(settings, _vocabulary(doc))
+    except (ImportError, OSError) as exc:
+        r.fail(node, "stem", "normalise.stem", f"stemmer {stem!r} is not available: {exc}")
+        return make_normaliser(dataclasses.replace(settings, stem="none"), _vocabulary(doc))
+
+
+def _question(r: Reader, intent: LineDict, normaliser: Normaliser) -> Question:
+    """intent.question: the words and phrases that make a sentence a question (besides a "?")."""
+    node = r.get(intent, "question", "intent", LineDict, required=False)
+    if node is None:
+        return Question()
+    r.known_keys(node, "intent.question", {"keywords", "phrases"})
+    keywords = _words(r, node, "keywords", "intent.question") if "keywords" in node else frozenset()
+    phrases: tuple[Phrase, ...] = ()
+    values = node.get("phrases")
+    if values is not None:
+        if not isinstance(values, LineList) or not all(isinstance(v, str) and v.strip() for v in values):
+            r.fail(node, "phrases", "intent.question.phrases", "expected a non-empty list of strings")
+        else:
+            phrases = tuple(Phrase.of(v, normaliser) for v in values)
+    normal = {n for w in keywords or () for n in normaliser.normal(w) if len(normaliser.normal(w)) == 1}
+    return Question(frozenset(keywords or ()) | normal, phrases)
+
+
+def _signals(r: Reader, doc: LineDict, model_file: bool = True) -> Signals | None:
+    names: set[str] = set()
+    r.known_keys(doc, "", {"normalise", "intent", "hard_complaint", "language", "model", "combine"})
+    intent = r.get(doc, "intent", "", LineDict)
+    hard = r.get(doc, "hard_complaint", "", LineDict)
+    language = r.get(doc, "language", "", LineDict)
+    if intent is None or hard is None or language is None:
+        return None
+    r.known_keys(intent, "intent", {"threshold", "margin", "question", "signals"})
+    r.known_keys(hard, "hard_complaint", {"threshold", "signals"})
+    r.known_keys(language, "language", {"default", "english_min", "english", "indonesian"})
+    normaliser = _normalise(r, doc)
+    question = _question(r, intent, normaliser)
+    intent_signals = [
+        _signal(r, item, path, None, names, normaliser)
+        for _, path, item in r.items(r.get(intent, "signals", "intent", LineList) or LineList(), "intent.signals")
+    ]
+    hard_signals = [
+        _signal(r, item, path, "hard", names, normaliser)
+        for _, path, item in r.items(
+            r.get(hard, "signals", "hard_complaint", LineList) or LineList(), "hard_complaint.signals"
+        )
+    ]
+    threshold = r.get(intent, "threshold", "intent", float)
+    margin = r.get(intent, "margin", "intent", float, required=False) or 0.0
+    hard_threshold = r.get(hard, "threshold", "hard_complaint", float)
+    default_language = r.get(language, "default", "language", str, required=False) or "id"
+    if default_language not in LANGUAGES:
+        r.fail(
+            language,
+            "default",
+            "language.default",
+            f"unknown language {default_language!r} (known: {', '.join(LANGUAGES)})",
+        )
+    words: dict[str, frozenset[str]] = {}
+    for key in ("english", "indonesian"):
+        values = r.get(language, key, "language", LineList)
+        words[key] = frozenset(str(v).casefold() for v in values or ())
+    english_min = r.get(language, "english_min", "language", int, required=False) or 1
+    if threshold is None or hard_threshold is None or None in intent_signals or None in hard_signals:
+        return None
+    lang: Language = "en" if default_language == "en" else "id"
+    model, combine = _model(r, doc, model_file)
+    return Signals(
+        intent_signals=tuple(s for s in intent_signals if s is not None),
+        intent_threshold=threshold,
+        intent_margin=margin,
+        hard_signals=tuple(s for s in hard_signals if s is not None),
+        hard_threshold=hard_threshold,
+        default_language=lang,
+        english_words=words["english"],
+        indonesian_words=words["indonesian"],
+        english_min=english_min,
+        model=model,
+        combine=combine,
+        normaliser=normaliser,
+        question=question,
+    )
+
+
+# --------------------------------------------------------------------------- rules file
+
+
+def _action(
+    r: Reader,
+    item: Any,
+    path: str,
+    units: dict[str, Unit],
+    templates: TemplateSet,
+    unitless: Callable[[str], TemplateRenderError | None] = lambda _: None,
+) -> Action | None:
+    if not isinstance(item, LineDict):
+        r.fail(item, None, path, f"expected a mapping such as 'forward: UNIT', got {describe(item)}")
+        return None
+    kinds = [k for k in ("forward", "escalate", "ticket", "reply", "record") if k in item]
+    if len(kinds) != 1:
+        r.fail(item, None, path, "give exactly one of forward, escalate, ticket, reply, record")
+        return None
+    kind = kinds[0]
+    if kind == "record":
+        r.known_keys(item, path, {"record"})
+        tag = r.get(item, "record", path, str)
+        if tag is None or not re.fullmatch(r"[a-z][a-z0-9_-]{0,30}", tag):
+            r.fail(item, "record", f"{path}.record", "a tag of lower-case letters, digits, _ and -")
+            return None
+        return Record(tag)
+    r.known_keys(item, path, {kind, "unit"} if kind == "reply" else {kind})
+    target = r.get(item, kind, path, str)
+    if target is None:
+        return None
+
+    def unit_ok(key: str, field: str) -> bool:
+        if key not in units:
+            r.fail(
+                item, field, f"{path}.{field}", f"unknown unit {key!r} (known: {', '.join(sorted(units)) or 'none'})"
+            )
+            return False
+        return True
+
+    if kind == "reply":
+        missing = [lang for lang in LANGUAGES if not templates.has(target, lang)]
+        if missing:
+            files = ", ".join(templates.file_of(target, lang) for lang in missing)
+            r.fail(item, "reply", f"{path}.reply", f"unknown template {target!r}: missing {files}")
+            return None
+        unit = r.get(item, "unit", path, str, required=False)
+        if unit is not None and not unit_ok(unit, "unit"):
+            return None
+        if unit is None and (failure := unitless(target)) is not None:
+            if failure.reason == NO_UNIT:
+                where = f"{failure.file}:{failure.line}" if failure.line is not None else failure.file
+                reason = (
+                    f"template {target!r} tells the customer about a unit ({where}) but this reply names none:"
+                    " add 'unit: UNIT' under it, or use the unit only inside {% if unit is defined %}"
+                )
+            else:
+                reason = f"template {target!r} does not render for a reply that names no unit: {failure}"
+            r.fail(item, "reply", f"{path}.reply", reason)
+            return None
+        return Reply(target, unit)
+    if not unit_ok(target, kind):
+        return None
+    if kind == "forward":
+        return Forward(target)
+    if kind == "escalate":
+        return Escalate(target)
+    return OpenTicket(target)
+
+
+def _table(
+    r: Reader,
+    doc: LineDict,
+    segments: set[str],
+    units: dict[str, Unit],
+    templates: TemplateSet,
+    unitless: Callable[[str], TemplateRenderError | None] = lambda _: None,
+) -> Table | None:
+    r.known_keys(doc, "", {"hit_policy", "rows"})
+    policy = r.get(doc, "hit_policy", "", str, required=False) or "first"
+    if policy not in HIT_POLICIES:
+        r.fail(doc, "hit_policy", "hit_policy", f"unknown hit policy {policy!r} (known: {', '.join(HIT_POLICIES)})")
+    rows_node = r.get(doc, "rows", "", LineList)
+    if rows_node is None:
+        return None
+    if not rows_node:
+        r.fail(doc, "rows", "rows", "the table has no rows")
+        return None
+    allowed_values: dict[str, set[Any]] = {
+        "segment": {*segments, UNKNOWN_SEGMENT},
+        "segment_source": set(SEGMENT_SOURCES),
+        "intent": set(INTENTS),
+        "hard": {True, False},
+        "language": set(LANGUAGES),
+        "has_attachments": {True, False},
+        "automated": {True, False},
+    }
+    rows: list[Row] = []
+    ids: dict[str, int] = {}
+    ok = True
+    for i, path, item in r.items(rows_node, "rows"):
+        if not isinstance(item, LineDict):
+            r.fail(rows_node, i, path, f"expected a mapping with id, when, actions, got {describe(item)}")
+            ok = False
+            continue
+        r.known_keys(item, path, {"id", "description", "when", "actions"})
+        row_id = r.get(item, "id", path, str)
+        if row_id is not None:
+            if row_id in ids:
+                r.fail(item, "id", f"{path}.id", f"row id {row_id!r} is used twice (first at line {ids[row_id]})")
+            ids[row_id] = item.lines["id"]
+        when_node = r.get(item, "when", path, LineDict, required=False) or LineDict()
+        when: dict[str, frozenset[Any]] = {}
+        for fact, value in when_node.items():
+            full = f"{path}.when.{fact}"
+            if fact not in CONDITION_FACTS:
+                r.fail(when_node, fact, full, f"unknown fact (known: {', '.join(CONDITION_FACTS)})")
+                ok = False
+                continue
+            values = list(value) if isinstance(value, LineList) else [value]
+            bad = [v for v in values if v not in allowed_values[fact] or type(v) is not CONDITION_FACTS[fact]]
+            if bad or not values:
+                known = ", ".join(str(v).lower() for v in sorted(allowed_values[fact], key=str))
+                r.fail(when_node, fact, full, f"unknown value {bad[0] if bad else value!r} (known: {known})")
+                ok = False
+                continue
+            when[fact] = frozenset(values)
+        actions_node = r.get(item, "actions", path, LineList)
+        actions: list[Action] = []
+        for _, apath, aitem in r.items(actions_node or LineList(), f"{path}.actions"):
+            action = _action(r, aitem, apath, units, templates, unitless)
+            if action is None:
+                ok = False
+            else:
+                actions.append(action)
+        if actions_node is not None and not actions_node:
+            r.fail(item, "actions", f"{path}.actions", "a row needs at least one action")
+            ok = False
+        if row_id is None or actions_node is None:
+            ok = False
+            continue
+        rows.append(
+            Row(row_id, r.get(item, "description", path, str, required=False) or "", when, tuple(actions), item.line)
+        )
+    if rows and rows[-1].when:
+        last = rows_node[-1]
+        r.fail(
+            last,
+            "when",
+            f"rows[{len(rows_node) - 1}].when",
+            "the last row must have no conditions, so that it catches every mail (no mail is ever dropped)",
+        )
+        ok = False
+    if not ok or policy not in HIT_POLICIES:
+        return None
+    return Table(policy, tuple(rows), r.file)
+
+
+# --------------------------------------------------------------------------- everything
+
+
+def load_config(path: str | Path, *, directory: str | Path | None = None, model: bool = True) -> Config:
+    """Load and validate the whole configuration. Raises ConfigError naming every problem.
+    `model=False`: without the learned model of signals.yaml (for `train`, which makes a new one)."""
+    path = Path(path)
+    problems: list[Problem] = []
+    digest = hashlib.sha256()
+    display = str(path)
+    text = _read(path, display, problems)
+    if text is None:
+        raise ConfigError(problems)
+    digest.update(text.encode())
+    doc = load_yaml(text, display, problems)
+    if not isinstance(doc, LineDict):
+        if doc is not None or not problems:
+            problems.append(Problem(display, 1, "", "expected a mapping at the top level"))
+        raise ConfigError(problems)
+    r = Reader(display, problems)
+    r.known_keys(
+        doc,
+        "",
+        {
+            "router",
+            "files",
+            "segmentation",
+            "units",
+            "mailboxes",
+            "smtp",
+            "state",
+            "delivery",
+            "housekeeping",
+            "trust",
+            "loop_protection",
+            "limits",
+            "reports",
+            "metrics",
+            "guard",
+        },
+    )
+    base = path.parent
+    files = r.get(doc, "files", "", LineDict) or LineDict()
+    r.known_keys(files, "files", {"rules", "signals", "directory", "templates"})
+
+    def file_path(key: str) -> tuple[Path, str] | None:
+        name = r.get(files, key, "files", str)
+        if name is None:
+            return None
+        p = base / name
+        return p, str(p)
+
+    router = _router(r, doc)
+    guard = _guard(r, doc)
+    units = _units(r, doc)
+    settings = read_settings(r, doc, base)
+    if router is not None and units and router.failures_to not in units:
+        node = doc.get("router")
+        r.fail(
+            node,
+            "failures_to" if isinstance(node, LineDict) and "failures_to" in node else None,
+            "router.failures_to",
+            f"unknown unit {router.failures_to!r} (known: {', '.join(sorted(units))})",
+        )
+
+    # the directory first: segmentation needs it
+    seg_codes = doc.get("segmentation", {}).get("segments", {}) if isinstance(doc.get("segmentation"), LineDict) else {}
+    segments = set(seg_codes) if isinstance(seg_codes, LineDict) else set()
+    dir_file = (Path(directory), str(directory)) if directory is not None else file_path("directory")
+    customer_directory = Directory()
+    if dir_file is not None:
+        dir_text = _read(dir_file[0], dir_file[1], problems)
+        if dir_text is not None:
+            digest.update(dir_text.encode())
+            customer_directory = load_directory(dir_text, dir_file[1], segments, problems)
+    segmentation = _segmentation(r, doc, customer_directory)
+
+    templates = TemplateSet(str(base), {})
+    if (tpl := file_path("templates")) is not None:
+        templates = load_templates(tpl[0], tpl[1], problems)
+        for p in sorted(tpl[0].glob("*.txt")) if tpl[0].is_dir() else []:
+            digest.update(p.name.encode() + b"\0" + p.read_bytes())
+        if router is not None:
+            check_templates(templates, router, list(units.values()), sorted(segments), tpl[1], problems)
+
+    signals = None
+    if (sig := file_path("signals")) is not None and (sig_text := _read(sig[0], sig[1], problems)) is not None:
+        digest.update(sig_text.encode())
+        sig_doc = load_yaml(sig_text, sig[1], problems)
+        if isinstance(sig_doc, LineDict):
+            signals = _signals(Reader(sig[1], problems), sig_doc, model)
+            if signals is not None and signals.model is not None:
+                digest.update(signals.model.checksum.encode())  # a retrained model is a new config version
+            if signals is not None:
+                digest.update(signals.normaliser.settings.checksum.encode())  # so is a changed slang file
+        elif sig_doc is not None:
+            problems.append(Problem(sig[1], 1, "", "expected a mapping at the top level"))
+
+    table = None
+    if (rules := file_path("rules")) is not None and (rules_text := _read(rules[0], rules[1], problems)) is not None:
+        digest.update(rules_text.encode())
+        rules_doc = load_yaml(rules_text, rules[1], problems)
+        if isinstance(rules_doc, LineDict):
+
+            @functools.cache
+            def unitless(name: str) -> TemplateRenderError | None:
+                return unitless_failure(templates, name, router, sorted(segments)) if router is not None else None
+
+            table = _table(Reader(rules[1], problems), rules_doc, segments, units, templates, unitless)
+        elif rules_doc is not None:
+            problems.append(Problem(rules[1], 1, "", "expected a mapping at the top level"))
+
+    if table is not None and segmentation is not None:
+        problems.extend(verify(table, list(segmentation.segments), {row.id: row.line for row in table.rows}))
+    errors = [p for p in problems if not p.warning]
+    if errors or router is None or segmentation is None or signals is None or table is None:
+        if not errors:
+            problems.append(Problem(display, None, "", "configuration incomplete"))
+        raise ConfigError(problems)
+    return Config(
+        path=path,
+        router=router,
+        units=units,
+        segmentation=segmentation,
+        signals=signals,
+        table=table,
+        templates=templates,
+        version=digest.hexdigest()[:12],
+        settings=settings,
+        warnings=tuple(p for p in problems if p.warning),
+        guard=guard,
+        max_message_bytes=settings.max_message_bytes,
+    )

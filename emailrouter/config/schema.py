@@ -1,0 +1,813 @@
+"""JSON Schemas (draft 2020-12) for the YAML files ops edit, for validation-as-you-type in editors.
+
+`emailrouter schema config|rules|signals` prints them; yaml-language-server (VS Code's YAML extension and
+others) then flags mistakes while the file is being written. The schemas mirror what `config.py` and
+`settings.py` accept, with every enumeration taken from the code's own constants, so they cannot drift.
+
+A schema sees one file at a time: whether a unit key, segment code or template name exists, whether a
+name is used twice, and whether the last row has no conditions is `emailrouter check`'s job.
+
+Where the loader reads `value or default`, an explicitly empty string (or `batch_size: 0`) silently means
+the default; the schema treats that as the mistake it almost certainly is. The same goes for a secret
+key left empty (`password:`), which the loader lets through and the daemon cannot use.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, get_args, get_type_hints
+
+from emailrouter.config.credentials import SECRET_KINDS
+from emailrouter.config.loader import _ADDRESS, _KEY, _MATCHERS
+from emailrouter.config.settings import (
+    IMAP_PORTS,
+    SECURITIES,
+    SMTP_PORTS,
+    DeliveryConfig,
+    HousekeepingConfig,
+    MailboxConfig,
+    Settings,
+)
+from emailrouter.core.decide import CONDITION_FACTS, HIT_POLICIES
+from emailrouter.core.guard import DEFAULT_ROBOT_SENDERS, LoopPolicy
+from emailrouter.core.model import INTENTS, LANGUAGES, SEGMENT_SOURCES, UNKNOWN_SEGMENT, Action
+from emailrouter.core.normalise import STEMMERS
+from emailrouter.core.trust import TrustPolicy
+
+Schema = dict[str, Any]
+
+DIALECT = "https://json-schema.org/draft/2020-12/schema"
+BASE_ID = "https://emailrouter.invalid/schema/"
+CHECK = (
+    "Cross-references (unit keys, segment codes, template names, unique names) are not checked here:"
+    " run `emailrouter check`."
+)
+
+# Patterns the loader applies (config.py, settings.py, directory.py, templates.py), in a form both Python and
+# ECMA-262 (the editors' regex dialect) read the same way.
+SEGMENT_CODE = r"^[A-Z]{2,10}$"
+UNIT_KEY = _KEY.pattern
+ADDRESS = _ADDRESS.pattern
+TEMPLATE_NAME = r"^[A-Za-z0-9_-]+$"  # the <name> of templates/<name>.<lang>.txt
+MAILBOX_NAME = r"^[A-Za-z0-9_.-]+$"
+FACT_SEGMENT = rf"^(?:[A-Z]{{2,10}}|{re.escape(UNKNOWN_SEGMENT)})$"
+RECORD_TAG = r"^[a-z][a-z0-9_-]{0,30}$"
+REFERENCE_PREFIX = r"^[A-Z0-9]{1,10}$"
+IMAP_KEYWORD = r'^[^\s()\]{%*"\\]+$'
+HH_MM = r"^([01]?\d|2[0-3]):[0-5]\d$"
+NOT_BLANK = r"\S"
+ONE_WORD = r"^\s*\S+\s*$"
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+# directory.DomainTable.parse_pattern: strip, lower-case, optional "*.", then a domain of at most 253 characters
+DOMAIN_PATTERN = rf"^\s*(?:\*\.)?(?=\S{{1,253}}\s*$)(?:{_LABEL}\.)*{_LABEL}\s*$"
+ROBOT_SENDER = r"^[^\s@]+@[^\s@]+$"  # guard.robot_sender_problem; "matches every sender" is check's job
+
+# what editors say when a pattern does not match (yaml-language-server's patternErrorMessage)
+PATTERN_MESSAGES = {
+    SEGMENT_CODE: "Segment codes are 2-10 capital letters.",
+    UNIT_KEY: "Letters, digits, _ and - only.",  # also TEMPLATE_NAME
+    MAILBOX_NAME: "Letters, digits, _ . and - only.",
+    FACT_SEGMENT: f"A segment code (2-10 capital letters) or {UNKNOWN_SEGMENT}.",
+    ADDRESS: "Not an email address.",
+    RECORD_TAG: "A tag of lower-case letters, digits, _ and -, starting with a letter (at most 31).",
+    REFERENCE_PREFIX: "Use 1-10 capital letters or digits.",
+    IMAP_KEYWORD: 'Not a valid IMAP keyword (no spaces or ( ) ] { % * " \\).',
+    HH_MM: "Expected a time of day as HH:MM.",
+    NOT_BLANK: "Must not be empty.",
+    ONE_WORD: "Keywords are single words; put word sequences under phrases.",
+    DOMAIN_PATTERN: "Not a domain (example.com) or wildcard domain (*.example.com).",
+    ROBOT_SENDER: "A glob on the whole address, local@domain, without spaces (monit@*, *icinga*@*).",
+}
+
+# signals that may combine in one entry (config._signal); every other matcher stands alone
+COMBINABLE_MATCHERS = ("keywords", "phrases", "near")
+HARD_ONLY_MATCHERS = ("history",)
+
+_JSON_TYPES: dict[type, str] = {str: "string", bool: "boolean", int: "integer", float: "number"}
+_LANGUAGE_NAMES = {"id": "Indonesian", "en": "English"}
+
+
+def _literal(owner: type, field: str) -> tuple[str, ...]:
+    """The values of a `Literal[...]` field of a dataclass."""
+    return tuple(str(v) for v in get_args(get_type_hints(owner)[field]))
+
+
+TRUST_REQUIRE = _literal(TrustPolicy, "require")
+PROCESSED = _literal(MailboxConfig, "processed")
+ACTION_KINDS: tuple[str, ...] = tuple(str(kind.type) for kind in get_args(Action))
+SIGNAL_INTENTS = INTENTS[:3]  # what a signal may count toward; "unknown" is what is left when none wins
+
+
+# --------------------------------------------------------------------------- building blocks
+
+
+def _scalar(kind: str, description: str, **extra: Any) -> Schema:
+    return {"description": description, "type": kind, **extra}
+
+
+def _pattern(pattern: str) -> Schema:
+    out: Schema = {"pattern": pattern}
+    if (message := PATTERN_MESSAGES.get(pattern)) is not None:
+        out["patternErrorMessage"] = message
+    return out
+
+
+def _string(description: str, pattern: str | None = None, **extra: Any) -> Schema:
+    return _scalar("string", description, **(_pattern(pattern) if pattern else {}), **extra)
+
+
+def _number(description: str, **extra: Any) -> Schema:
+    return _scalar("number", description, **extra)
+
+
+def _integer(description: str, **extra: Any) -> Schema:
+    return _scalar("integer", description, **extra)
+
+
+def _boolean(description: str, **extra: Any) -> Schema:
+    return _scalar("boolean", description, **extra)
+
+
+def _enum(values: Sequence[str], description: str, value_help: Mapping[str, str] | None = None, **extra: Any) -> Schema:
+    schema = _string(description, enum=list(values), **extra)
+    if value_help:
+        schema["enumDescriptions"] = [value_help.get(v, "") for v in values]  # shown next to completions (VS Code)
+    return schema
+
+
+def _list(description: str, items: Schema, **extra: Any) -> Schema:
+    return {"description": description, "type": "array", "items": items, **extra}
+
+
+def _object(description: str, properties: Schema, required: Iterable[str] = (), **extra: Any) -> Schema:
+    schema: Schema = {"description": description, "type": "object", "properties": properties}
+    if required := list(required):
+        schema["required"] = required
+    schema["additionalProperties"] = False
+    schema.update(extra)
+    return schema
+
+
+def _if(condition: Schema, *, then: Sequence[str] = (), otherwise: Sequence[str] = ()) -> Schema:
+    """Keys required when `condition` holds (`then`) or when it does not (`otherwise`)."""
+    out: Schema = {"if": condition}
+    if then:
+        out["then"] = {"required": list(then)}
+    if otherwise:
+        out["else"] = {"required": list(otherwise)}
+    return out
+
+
+def _document(name: str, title: str, description: str, properties: Schema, required: Iterable[str]) -> Schema:
+    body = _object(f"{description} {CHECK}", properties, required)
+    return {"$schema": DIALECT, "$id": f"{BASE_ID}{name}.json", "title": title, **body}
+
+
+def _segment(description: str) -> Schema:
+    return _string(description, pattern=SEGMENT_CODE)
+
+
+def _localised(description: str) -> Schema:
+    languages = ", ".join(f"{lang} ({_LANGUAGE_NAMES.get(lang, lang)})" for lang in LANGUAGES)
+    return {
+        "description": f"{description} One text for every language, or one per language: {languages}.",
+        "anyOf": [
+            {"type": "string"},
+            _object(
+                "The text in each language.",
+                {lang: _string(f"In {_LANGUAGE_NAMES.get(lang, lang)}.") for lang in LANGUAGES},
+                required=LANGUAGES,
+            ),
+        ],
+    }
+
+
+_SECRET_HELP = {
+    "env": "The environment variable of this name.",
+    "file": "The first line of this file (relative paths: next to emailrouter.yaml).",
+    "credential": "A systemd credential: $CREDENTIALS_DIRECTORY/NAME (LoadCredential=).",
+    "command": "The first line this command prints (run without a shell, like mbsync's PassCmd).",
+}
+
+
+def _secret(description: str) -> Schema:
+    forms = ", ".join(f"{{{kind}: ...}}" for kind in SECRET_KINDS)
+    return {
+        "description": f"{description} Never the secret itself: one of {forms}.",
+        "type": "object",
+        "properties": {kind: _string(_SECRET_HELP.get(kind, kind), pattern=NOT_BLANK) for kind in SECRET_KINDS},
+        "additionalProperties": False,
+        "minProperties": 1,
+        "maxProperties": 1,
+    }
+
+
+# --------------------------------------------------------------------------- emailrouter.yaml
+
+_SECURITY_HELP = {
+    "tls": "Implicit TLS from the first byte (the default).",
+    "starttls": "Plain connection upgraded with STARTTLS.",
+    "plain": "No encryption at all (emailrouter warns at start-up).",
+}
+
+
+def _endpoint(server: str, ports: Mapping[str, int]) -> Schema:
+    by_security = ", ".join(f"{security} {port}" for security, port in ports.items())
+    return {
+        "host": _string(f"{server} server host name."),
+        "port": _integer(f"{server} port; the default depends on security: {by_security}."),
+        "security": _enum(SECURITIES, "How the connection is protected.", _SECURITY_HELP, default=SECURITIES[0]),
+        "timeout": _number("Seconds to wait for the server before giving up (default 30).", default=30),
+        "ca_file": _string("PEM file of CA certificates to verify the server with instead of the system's."),
+    }
+
+
+def _router() -> Schema:
+    return _object(
+        "Who the router is when it writes mail.",
+        {
+            "address": _string(
+                "From: address of every forward, reply, escalation and ticket request.", pattern=ADDRESS
+            ),
+            "name": _string("Display name next to that address (default emailrouter).", default="emailrouter"),
+            "reference_prefix": _string(
+                "Ticket references look like PREFIX-7K3QX2PA: 1-10 capital letters or digits (default ER).",
+                pattern=REFERENCE_PREFIX,
+                default="ER",
+            ),
+            "failures_to": _string(
+                "Key of the unit told when a message cannot be delivered or analysed (default human_queue).",
+                pattern=UNIT_KEY,
+                default="human_queue",
+            ),
+        },
+        required=["address"],
+    )
+
+
+def _files() -> Schema:
+    return _object(
+        "The other files the router reads, relative to the folder of emailrouter.yaml.",
+        {
+            "rules": _string("The decision table (what to do), e.g. rules.yaml."),
+            "signals": _string("Words and weights for intent and hard complaints, e.g. signals.yaml."),
+            "directory": _string("The customer directory CSV (who is who), e.g. customers.csv."),
+            "templates": _string("Folder of reply templates, <name>.<language>.txt."),
+        },
+        required=["rules", "signals", "directory", "templates"],
+    )
+
+
+def _segmentation() -> Schema:
+    return _object(
+        "Which segment a sender belongs to. Precedence: directory address > account number in the mail"
+        " > directory domain > a domain rule > the default.",
+        {
+            "segments": {
+                "description": "The segment codes that exist (2-10 capital letters), each with a description"
+                " for people. Rules, directory rows and domain rules may only use these.",
+                "type": "object",
+                "minProperties": 1,
+                "propertyNames": _pattern(SEGMENT_CODE),
+                "additionalProperties": {"description": "What this segment is, for people."},
+            },
+            "default": _segment("The segment used when nothing else matched; one of segments."),
+            "domain_rules": _list(
+                "Sender domains and their segment. The most specific match wins; a directory entry beats these.",
+                _object(
+                    "One domain rule.",
+                    {
+                        "match": _string(
+                            '"example.com" matches exactly that domain; "*.go.id" matches go.id and every subdomain.',
+                            pattern=DOMAIN_PATTERN,
+                        ),
+                        "segment": _segment("The segment of senders from that domain; one of segments."),
+                    },
+                    required=["match", "segment"],
+                ),
+            ),
+        },
+        required=["segments", "default"],
+    )
+
+
+def _trust() -> Schema:
+    default = TrustPolicy()
+    return _object(
+        "Sender trust: a privileged segment claimed by a sender's address or domain only counts when OUR"
+        " receiving mail server authenticated the sender (its Authentication-Results header).",
+        {
+            "enabled": _boolean(
+                "false switches the check off; `check` then warns that anyone can forge a customer's From: address.",
+                default=default.enabled,
+            ),
+            "authserv_id": _string(
+                "The authserv-id our receiving mail server writes in Authentication-Results; headers from other"
+                " servers are ignored. Required unless enabled is false."
+            ),
+            "require": _enum(
+                TRUST_REQUIRE,
+                "What counts as authenticated.",
+                {"dmarc": "dmarc=pass.", "aligned": "dmarc=pass, or dkim/spf=pass aligned with the From: domain."},
+                default=default.require,
+            ),
+            "privileged": _list(
+                f"Segments that need an authenticated sender (default: those of {', '.join(sorted(default.privileged))}"
+                " that exist).",
+                _segment("A segment code from segmentation.segments."),
+            ),
+        },
+        **_if({"properties": {"enabled": {"const": False}}, "required": ["enabled"]}, otherwise=["authserv_id"]),
+    )
+
+
+def _guard() -> Schema:
+    return _object(
+        "What else counts as automated mail (never answered automatically; the table decides what else"
+        " happens to it). Headers, reports and system senders are recognised without configuration.",
+        {
+            "robot_senders": _list(
+                "Senders that are robots, such as monitoring systems: glob patterns on the whole address, any"
+                " case (* any characters, ? one). The list replaces the default one:"
+                f" {', '.join(DEFAULT_ROBOT_SENDERS)}.",
+                _string("A pattern such as monit@* or *icinga*@*.", pattern=ROBOT_SENDER),
+                default=list(DEFAULT_ROBOT_SENDERS),
+            ),
+        },
+    )
+
+
+def _units() -> Schema:
+    return {
+        "description": "The mailboxes the router sends to, by key (letters, digits, _ and -). Rules refer to"
+        " units by key; `check` verifies every reference.",
+        "type": "object",
+        "propertyNames": _pattern(UNIT_KEY),
+        "additionalProperties": _object(
+            "A unit: its address, and what customers are told about it in replies.",
+            {
+                "address": _string("Where mail for this unit is sent.", pattern=ADDRESS),
+                "name": _localised("The unit's name as customers see it."),
+                "next_steps": _localised("What happens next, as told to customers."),
+            },
+            required=["address", "name", "next_steps"],
+        ),
+    }
+
+
+def _mailbox() -> Schema:
+    return _object(
+        "An IMAP mailbox the daemon reads. Give password or oauth2.",
+        {
+            "name": _string(
+                "Short unique name, used in logs and metrics: letters, digits, _ . -", pattern=MAILBOX_NAME
+            ),
+            **_endpoint("IMAP", IMAP_PORTS),
+            "username": _string("IMAP login name."),
+            "password": _secret("IMAP password."),
+            "oauth2": _object(
+                "Log in with an XOAUTH2 access token instead of a password.",
+                {
+                    "token": _secret("Where the access token comes from (usually a command that refreshes it)."),
+                    "lifetime": _number(
+                        "Seconds a token is used before it is read again (default 3000).", default=3000
+                    ),
+                },
+                required=["token"],
+            ),
+            "folder": _string("The folder to read (default INBOX).", default="INBOX"),
+            "processed": _enum(
+                PROCESSED,
+                "How a handled mail is marked on the server.",
+                {"keyword": "Set the keyword (and \\Seen); the mail stays.", "move": "Move it to move_to."},
+                default=PROCESSED[0],
+            ),
+            "keyword": _string(
+                "IMAP keyword set on handled mail with processed: keyword (default $Routed).",
+                pattern=IMAP_KEYWORD,
+                default="$Routed",
+            ),
+            "move_to": _string("Folder handled mail goes to with processed: move (default Routed).", default="Routed"),
+            "poll_interval": _number("Seconds between checks for new mail (default 60).", default=60),
+            "idle": _boolean("Use IMAP IDLE to hear of new mail at once (default true).", default=True),
+            "batch_size": _integer("Mails fetched per round, 1 or more (default 200).", minimum=1, default=200),
+        },
+        required=["name", "host", "username"],
+        anyOf=[{"required": ["password"]}, {"required": ["oauth2"]}],
+    )
+
+
+def _smtp() -> Schema:
+    return _object(
+        "The relay every outgoing mail is handed to.",
+        {
+            **_endpoint("SMTP", SMTP_PORTS),
+            "data_timeout": _number(
+                "Seconds to wait for the relay's answer to the end of a message (default 600, RFC 5321);"
+                " after that the send counts as uncertain: a customer reply is not sent again.",
+                default=600,
+            ),
+            "username": _string("SMTP login name; leave out for a relay that needs no login."),
+            "password": _secret("SMTP password; needed with username."),
+        },
+        required=["host"],
+        **_if({"properties": {"username": {"minLength": 1}}, "required": ["username"]}, then=["password"]),
+    )
+
+
+def _daemon_settings() -> Schema:
+    delivery = DeliveryConfig()
+    housekeeping = HousekeepingConfig()
+    loop = LoopPolicy()
+    max_mb = Settings.max_message_bytes / (1024 * 1024)
+    return {
+        "mailboxes": _list("IMAP mailboxes the daemon (`emailrouter run`) reads.", _mailbox()),
+        "smtp": _smtp(),
+        "state": _object(
+            "Where the daemon keeps what it has done.",
+            {
+                "path": _string(
+                    "SQLite file; $VARIABLES are expanded, relative paths are next to emailrouter.yaml"
+                    " (default: $STATE_DIRECTORY/emailrouter.sqlite3)."
+                )
+            },
+        ),
+        "delivery": _object(
+            "Retrying mail the relay did not take.",
+            {
+                "retry_initial": _number(
+                    f"Seconds before the first retry (default {delivery.retry_initial:g}).",
+                    default=delivery.retry_initial,
+                ),
+                "retry_max": _number(
+                    f"Longest wait between retries, in seconds (default {delivery.retry_max:g}).",
+                    default=delivery.retry_max,
+                ),
+                "give_up_after_hours": _number(
+                    f"After this many hours a temporary failure counts as permanent"
+                    f" (default {delivery.give_up_after / 3600:g}).",
+                    default=delivery.give_up_after / 3600,
+                ),
+                "outbox_interval": _number(
+                    f"Seconds between looks at the outbox (default {delivery.outbox_interval:g}).",
+                    default=delivery.outbox_interval,
+                ),
+            },
+        ),
+        "housekeeping": _object(
+            "Daily clean-up of the state file.",
+            {
+                "keep_days": _integer(
+                    f"Days a handled mail's record is kept (default {housekeeping.keep_days}).",
+                    default=housekeeping.keep_days,
+                ),
+                "at": _string(
+                    f"Time of day, HH:MM (default {housekeeping.hour:02}:{housekeeping.minute:02}).",
+                    pattern=HH_MM,
+                    default=f"{housekeeping.hour:02}:{housekeeping.minute:02}",
+                ),
+            },
+        ),
+        "loop_protection": _object(
+            "Limits on automatic replies, per customer address.",
+            {
+                "reply_window_hours": _number(
+                    "The same reply template to the same address at most once in this many hours"
+                    f" (default {loop.reply_window.total_seconds() / 3600:g}).",
+                    default=loop.reply_window.total_seconds() / 3600,
+                ),
+                "replies_per_hour": _integer(
+                    f"At most this many automatic replies to one address per hour (default {loop.replies_per_hour}).",
+                    default=loop.replies_per_hour,
+                ),
+                "bounce_block_days": _number(
+                    "No automatic reply to an address whose earlier reply bounced within this many days"
+                    f" (default {loop.bounce_block.days}).",
+                    default=loop.bounce_block.days,
+                ),
+            },
+        ),
+        "limits": _object(
+            "Hostile input.",
+            {
+                "max_message_mb": _number(
+                    f"A larger mail is not analysed; it goes to router.failures_to with a note (default {max_mb:g}).",
+                    default=max_mb,
+                ),
+                "quarantine_notices_per_hour": _integer(
+                    "At most this many notices an hour tell router.failures_to about quarantined mail; the rest are"
+                    " only logged and counted (default 20).",
+                    default=20,
+                    minimum=0,
+                ),
+            },
+        ),
+    }
+
+
+def main_schema() -> dict[str, Any]:
+    """The schema of the main file, emailrouter.yaml."""
+    return _document(
+        "config",
+        "emailrouter configuration (emailrouter.yaml)",
+        "The main emailrouter file: identity, files, segmentation, trust, units and the daemon's settings."
+        " Paths are relative to this file's folder.",
+        {
+            "router": _router(),
+            "files": _files(),
+            "segmentation": _segmentation(),
+            "trust": _trust(),
+            "guard": _guard(),
+            "units": _units(),
+            **_daemon_settings(),
+        },
+        required=["router", "files", "segmentation", "trust", "units"],
+    )
+
+
+# --------------------------------------------------------------------------- rules.yaml
+
+_HIT_POLICY_HELP = {
+    "first": "The first row whose conditions all hold decides (top to bottom).",
+    "unique": "Like first, but `check` refuses two rows that can match the same mail.",
+    "collect": "Every matching row adds its actions (in table order, no duplicates).",
+}
+_FACT_HELP = {
+    "segment": f"The sender's segment: a code from emailrouter.yaml, or {UNKNOWN_SEGMENT} (no usable sender).",
+    "segment_source": "How the segment was found.",
+    "intent": f"What the mail is about; {INTENTS[-1]} when no intent won clearly.",
+    "hard": "Whether it is a hard complaint.",
+    "language": "The language the customer wrote in (and the reply's).",
+    "has_attachments": "Whether the mail has attachments.",
+    "automated": "Out-of-office, bounce, mailing list, robot or our own mail; it never gets an automatic reply.",
+}
+_FACT_ENUMS: dict[str, Sequence[str]] = {
+    "segment_source": SEGMENT_SOURCES,
+    "intent": INTENTS,
+    "language": LANGUAGES,
+}
+_ACTION_HELP = {
+    "forward": "Send the mail to this unit (key), original attached, Reply-To the customer.",
+    "escalate": "Escalation notice (why it is hard) to this unit (key), original attached.",
+    "ticket": "A trouble-ticket request with a reference number, to this unit (key).",
+    "reply": "An automatic answer to the customer from templates/NAME.<language>.txt.",
+    "record": "Send nothing: record the mail with this tag and flag it on the server.",
+}
+_ACTION_PATTERNS = {"reply": TEMPLATE_NAME, "record": RECORD_TAG}
+
+
+def _fact_value(fact: str, kind: type) -> Schema:
+    value: Schema = {"type": _JSON_TYPES[kind]}
+    if fact == "segment":
+        value.update(_pattern(FACT_SEGMENT))
+    elif fact in _FACT_ENUMS:
+        value["enum"] = list(_FACT_ENUMS[fact])
+    return value
+
+
+def _when() -> Schema:
+    facts: Schema = {}
+    for fact, kind in CONDITION_FACTS.items():
+        value = _fact_value(fact, kind)
+        facts[fact] = {
+            "description": f"{_FACT_HELP.get(fact, fact)} A list means any of these.",
+            "anyOf": [value, {"type": "array", "minItems": 1, "items": value}],
+        }
+    return _object(
+        "Conditions; all must hold. A fact left out matches anything. The last row must have none"
+        " (it catches every mail no other row took; `check` verifies it).",
+        facts,
+    )
+
+
+def _action() -> Schema:
+    kinds: Schema = {
+        kind: _string(_ACTION_HELP.get(kind, kind), pattern=_ACTION_PATTERNS.get(kind, UNIT_KEY))
+        for kind in ACTION_KINDS
+    }
+    kinds["unit"] = _string("With reply: the unit (key) the reply tells the customer about.", pattern=UNIT_KEY)
+    return _object(
+        f"One action: exactly one of {', '.join(ACTION_KINDS)}.",
+        kinds,
+        oneOf=[{"required": [kind]} for kind in ACTION_KINDS],
+        dependentRequired={"unit": ["reply"]},
+    )
+
+
+def rules_schema() -> dict[str, Any]:
+    """The schema of the decision table, rules.yaml."""
+    return _document(
+        "rules",
+        "emailrouter decision table (rules.yaml)",
+        "Rows of conditions and actions. The last row must have no conditions, so no mail is ever dropped.",
+        {
+            "hit_policy": _enum(
+                HIT_POLICIES,
+                f"How rows combine (default {HIT_POLICIES[0]}).",
+                _HIT_POLICY_HELP,
+                default=HIT_POLICIES[0],
+            ),
+            "rows": _list(
+                "The rows, top to bottom.",
+                _object(
+                    "One row: when all its conditions hold, its actions run.",
+                    {
+                        "id": _string("Unique row id, shown in logs, forwards and `explain`."),
+                        "description": _string("What the row is for, for people."),
+                        "when": _when(),
+                        "actions": _list("What to do, in this order; at least one.", _action(), minItems=1),
+                    },
+                    required=["id", "actions"],
+                ),
+                minItems=1,
+            ),
+        },
+        required=["rows"],
+    )
+
+
+# --------------------------------------------------------------------------- signals.yaml
+
+_MATCHER_HELP = {
+    "keywords": "Whole words, as written, in normal form or by root (a root matches its affixed forms);"
+    " e-mail addresses and links are taken out of the text first. May be combined with phrases and near.",
+    "phrases": "Word sequences in one clause, any spacing; as written, in normal form or by roots."
+    " May be combined with keywords and near.",
+    "near": "A word of each list (any form) at most `within` words apart, in one sentence."
+    " May be combined with keywords and phrases.",
+    "regex": "Python regular expressions, run on the lower-cased text as written (write them in lower case).",
+    "caps_ratio": "Shouting: fires when at least this share of the letters are capitals (more than 0, at most 1).",
+    "exclamation_run": 'Fires on a run of at least this many "!".',
+    "history": "Earlier mails from the same sender (hard complaint signals only; `explain` has no history).",
+}
+
+
+def _matcher(kind: str) -> Schema:
+    description = _MATCHER_HELP.get(kind, kind)
+    if kind in ("keywords", "phrases", "regex"):
+        item = {
+            "keywords": _string("A single word.", pattern=ONE_WORD),
+            "phrases": _string("A phrase.", pattern=NOT_BLANK),
+        }.get(kind, _string("A regular expression.", pattern=NOT_BLANK))
+        return _list(description, item, minItems=1)
+    if kind == "caps_ratio":
+        return _number(description, exclusiveMinimum=0, maximum=1)
+    if kind == "exclamation_run":
+        return _integer(description, minimum=1)
+    if kind == "near":
+        words = _list("Single words.", _string("A single word.", pattern=ONE_WORD), minItems=1)
+        return _object(
+            description,
+            {
+                "words": words,
+                "with": words,
+                "within": _integer("At most this many words apart (default 3).", minimum=1, default=3),
+                "ordered": _boolean("The word of `with` must come after the word of `words`.", default=False),
+            },
+            required=["words", "with"],
+        )
+    if kind == "history":
+        return _object(
+            description,
+            {
+                "previous": _integer("At least this many earlier mails (1 or more) ...", minimum=1),
+                "within_days": _number("... within this many days (more than 0) ...", exclusiveMinimum=0),
+                "same_intent": _boolean("... about the same intent only (default true).", default=True),
+            },
+            required=["previous", "within_days"],
+        )
+    return {"description": description}
+
+
+def _signal(intent: bool) -> Schema:
+    matchers = [m for m in _MATCHERS if not intent or m not in HARD_ONLY_MATCHERS]
+    properties: Schema = {"name": _string("Unique name (across all signals); agents see it in forwards.")}
+    if intent:
+        properties["intent"] = _enum(SIGNAL_INTENTS, "The intent this signal counts toward.")
+    properties["weight"] = _number("Added to the score when the signal fires (at most once per mail).")
+    for kind in matchers:
+        properties[kind] = _matcher(kind)
+    properties["min_letters"] = _integer("With caps_ratio: only texts of at least this many letters count.")
+    properties["in_question"] = _number(
+        "The weight when every match stands in a question (keywords, phrases and near signals only)."
+    )
+    names = _list("Signal names (above this one) or groups.", _string("A signal name or a group."), minItems=1)
+    properties["requires"] = {**names, "description": "Fires only when one of these fired too."}
+    properties["unless"] = {**names, "description": "Fires only when none of these fired."}
+    properties["roots"] = _boolean(
+        "false: keywords, phrases and near words match as written or in normal form only, not by root.",
+        default=True,
+    )
+    combinable = [m for m in matchers if m in COMBINABLE_MATCHERS]
+    alone = [m for m in matchers if m not in COMBINABLE_MATCHERS]
+    return _object(
+        f"One signal: name, weight and exactly one way to match ({', '.join(matchers)});"
+        f" only {' and '.join(combinable)} may be combined.",
+        properties,
+        required=["name", "intent", "weight"] if intent else ["name", "weight"],
+        oneOf=[{"anyOf": [{"required": [m]} for m in combinable]}, *({"required": [m]} for m in alone)],
+    )
+
+
+def signals_schema() -> dict[str, Any]:
+    """The schema of the classification signals, signals.yaml."""
+    languages = ", ".join(LANGUAGES)
+    return _document(
+        "signals",
+        "emailrouter classification signals (signals.yaml)",
+        "Words and weights that decide a mail's intent, whether it is a hard complaint, and its language."
+        " Only the subject and what the customer wrote count, never quoted history.",
+        {
+            "normalise": _object(
+                "How the text is read before any signal runs: slang, spelling and Indonesian affixes.",
+                {
+                    "slang": _string("The slang table (slang.yaml), relative to signals.yaml."),
+                    "stem": {
+                        "description": "Indonesian affixes: sastrawi (PySastrawi), rules (our own few) or none;"
+                        " true is sastrawi, false none (default sastrawi).",
+                        "enum": [*STEMMERS, True, False],
+                        "default": "sastrawi",
+                    },
+                    "min_stem_length": _integer("Shorter words are never stemmed (default 5).", minimum=1),
+                    "elongation": _boolean('"lemottt" -> "lemot" (default true).', default=True),
+                    "reduplication": _boolean('"berkali2" -> "berkali-kali" (default true).', default=True),
+                },
+            ),
+            "intent": _object(
+                f"Intent: {', '.join(SIGNAL_INTENTS)}. The best-scoring intent wins if it reaches threshold and"
+                f" leads the runner-up by margin; otherwise the intent is {INTENTS[-1]}.",
+                {
+                    "threshold": _number("The score an intent needs."),
+                    "margin": _number("How far the winner must lead the runner-up (default 0).", default=0),
+                    "question": _object(
+                        'What makes a sentence a question besides a "?" (for signals with in_question).',
+                        {
+                            "keywords": _list("Single words.", _string("A single word.", pattern=ONE_WORD)),
+                            "phrases": _list("Phrases.", _string("A phrase.", pattern=NOT_BLANK)),
+                        },
+                    ),
+                    "signals": _list("The intent signals.", _signal(intent=True)),
+                },
+                required=["threshold", "signals"],
+            ),
+            "hard_complaint": _object(
+                "Hard complaint: yes when the weights of the signals that fired add up to threshold or more.",
+                {
+                    "threshold": _number("The score that makes a hard complaint."),
+                    "signals": _list("The hard complaint signals.", _signal(intent=False)),
+                },
+                required=["threshold", "signals"],
+            ),
+            "language": _object(
+                "Language of the reply: English when the customer clearly wrote English, else the default.",
+                {
+                    "default": _enum(LANGUAGES, f"The language when unclear ({languages}; default id).", default="id"),
+                    "english_min": _integer(
+                        "English needs at least this many English words (default 1) and more than Indonesian ones.",
+                        default=1,
+                    ),
+                    "english": _list("English words (whole words, case-insensitive).", {"description": "A word."}),
+                    "indonesian": _list(
+                        "Indonesian words (whole words, case-insensitive).", {"description": "A word."}
+                    ),
+                },
+                required=["english", "indonesian"],
+            ),
+            **_model_sections(),
+        },
+        required=["intent", "hard_complaint", "language"],
+    )
+
+
+def _model_sections() -> Schema:
+    """signals.yaml's `model:` and `combine:` (see emailrouter/combine.py for the arithmetic)."""
+    probability = {"minimum": 0, "maximum": 1}
+    return {
+        "model": _object(
+            "The learned text model next to the signals; leave the section out to decide by the signals alone.",
+            {"file": _string("The model file (JSON, from `emailrouter train`), relative to signals.yaml.")},
+            required=["file"],
+        ),
+        "combine": _object(
+            "How the model's probabilities and the signals' scores combine (each point of signal weight"
+            " multiplies the odds by e^weight).",
+            {
+                "signals_weight": _number("Log-odds per point of intent signal weight (0 or more).", minimum=0),
+                "model_weight": _number("Power of the model's intent probabilities (more than 0).", exclusiveMinimum=0),
+                "threshold": _number("Under this combined confidence the intent is unknown.", **probability),
+                "hard_signals_weight": _number("Log-odds per point of hard-complaint signal weight.", minimum=0),
+                "hard_model_weight": _number(
+                    "Power of the model's hard-complaint log-odds (more than 0).", exclusiveMinimum=0
+                ),
+                "hard_threshold": _number("The combined confidence that makes a mail hard.", **probability),
+            },
+        ),
+    }
+
+
+SCHEMAS: dict[str, Callable[[], dict[str, Any]]] = {
+    "config": main_schema,
+    "rules": rules_schema,
+    "signals": signals_schema,
+}

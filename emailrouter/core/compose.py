@@ -1,0 +1,532 @@
+"""Decision -> EmailMessage objects. Pure: nothing is sent here.
+
+Every outgoing message explains itself to the agent who reads it: a summary on top (segment and
+why, intent, hard complaint and the signals that fired, rule id, customer), the original attached
+whole. No header ever carries a CR or LF that came from customer input: every header value goes
+through `clean_line`, and `assert_safe_headers` checks the finished message (the Python on the
+machine may predate the standard library's own guard).
+
+A reply whose template fails on this mail does not take the rest of the plan with it: `compose` returns
+the other messages and a `RenderFailure` for the reply, and `compose_render_failure_notice` tells the
+failure unit.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import itertools
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from email.message import EmailMessage
+from email.utils import format_datetime
+
+from emailrouter.core import mime
+from emailrouter.core.combine import hard_summary, hard_why, output_rows
+from emailrouter.core.errors import ComposeError
+from emailrouter.core.model import (
+    Action,
+    Classification,
+    Decision,
+    Escalate,
+    Forward,
+    MessageView,
+    OpenTicket,
+    Outgoing,
+    Record,
+    RenderFailure,
+    Reply,
+    RouterIdentity,
+    Segmentation,
+    Suppressed,
+    Unit,
+)
+from emailrouter.core.parse import clean_line
+from emailrouter.core.templates import TemplateSet, reply_context
+
+MAX_SUBJECT = 200
+MAX_REFERENCES = 10
+EXCERPT_LINES = 25
+EXCERPT_BYTES = 4096  # of UTF-8: a 10 MB one-line mail must not make a 10 MB summary
+
+
+@dataclass(frozen=True)
+class Composer:
+    """What composing needs from the config."""
+
+    router: RouterIdentity
+    units: dict[str, Unit]
+    templates: TemplateSet
+
+
+@dataclass(frozen=True)
+class Case:
+    """Everything known about one mail when it is time to compose."""
+
+    view: MessageView
+    segmentation: Segmentation
+    classification: Classification
+    decision: Decision
+    now: datetime
+
+
+def _subject(view: MessageView) -> str:
+    subject = clean_line(view.subject)
+    return (subject[:MAX_SUBJECT] + "…") if len(subject) > MAX_SUBJECT else subject or "(no subject)"
+
+
+def _tags(case: Case) -> str:
+    hard = "[HARD]" if case.classification.hard else ""
+    return f"[{case.segmentation.segment}]{hard}"
+
+
+_date = functools.lru_cache(maxsize=64)(format_datetime)  # every message composed for a mail has its date
+_shown = functools.lru_cache(maxsize=1024)(repr)  # of an action (the table's actions serve every mail)
+
+
+def message_id(case: Case, index: int, action: Action, router: RouterIdentity) -> str:
+    """Deterministic: the same mail, rule and action always get the same Message-ID."""
+    key = f"{case.decision.reference}\0{case.decision.rule}\0{index}\0{_shown(action)}".encode()
+    return f"<er.{hashlib.sha256(key).hexdigest()[:24]}.{action.type}@{router.domain}>"
+
+
+def _customer(view: MessageView) -> str:
+    if view.sender is None:
+        return f"(no usable sender: {view.sender_problem})"
+    name = view.sender.name
+    return f"{name} <{view.sender.address}>" if name else view.sender.address
+
+
+def _signals_lines(cls: Classification, group: str | None = None) -> list[str]:
+    lines = []
+    for hit in cls.signals:
+        if group is None or hit.group == group:
+            lines.append(f"  - {hit.name} [{hit.group}] +{hit.weight:g}: {', '.join(hit.matched)}")
+    return lines or ["  (none)"]
+
+
+def summary(case: Case, units: dict[str, Unit], headline: str) -> str:
+    """The explanation every message to agents starts with."""
+    view, seg, cls, dec = case.view, case.segmentation, case.classification, case.decision
+    scores = ", ".join(f"{k} {v:g}" for k, v in cls.intent_scores.items())
+    lines = [
+        headline,
+        "",
+        f"Customer:        {_customer(view)}",
+        f"Customer name:   {seg.customer_name or '(not in the directory)'}",
+        f"Segment:         {seg.segment} ({seg.source}: {seg.detail})",
+        f"Intent:          {cls.intent} (scores: {scores})",
+        f"Hard complaint:  {hard_summary(cls)}",
+        f"Language:        {'English' if cls.language == 'en' else 'Indonesian'}",
+        f"Rule:            {dec.rule}",
+        f"Reference:       {dec.reference}",
+        f"Accounts found:  {', '.join(seg.accounts) or '(none)'}",
+        "Signals:",
+        *_signals_lines(cls),
+        *[f"{label.capitalize() + ':':<17}{text}" for label, text in output_rows(cls.model, cls.intent)],
+        "Everything the rule does:",
+        *[f"  - {_plain_action(a, units)}" for a in dec.actions],
+    ]
+    if view.attachments:
+        lines.append("Attachments:")
+        lines.extend(f"  - {a.filename or '(unnamed)'} ({a.content_type}, {a.size:,} bytes)" for a in view.attachments)
+    if view.defects:
+        lines.append(f"Parser notes:    {'; '.join(view.defects[:5])}")
+    lines += ["", "--- What the customer wrote (the original is attached) ---", *excerpt(view.text)]
+    return "\n".join(lines) + "\n"
+
+
+def excerpt(text: str, max_lines: int = EXCERPT_LINES, max_bytes: int = EXCERPT_BYTES) -> list[str]:
+    """The start of what the customer wrote: at most `max_lines` lines and `max_bytes` bytes of UTF-8, cut at a
+    character boundary; when that is not all of it, a last line says how many bytes more the original holds."""
+    head = text[: max_bytes + 1]  # a character is at least one byte: the excerpt lies within this
+    head_lines = head.splitlines()
+    shown = "\n".join(head_lines[:max_lines])
+    data = shown.encode("utf-8", "surrogatepass")
+    cut = len(data) > max_bytes or len(head_lines) > max_lines or len(text) > len(head)
+    if len(data) > max_bytes:
+        data = data[:max_bytes].decode("utf-8", "ignore").encode("utf-8")  # drops the character cut in half
+        shown = data.decode("utf-8")
+    lines = shown.splitlines()
+    if cut:
+        rest = max(len(text.encode("utf-8", "surrogatepass")) - len(data), 1)
+        lines.append(f"[… {rest:,} more {'byte' if rest == 1 else 'bytes'} in the attached original]")
+    return lines
+
+
+def _plain_action(action: Action, units: dict[str, Unit]) -> str:
+    if isinstance(action, Reply):
+        return f"auto-reply to the customer ({action.template})"
+    if isinstance(action, Record):
+        return action.describe()
+    unit = units[action.unit]
+    verb = {"forward": "forward to", "escalate": "escalate to", "ticket": "open a ticket via"}[action.type]
+    return f"{verb} {unit.name['en']} <{unit.address}>"
+
+
+def _base_headers(
+    case: Case,
+    index: int,
+    action: Action,
+    router: RouterIdentity,
+    to: str,
+    subject: str,
+    more: list[tuple[str, str]] | None = None,
+) -> EmailMessage:
+    """A new message with From, To, Subject, Date and Message-ID, then the headers in `more`."""
+    return mime.new(
+        [
+            ("From", mime.address(router.name, router.address)),
+            ("To", to),
+            ("Subject", mime.text(subject)),
+            ("Date", _date(case.now)),
+            ("Message-ID", message_id(case, index, action, router)),
+            *(more or ()),
+        ]
+    )
+
+
+def _unit_address(unit: Unit) -> str:
+    return mime.address(unit.name["en"], unit.address)
+
+
+def _customer_address(case: Case) -> str | None:
+    sender = case.view.sender
+    return mime.address(sender.name, sender.address) if sender else None
+
+
+def _agent_message(case: Case, index: int, action: Action, c: Composer, unit: Unit, subject: str) -> EmailMessage:
+    """A message to agents: tagged headers they can filter on, Reply-To the customer."""
+    more = [
+        ("X-EmailRouter-Rule", mime.text(case.decision.rule)),
+        ("X-EmailRouter-Segment", case.segmentation.segment),
+        ("X-EmailRouter-Intent", case.classification.intent),
+        ("X-EmailRouter-Hard", "yes" if case.classification.hard else "no"),
+        ("X-EmailRouter-Reference", case.decision.reference),
+    ]
+    if case.view.message_id:
+        more.append(("References", clean_line(case.view.message_id)))
+    if (reply_to := _customer_address(case)) is not None:
+        more.append(("Reply-To", reply_to))
+    return _base_headers(case, index, action, c.router, _unit_address(unit), subject, more)
+
+
+def compose_forward(case: Case, index: int, action: Forward, c: Composer) -> tuple[EmailMessage, str]:
+    unit = c.units[action.unit]
+    subject = f"{_tags(case)} {_subject(case.view)}"
+    msg = _agent_message(case, index, action, c, unit, subject)
+    headline = (
+        f"emailrouter forwarded this customer mail to {unit.name['en']} "
+        f"(rule {case.decision.rule}). Reply to this mail to answer the customer."
+    )
+    mime.mixed(msg, [mime.text_part(summary(case, c.units, headline)), mime.message_part(case.view.raw)])
+    return msg, subject
+
+
+def compose_escalation(case: Case, index: int, action: Escalate, c: Composer) -> tuple[EmailMessage, str]:
+    unit = c.units[action.unit]
+    cls = case.classification
+    subject = f"[ESCALATION]{_tags(case)} {_subject(case.view)}"
+    msg = _agent_message(case, index, action, c, unit, subject)
+    segment = case.segmentation.segment
+    because, model_part = hard_why(cls)  # what decided: the signals' score, or the model with the signals
+    why = [
+        f"ESCALATION (rule {case.decision.rule}): a {segment} customer mail is a hard complaint.",
+        because,
+        *_signals_lines(cls, "hard"),
+        *([model_part] if model_part else []),
+        "",
+    ]
+    handled = [c.units[a.unit].name["en"] for a in case.decision.actions if isinstance(a, Forward)]
+    if handled:
+        why.append("The mail itself went to: " + ", ".join(handled) + ".")
+    body = summary(case, c.units, "\n".join(why))
+    mime.mixed(msg, [mime.text_part(body), mime.message_part(case.view.raw)])
+    return msg, subject
+
+
+def ticket_fields(case: Case) -> dict[str, object]:
+    view, seg, cls = case.view, case.segmentation, case.classification
+    return {
+        "reference": case.decision.reference,
+        "segment": seg.segment,
+        "segment_source": seg.source,
+        "customer_address": view.sender.address if view.sender else None,
+        "customer_display_name": view.sender.name if view.sender else None,
+        "customer_name": seg.customer_name,
+        "accounts": list(seg.accounts),
+        "intent": cls.intent,
+        "hard_complaint": cls.hard,
+        "subject": view.subject,
+        "received_date": view.date,
+        "message_id": view.message_id,
+        "rule": case.decision.rule,
+        "summary": view.text[:2000],
+    }
+
+
+def compose_ticket(case: Case, index: int, action: OpenTicket, c: Composer) -> tuple[EmailMessage, str]:
+    unit = c.units[action.unit]
+    fields = ticket_fields(case)
+    subject = f"[TICKET {case.decision.reference}]{_tags(case)} {_subject(case.view)}"
+    msg = _agent_message(case, index, action, c, unit, subject)
+    lines = [f"Trouble ticket request {case.decision.reference} (rule {case.decision.rule})", ""]
+    for key, value in fields.items():
+        if key == "summary":
+            continue
+        shown = ", ".join(map(str, value)) if isinstance(value, list) else ("" if value is None else value)
+        lines.append(f"{key.replace('_', ' ').capitalize() + ':':<24}{shown}")
+    headline = "\n".join(lines) + "\n\nThe customer has been sent this reference number."
+    ticket_json = json.dumps(fields, ensure_ascii=False, indent=2).encode()
+    mime.mixed(
+        msg,
+        [
+            mime.text_part(summary(case, c.units, headline)),
+            mime.file_part(ticket_json, "application/json", "ticket.json"),
+            mime.message_part(case.view.raw),
+        ],
+    )
+    return msg, subject
+
+
+def compose_reply(case: Case, index: int, action: Reply, c: Composer) -> tuple[EmailMessage, str]:
+    view = case.view
+    to = _customer_address(case)
+    assert view.sender is not None and to is not None  # compose() suppresses replies without a sender
+    lang = case.classification.language
+    context = reply_context(
+        router=c.router,
+        language=lang,
+        customer_name=view.sender.name or case.segmentation.customer_name,
+        customer_address=view.sender.address,
+        original_subject=_subject(view),
+        unit=c.units[action.unit] if action.unit else None,
+        reference=case.decision.reference,
+        segment=case.segmentation.segment,
+    )
+    rendered = c.templates.render(action.template, lang, context)
+    more: list[tuple[str, str]] = []
+    if view.message_id:
+        refs = [*view.references[-(MAX_REFERENCES - 1) :], view.message_id]
+        more.append(("In-Reply-To", clean_line(view.message_id)))
+        more.append(("References", clean_line(" ".join(dict.fromkeys(refs)))))
+    more += [
+        ("Auto-Submitted", "auto-replied"),  # RFC 3834: robots must not answer this
+        ("Precedence", "bulk"),
+        ("X-Loop", c.router.address),  # if this comes back to us, the guard knows it
+        ("X-Auto-Response-Suppress", "All"),
+        ("X-EmailRouter-Reference", case.decision.reference),
+        ("Content-Language", lang),
+    ]
+    msg = _base_headers(case, index, action, c.router, to, rendered.subject, more)
+    mime.single(msg, rendered.body)
+    return msg, rendered.subject
+
+
+def assert_safe_headers(msg: EmailMessage) -> None:
+    """No header value may contain CR or LF, or raw non-ASCII (checked on every part)."""
+    parts = list(msg.walk())
+    headers = itertools.chain.from_iterable(part.raw_items() for part in parts if isinstance(part, EmailMessage))
+    try:
+        every = "".join(itertools.chain.from_iterable(headers))
+    except TypeError:  # a header object, not a string: see below
+        every = "\n"
+    if every.isascii() and "\r" not in every and "\n" not in every:
+        return  # the usual case, in one pass; otherwise find the header to name
+    for part in parts:
+        for name, value in part.raw_items() if isinstance(part, EmailMessage) else ():
+            text = str(value)
+            if "\r" in text or "\n" in text or "\r" in name or "\n" in name:
+                raise ComposeError(f"header {name!r} would contain CR/LF")
+            if not text.isascii():
+                raise ComposeError(f"header {name!r} would carry raw non-ASCII")
+
+
+def compose(case: Case, composer: Composer) -> tuple[list[Outgoing], list[Suppressed], list[RenderFailure]]:
+    """Build one message per planned action. Replies without a usable sender are suppressed; a reply that
+    cannot be built (its template fails on this mail) is returned as a `RenderFailure`, and every other
+    message is built all the same."""
+    out: list[Outgoing] = []
+    suppressed: list[Suppressed] = []
+    failed: list[RenderFailure] = []
+    for index, action in enumerate(case.decision.actions):
+        msg: EmailMessage
+        if isinstance(action, Record):
+            continue  # nothing to send
+        if isinstance(action, Reply):
+            if case.view.sender is None:
+                suppressed.append(Suppressed(action.type, f"no usable sender address: {case.view.sender_problem}"))
+                continue
+            try:
+                msg, subject = compose_reply(case, index, action, composer)
+                assert_safe_headers(msg)
+            except ComposeError as exc:  # a template error (with file and line) or an unsafe header
+                lang = case.classification.language
+                mid = message_id(case, index, action, composer.router)
+                failed.append(RenderFailure(action, action.template, lang, str(exc), mid))
+                continue
+            to = case.view.sender.address
+        else:
+            if isinstance(action, Forward):
+                msg, subject = compose_forward(case, index, action, composer)
+            elif isinstance(action, Escalate):
+                msg, subject = compose_escalation(case, index, action, composer)
+            else:
+                msg, subject = compose_ticket(case, index, action, composer)
+            to = composer.units[action.unit].address
+        assert_safe_headers(msg)
+        out.append(Outgoing(action, msg, (to,), subject, str(msg["Message-ID"])))
+    return out, suppressed, failed
+
+
+def compose_failure_notice(
+    router: RouterIdentity,
+    unit: Unit,
+    *,
+    kind: str,
+    recipients: list[str],
+    error: str,
+    undelivered: bytes,
+    undelivered_id: str,
+    now: datetime,
+) -> EmailMessage:
+    """Tell the human queue that a message could not be delivered; the undelivered message is attached."""
+    digest = hashlib.sha256(f"failure\0{undelivered_id}".encode()).hexdigest()[:24]
+    msg = mime.new(
+        [
+            ("From", mime.address(router.name, router.address)),
+            ("To", mime.address(unit.name["en"], unit.address)),
+            ("Subject", mime.text(f"[DELIVERY FAILED] {kind} to {', '.join(recipients)}")),
+            ("Date", format_datetime(now)),
+            ("Message-ID", f"<er.{digest}.failure@{router.domain}>"),
+            ("Auto-Submitted", "auto-generated"),
+        ]
+    )
+    body = (
+        f"emailrouter could not deliver a {kind} to {', '.join(recipients)}.\n\n"
+        f"The relay refused it permanently: {clean_line(error)}\n\n"
+        "Nothing will be retried. The undelivered message is attached (for a forward, escalation or ticket\n"
+        "it contains the customer's original mail): please handle the customer's mail by hand.\n"
+    )
+    mime.mixed(msg, [mime.text_part(body), mime.message_part(undelivered, "undelivered.eml")])
+    return msg
+
+
+def compose_render_failure_notice(
+    router: RouterIdentity,
+    unit: Unit,
+    view: MessageView,
+    failure: RenderFailure,
+    *,
+    rule: str,
+    reference: str,
+    now: datetime,
+) -> EmailMessage:
+    """Tell the failure unit that a customer got no reply because its template failed on this mail.
+
+    It names the mail (Message-ID, sender, subject), the rule, the template and the reason (file and line);
+    Reply-To is the customer, so an agent can answer by hand. The Message-ID is derived from the reply's,
+    so composing the notice again for the same mail gives the same message."""
+    digest = hashlib.sha256(f"render-failure\0{failure.message_id}".encode()).hexdigest()[:24]
+    language = "English" if failure.language == "en" else "Indonesian"
+    headers = [
+        ("From", mime.address(router.name, router.address)),
+        ("To", mime.address(unit.name["en"], unit.address)),
+        ("Subject", mime.text(f"[REPLY NOT SENT] template {failure.template}: {_subject(view)}")),
+        ("Date", format_datetime(now)),
+        ("Message-ID", f"<er.{digest}.failure@{router.domain}>"),
+        ("Auto-Submitted", "auto-generated"),
+        ("X-EmailRouter-Rule", mime.text(rule)),
+        ("X-EmailRouter-Reference", reference),
+    ]
+    if view.message_id:
+        headers.append(("References", clean_line(view.message_id)))
+    if view.sender is not None:
+        headers.append(("Reply-To", mime.address(view.sender.name, view.sender.address)))
+    msg = mime.new(headers)
+    body = "\n".join(
+        [
+            "emailrouter did not send an automatic reply to a customer: its template could not be rendered",
+            "for this mail. Everything else the rule does (forward, escalation, ticket) went ahead as planned.",
+            "",
+            f"Message-ID:  {clean_line(view.message_id or '(none)')}",
+            f"Sender:      {_customer(view)}",
+            f"Subject:     {_subject(view)}",
+            f"Rule:        {rule}",
+            f"Reference:   {reference}",
+            f"Template:    {failure.template} ({language})",
+            f"Reason:      {clean_line(failure.reason)}",
+            "",
+            "Please fix the template (`emailrouter check` renders every template against sample data, and",
+            "`emailrouter explain` shows the failure for a saved copy of this mail), and answer the customer",
+            "by hand if they need it: replying to this message writes to them.",
+            "",
+        ]
+    )
+    mime.single(msg, body)
+    return msg
+
+
+def compose_report(router: RouterIdentity, to: str, subject: str, body: str, now: datetime) -> EmailMessage:
+    """The daily report to a supervisor: plain text, readable in any mail client."""
+    digest = hashlib.sha256(f"report\0{to}\0{subject}".encode()).hexdigest()[:24]
+    msg = mime.new(
+        [
+            ("From", mime.address(router.name, router.address)),
+            ("To", mime.address("", to)),
+            ("Subject", mime.text(subject)),
+            ("Date", format_datetime(now)),
+            ("Message-ID", f"<er.{digest}.report@{router.domain}>"),
+            ("Auto-Submitted", "auto-generated"),
+        ]
+    )
+    mime.single(msg, body)
+    return msg
+
+
+def compose_quarantine_notice(
+    router: RouterIdentity,
+    unit: Unit,
+    *,
+    mailbox: str,
+    uid: int,
+    message_id: str | None,
+    sender: str,
+    subject: str,
+    error: str,
+    original: bytes | None,
+    now: datetime,
+) -> EmailMessage:
+    """Tell the failure unit that a mail could not be handled at all (a stage broke on it): which mail, where
+    it waits (flagged $Quarantined), why, and the original attached when it is not too large."""
+    digest = hashlib.sha256(f"quarantine\0{mailbox}\0{uid}\0{message_id}".encode()).hexdigest()[:24]
+    msg = mime.new(
+        [
+            ("From", mime.address(router.name, router.address)),
+            ("To", mime.address(unit.name["en"], unit.address)),
+            ("Subject", mime.text(f"[QUARANTINED] mail from {clean_line(sender)[:200]}: {clean_line(subject)[:200]}")),
+            ("Date", format_datetime(now)),
+            ("Message-ID", f"<er.{digest}.failure@{router.domain}>"),
+            ("Auto-Submitted", "auto-generated"),
+        ]
+    )
+    lines = [
+        "emailrouter could not handle this mail: it was not answered, forwarded or escalated.",
+        "",
+        f"Mailbox:     {mailbox} (uid {uid}), flagged $Quarantined and left unread",
+        f"Message-ID:  {clean_line(message_id or '(none)')}",
+        f"From:        {clean_line(sender)}",
+        f"Subject:     {clean_line(subject)}",
+        f"Error:       {clean_line(error)}",
+        "",
+        "Please handle the customer's mail by hand. Once the cause is fixed, `emailrouter quarantine retry`",
+        "takes it again.",
+        "" if original is not None else "The original is too large to attach: it is in the mailbox.",
+    ]
+    body = "\n".join(lines) + "\n"
+    if original is None:
+        mime.single(msg, body)
+    else:
+        mime.mixed(msg, [mime.text_part(body), mime.message_part(original, "quarantined.eml")])
+    return msg

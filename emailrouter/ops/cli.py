@@ -1,0 +1,523 @@
+"""Command line: check, explain, run, demo."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from emailrouter import __version__
+from emailrouter.config.loader import Config, find_config, load_config
+from emailrouter.config.modelfile import save_model
+from emailrouter.core.errors import ConfigError, EmailRouterError, StateError
+from emailrouter.core.explain import as_json, as_text
+from emailrouter.core.pipeline import route
+
+if TYPE_CHECKING:
+    from emailrouter.config.settings import MailboxConfig
+    from emailrouter.service.daemon import PollReport, Router
+
+
+def _load(args: argparse.Namespace) -> Config | None:
+    try:
+        return load_config(find_config(args.config), directory=getattr(args, "directory", None))
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(f"error: {problem}", file=sys.stderr)
+        return None
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    config = _load(args)
+    if config is None:
+        return 1
+    for warning in config.warnings:
+        print(str(warning), file=sys.stderr)
+    seg = config.segmentation
+    print(
+        f"OK {config.path}: {len(config.table.rows)} rules ({config.table.hit_policy} hit), "
+        f"{len(seg.directory)} directory entries, {len(seg.domain_rules)} domain rules, "
+        f"{len(config.signals.intent_signals) + len(config.signals.hard_signals)} signals, "
+        f"{len(config.units)} units, {len(config.templates.names)} templates; version {config.version}"
+    )
+    return 0
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    config = _load(args)
+    if config is None:
+        return 1
+    now = datetime.now(UTC)
+    results = []
+    status = 0
+    for name in args.files:
+        try:
+            raw = Path(name).read_bytes()
+        except OSError as exc:
+            print(f"error: {name}: {exc.strerror or exc}", file=sys.stderr)
+            status = 2
+            continue
+        try:
+            routing = route(raw, config, now)
+        except Exception as exc:  # a stage broke on this mail: say so, and explain the other files
+            print(f"error: {name}: cannot be routed: {type(exc).__name__}: {exc}", file=sys.stderr)
+            status = max(status, 1)
+            continue
+        if args.json:
+            results.append(as_json(routing, name, config.version))
+        else:
+            print(as_text(routing, name))
+            print()
+    if args.json:
+        out = results[0] if len(results) == 1 and len(args.files) == 1 else results
+        print(json.dumps(out, ensure_ascii=False, indent=2))
+    return status
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from emailrouter.service import logs
+    from emailrouter.service.daemon import Service, make_router, run_once
+
+    logs.configure(args.log_level)
+    config = _load(args)
+    if config is None:
+        return 1
+    if not config.settings.mailboxes:
+        print(f"error: {config.path}: mailboxes: none configured, nothing to run", file=sys.stderr)
+        return 1
+    try:
+        lock = _single_instance(config.settings.state_path) if not args.dry_run else None
+        if lock is False:
+            return 1
+        router = make_router(config, dry_run=args.dry_run)
+    except StateError as exc:  # a read-only or full state directory: one line, no traceback
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    try:
+        if args.once:
+            status, reports = asyncio.run(run_once(router))
+            for report in reports:
+                state = "ok" if report.ok else f"FAILED: {report.error}"
+                print(
+                    f"{report.mailbox}: {state}; fetched {report.fetched}, planned {report.planned}, "
+                    f"duplicates {report.duplicates}, quarantined {report.quarantined}, marked {report.marked}",
+                    file=sys.stderr,
+                )
+            for problem in router.problems():  # the relay, the state store, the failure unit
+                print(f"still down: {problem} (what waits for it is kept and goes out later)", file=sys.stderr)
+            return status
+        return asyncio.run(Service(config.path, router).serve())
+    finally:
+        router.store.close()
+
+
+def cmd_quarantine(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from emailrouter.service import logs
+    from emailrouter.service.daemon import make_router
+
+    logs.configure("warning", stream=sys.stderr)
+    config = _load(args)
+    if config is None:
+        return 1
+    try:
+        # retry sends and marks like the daemon does: under the daemon's lock, never beside a running daemon
+        lock = _single_instance(config.settings.state_path) if args.action == "retry" else None
+        if lock is False:
+            return 1
+        router = make_router(config, dry_run=False)
+    except StateError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    try:
+        by_account = {m.account: m for m in config.settings.mailboxes}
+        rows = router.store.quarantined()
+        if args.action == "list":
+            if not rows:
+                print("quarantine is empty")
+            for row in rows:
+                mailbox = by_account.get(row.key.account)
+                name = mailbox.name if mailbox else row.key.account
+                print(f"{name}\t{row.key.folder}\tuid {row.key.uid}\t{row.received_at:%Y-%m-%dT%H:%M:%S}\t{row.error}")
+            return 0
+        wanted = {int(u) for u in args.uids}
+        status = 0
+        for mailbox in config.settings.mailboxes:
+            if args.mailbox and mailbox.name != args.mailbox:
+                continue
+            uids = sorted(r.key.uid for r in rows if r.key.account == mailbox.account and r.key.uid in wanted)
+            if not uids:
+                continue
+            report = asyncio.run(_retry(router, mailbox, uids))
+            print(
+                f"{mailbox.name}: retried {len(uids)}: planned {report.planned}, duplicates {report.duplicates}, "
+                f"quarantined again {report.quarantined}"
+            )
+            status |= 1 if report.quarantined else 0
+            wanted -= set(uids)
+        for uid in sorted(wanted):
+            print(f"uid {uid}: not in the quarantine", file=sys.stderr)
+            status = 1
+        return status
+    finally:
+        router.store.close()
+        if lock is not None:
+            lock.close()
+
+
+async def _retry(router: Router, mailbox: MailboxConfig, uids: list[int]) -> PollReport:
+    try:
+        return await router.retry(mailbox, uids)
+    finally:
+        await router.close()
+
+
+def cmd_test(args: argparse.Namespace) -> int:
+    from emailrouter.core.errors import Problem
+    from emailrouter.ops.ruletests import collect, run_file
+
+    config = _load(args)
+    if config is None:
+        return 1
+    files = collect([Path(p) for p in args.paths] or [config.path.parent / "tests"])
+    if not files:
+        print("error: no case files (*.yaml) found", file=sys.stderr)
+        return 1
+    problems: list[Problem] = []
+    results = [result for f in files for result in run_file(f, config, problems)]
+    for problem in problems:
+        print(f"error: {problem}", file=sys.stderr)
+    width = max((len(r.name) for r in results), default=10)
+    for result in results:
+        print(f"{'PASS' if result.passed else 'FAIL'}  {result.name:<{width}}  {result.file}:{result.line}")
+        for difference in result.differences:
+            print(f"        {difference}")
+    failed = sum(1 for r in results if not r.passed)
+    print(
+        f"rule tests: {len(results) - failed} passed, {failed} failed"
+        + (f", {len(problems)} errors" if problems else "")
+    )
+    return 1 if failed or problems else 0
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    from emailrouter.ops import replay
+
+    try:
+        old, new = load_config(args.old), load_config(args.new)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(f"error: {problem}", file=sys.stderr)
+        return 1
+    if args.source.startswith("imap:"):
+        source = replay.imap_folder(new, args.source[5:])
+        total = None
+    else:
+        folder = Path(args.source)
+        if not folder.is_dir():
+            print(f"error: {folder}: not a folder of .eml files (or imap:MAILBOX[/FOLDER])", file=sys.stderr)
+            return 1
+        total = sum(1 for _ in folder.rglob("*.eml"))
+        source = replay.eml_folder(folder)
+    try:
+        result = replay.replay(source, old, new, replay.Progress(total, force=args.progress))
+    except (EmailRouterError, OSError) as exc:  # an IMAP source that cannot be read
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps(result.as_json(), ensure_ascii=False, indent=2) if args.json else replay.as_text(result))
+    return 0
+
+
+def _store_of(args: argparse.Namespace) -> tuple[Config, Any] | None:
+    from emailrouter.service.store import Store
+
+    config = _load(args)
+    if config is None:
+        return None
+    if not config.settings.state_path.exists():
+        print(f"error: no state store at {config.settings.state_path} (has the daemon run?)", file=sys.stderr)
+        return None
+    return config, Store(config.settings.state_path)
+
+
+def cmd_stats(args: argparse.Namespace) -> int:
+    from emailrouter.service import stats
+
+    try:
+        since = stats.parse_since(args.since)
+    except ValueError as exc:
+        print(f"error: --since: {exc}", file=sys.stderr)
+        return 2
+    opened = _store_of(args)
+    if opened is None:
+        return 1
+    config, store = opened
+    now = datetime.now(UTC)
+    names = {m.account: m.name for m in config.settings.mailboxes}
+    figures = stats.stats(store, now - since, now, names)
+    store.close()
+    print(json.dumps(figures, ensure_ascii=False, indent=2) if args.json else stats.as_text(figures))
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    from emailrouter.service import stats
+
+    opened = _store_of(args)
+    if opened is None:
+        return 1
+    _, store = opened
+    records = stats.show(store, args.message_id)
+    store.close()
+    if not records:
+        print(f"error: no decision record for {args.message_id}", file=sys.stderr)
+        return 1
+    print(json.dumps(records if len(records) > 1 else records[0], ensure_ascii=False, indent=2))
+    return 0
+
+
+def cmd_schema(args: argparse.Namespace) -> int:
+    from emailrouter.config.schema import SCHEMAS
+
+    print(json.dumps(SCHEMAS[args.which](), ensure_ascii=False, indent=2))
+    return 0
+
+
+def _training_config(args: argparse.Namespace) -> tuple[bool, Config | None]:
+    """(ok, config) for train: the config is optional unless asked for (-c) or needed (imap:)."""
+    if args.config or args.corpus.startswith("imap:") or find_config(None).exists():
+        try:  # without the configured model: train makes a new one, and a stale one must not stop it
+            return True, load_config(find_config(args.config), model=False)
+        except ConfigError as exc:
+            for problem in exc.problems:
+                print(f"error: {problem}", file=sys.stderr)
+            return False, None
+    return True, None
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from emailrouter.ops import training
+    from emailrouter.ops.evaluate import as_text as figures_text
+
+    ok, config = _training_config(args)
+    if not ok:
+        return 1
+    try:
+        training._sklearn()
+        examples = training.read_corpus(args.corpus, config, args.mailbox)
+    except (training.TrainingUnavailable, training.CorpusError, EmailRouterError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    if not examples:
+        print(f"error: {args.corpus}: no examples", file=sys.stderr)
+        return 1
+    settings = training.TrainSettings(seed=args.seed)
+    print(f"corpus: {args.corpus}: {training.describe_corpus(examples)}")
+    note: dict[str, Any] = {"corpus_sha256": training.corpus_digest(examples)}
+    if args.folds >= 2:
+        signals = config.signals if config is not None else None
+
+        def progress(done: int) -> None:
+            print(f"  fold {done}/{args.folds} done", file=sys.stderr, flush=True)
+
+        cv = training.cross_validate(examples, settings, args.folds, signals, progress)
+        print(f"\n{args.folds}-fold cross-validation (stratified, seed {args.seed}), the model alone:")
+        print(figures_text(cv.model))
+        note["cv_folds"] = args.folds
+        note["cv_model"] = cv.model.as_json()
+        if cv.combined is not None and cv.combine is not None and config is not None:
+            print(
+                f"\ncombined with the signals of {config.path} under the combine settings that did best on the folds:"
+            )
+            print(figures_text(cv.combined))
+            print("\nsuggested for signals.yaml (tuned on these folds only):")
+            print(training.combine_yaml(cv.combine))
+            note["cv_combined"] = cv.combined.as_json()
+            note["cv_combine"] = dataclasses.asdict(cv.combine)
+    model = training.fit(examples, settings, note)
+    output = Path(args.output)
+    save_model(model, output)
+    print(f"\nwrote {output}: {len(model.weights):,} features, {output.stat().st_size:,} bytes, {model.checksum}")
+    print(f"(signals.yaml uses it with  model: {{file: {output.name}}}  relative to itself; `check` verifies it)")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from emailrouter.ops import evaluate, training
+
+    config = _load(args)
+    if config is None:
+        return 1
+    try:
+        examples = training.read_corpus(args.corpus, config, args.mailbox)
+    except (training.CorpusError, EmailRouterError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    figures = evaluate.evaluate(examples, config.signals)
+    model = config.signals.model
+    if args.json:
+        out = {
+            "corpus": args.corpus,
+            "config": str(config.path),
+            "config_version": config.version,
+            "model": model.short_id if model else None,
+            "combine": dataclasses.asdict(config.signals.combine) if model else None,
+            **figures.as_json(),
+        }
+        print(json.dumps(out, ensure_ascii=False, indent=2))
+        return 0
+    used = f"model {model.short_id} combined with the signals" if model else "the signals alone (no model: section)"
+    print(f"corpus: {args.corpus}: {training.describe_corpus(examples)}")
+    print(f"classifier: {config.path} (version {config.version}): {used}\n")
+    print(evaluate.as_text(figures))
+    return 0
+
+
+def _single_instance(state_path: Path, what: str = "run") -> Any:
+    """Hold an exclusive lock next to the state store for the life of the process: two `run`s polling and
+    sending from one state would step on each other. False (after saying why) if another run holds it."""
+    import fcntl
+
+    try:
+        state_path.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(state_path.with_name(state_path.name + ".lock"), "a")  # noqa: SIM115 - held until exit
+    except OSError as exc:
+        raise StateError(f"state store {state_path}: cannot write: {exc.strerror or exc}") from None
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.close()
+        print(f"error: another `emailrouter {what}` is using {state_path}; stop it first", file=sys.stderr)
+        return False
+    return handle
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from emailrouter.demo.run import demo
+
+    return demo(Path(args.out), find_config(args.config))
+
+
+def cmd_layout(args: argparse.Namespace) -> int:
+    from emailrouter.ops import layout
+
+    print(layout.tree(), end="")
+    broken = layout.violations()
+    for violation in broken:
+        print(f"error: {violation}", file=sys.stderr)
+    return 1 if broken else 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="emailrouter", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"emailrouter {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def with_config(p: argparse.ArgumentParser) -> None:
+        p.add_argument(
+            "-c",
+            "--config",
+            help="main config file (default: $EMAILROUTER_CONFIG, "
+            "./config/emailrouter.yaml, /etc/emailrouter/emailrouter.yaml)",
+        )
+
+    check = sub.add_parser("check", help="validate config, rules, directory and templates")
+    with_config(check)
+    check.set_defaults(func=cmd_check)
+
+    explain = sub.add_parser("explain", help="show what the router would do with .eml files; sends nothing")
+    with_config(explain)
+    explain.add_argument("--directory", help="use this customer directory CSV instead of the configured one")
+    explain.add_argument("--json", action="store_true", help="one JSON object per file (an array for several)")
+    explain.add_argument("files", nargs="+", metavar="FILE.eml")
+    explain.set_defaults(func=cmd_explain)
+
+    run = sub.add_parser("run", help="the daemon: poll the mailboxes, do what the table says, once")
+    with_config(run)
+    run.add_argument("--once", action="store_true", help="one pass over every mailbox, then exit (1 if any failed)")
+    run.add_argument("--dry-run", action="store_true", help="decide, log and report; send nothing, mark nothing")
+    run.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    run.set_defaults(func=cmd_run)
+
+    test = sub.add_parser("test", help="run rule tests: case files of messages and the expected handling")
+    with_config(test)
+    test.add_argument(
+        "paths", nargs="*", metavar="PATH", help="case files or folders (default: tests/ next to the config)"
+    )
+    test.set_defaults(func=cmd_test)
+
+    rp = sub.add_parser("replay", help="which mails would a config change handle differently? sends nothing")
+    rp.add_argument("--old", required=True, help="the config in force")
+    rp.add_argument("--new", required=True, help="the changed config")
+    rp.add_argument("--json", action="store_true", help="machine-readable output")
+    rp.add_argument("--progress", action="store_true", help="show the progress bar even when not on a terminal")
+    rp.add_argument("source", help="a folder of .eml files, or imap:MAILBOX[/FOLDER] (a mailbox of --new, read-only)")
+    rp.set_defaults(func=cmd_replay)
+
+    st = sub.add_parser("stats", help="counts per mailbox, segment, intent, rule and action; failures; delays")
+    with_config(st)
+    st.add_argument("--since", default="24h", help="how far back: 24h (default), 7d, 90m")
+    st.add_argument("--json", action="store_true")
+    st.set_defaults(func=cmd_stats)
+
+    sh = sub.add_parser("show", help="the decision record of a mail: inputs, segment, signals, rule, sends")
+    with_config(sh)
+    sh.add_argument("message_id", metavar="MESSAGE-ID", help="as in the mail's header, with the <>")
+    sh.set_defaults(func=cmd_show)
+
+    sc = sub.add_parser("schema", help="print the JSON Schema of a config file, for validation as you type")
+    sc.add_argument("which", nargs="?", default="config", choices=["config", "rules", "signals"])
+    sc.set_defaults(func=cmd_schema)
+
+    quarantine = sub.add_parser("quarantine", help="mail a stage could not handle: list it, or retry after a fix")
+    qsub = quarantine.add_subparsers(dest="action", required=True)
+    qlist = qsub.add_parser("list", help="what is in the quarantine, with the error")
+    with_config(qlist)
+    qretry = qsub.add_parser("retry", help="process these UIDs again (after fixing the config or the code)")
+    with_config(qretry)
+    qretry.add_argument("--mailbox", help="only this mailbox (when several have the same UIDs)")
+    qretry.add_argument("uids", nargs="+", metavar="UID")
+    quarantine.set_defaults(func=cmd_quarantine)
+
+    corpus_help = (
+        "a .jsonl or .csv file of labelled texts, a folder of them, a folder of .eml files with labels.csv"
+        " (file,intent,hard), or imap:FOLDER (its subfolders fault, information, request, unknown, hard)"
+    )
+    tr = sub.add_parser("train", help="train the text model on a labelled corpus: cross-validated figures, model file")
+    with_config(tr)
+    tr.add_argument("corpus", metavar="CORPUS", help=corpus_help)
+    tr.add_argument("-o", "--output", default="model.json", help="the model file to write (default: model.json)")
+    tr.add_argument("--seed", type=int, default=1, help="seed of the fold assignment (default 1)")
+    tr.add_argument("--folds", type=int, default=5, help="cross-validation folds (default 5; 0: no cross-validation)")
+    tr.add_argument("--mailbox", help="with imap:FOLDER, the configured mailbox to read (default: the first)")
+    tr.set_defaults(func=cmd_train)
+
+    ev = sub.add_parser("evaluate", help="figures of the configured classifier (signals + model) on a labelled corpus")
+    with_config(ev)
+    ev.add_argument("corpus", metavar="CORPUS", help=corpus_help)
+    ev.add_argument("--json", action="store_true", help="machine-readable output")
+    ev.add_argument("--mailbox", help="with imap:FOLDER, the configured mailbox to read (default: the first)")
+    ev.set_defaults(func=cmd_evaluate)
+
+    demo = sub.add_parser("demo", help="one full pass over real IMAP and SMTP servers on loopback, with sample mail")
+    with_config(demo)
+    demo.add_argument("--out", default="demo-out", help="folder for the state and the sent mail (default: demo-out)")
+    demo.set_defaults(func=cmd_demo)
+
+    lay = sub.add_parser("layout", help="the package's layers and modules; exit 1 on an import across the rules")
+    lay.set_defaults(func=cmd_layout)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    status: int = args.func(args)
+    return status
