@@ -2,8 +2,8 @@
 
 `Metrics` holds the counters and gauges in its own registry (no global state); the daemon updates it
 after each decision, send result, poll and reload. `MetricsServer` serves it over HTTP from a daemon
-thread: `GET /metrics` (the text exposition format) and `GET /healthz` (200 "ok", or 503 with one line
-per problem). Both are off unless the config asks for them.
+thread: `GET /metrics` (prometheus_client's own WSGI app) and `GET /healthz` (200 "ok", or 503 with one
+line per problem), in prometheus_client's threading WSGI server. Both are off unless the config asks for them.
 """
 
 from __future__ import annotations
@@ -14,12 +14,13 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Mapping
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import urlsplit
+from wsgiref.simple_server import WSGIRequestHandler, make_server
+from wsgiref.types import StartResponse
 
 import structlog
-from prometheus_client import CONTENT_TYPE_PLAIN_0_0_4, CollectorRegistry, Counter, Gauge, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest, make_wsgi_app
+from prometheus_client.exposition import ThreadingWSGIServer
 
 from emailrouter.config.settings import loopback_host
 
@@ -122,14 +123,54 @@ def stale_mailboxes(
     return problems
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True  # a stuck client never holds up shutdown
+Environ = dict[str, Any]
 
-    def __init__(self, address: tuple[str, int], metrics: Metrics, health: Callable[[], list[str]]) -> None:
-        self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
-        self.metrics = metrics
-        self.health = health
-        super().__init__(address, _Handler)
+
+def _app(metrics: Metrics, health: Callable[[], list[str]]) -> Callable[[Environ, StartResponse], list[bytes]]:
+    """The WSGI app: /metrics is prometheus_client's own app over our registry, /healthz is ours."""
+    exposition = make_wsgi_app(metrics.registry)
+
+    def app(environ: Environ, start_response: StartResponse) -> list[bytes]:
+        path = environ.get("PATH_INFO", "")
+        if path == "/metrics":
+            return list(exposition(environ, start_response))
+        if path != "/healthz":
+            return _respond(start_response, "404 Not Found", b"not found: try /metrics or /healthz\n")
+        try:
+            problems = health()
+        except Exception as exc:  # a broken health check is no proof of health
+            log.error("health_check_failed", error=f"{type(exc).__name__}: {exc}")
+            return _respond(
+                start_response,
+                "500 Internal Server Error",
+                f"health check failed: {type(exc).__name__}\n",
+                "text/plain",
+            )
+        if problems:
+            text = "".join(f"{' '.join(p.splitlines())}\n" for p in problems)  # one line per problem
+            return _respond(start_response, "503 Service Unavailable", text)
+        return _respond(start_response, "200 OK", "ok\n")
+
+    return app
+
+
+def _respond(
+    start_response: StartResponse, status: str, text: str | bytes, content_type: str = "text/plain; charset=utf-8"
+) -> list[bytes]:
+    payload = text.encode() if isinstance(text, str) else text
+    start_response(
+        status,
+        [
+            ("Content-Type", content_type),
+            ("Content-Length", str(len(payload))),
+            ("Cache-Control", "no-store"),
+        ],
+    )
+    return [payload]
+
+
+class _Server(ThreadingWSGIServer):
+    """prometheus_client's threading WSGI server, without the resolver call HTTPServer makes on bind."""
 
     def server_bind(self) -> None:
         # HTTPServer.server_bind would ask the resolver for our FQDN (socket.getfqdn): slow, and not needed
@@ -137,6 +178,7 @@ class _Server(ThreadingHTTPServer):
         host, port = self.server_address[:2]
         self.server_name = str(host)
         self.server_port = int(port)
+        self.setup_environ()
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         # instead of a traceback on stderr; a client that hung up early is no news
@@ -144,47 +186,12 @@ class _Server(ThreadingHTTPServer):
             log.warning("metrics_request_failed", client=str(client_address), exc_info=True)
 
 
-class _Handler(BaseHTTPRequestHandler):
-    server: _Server
+class _Server6(_Server):
+    address_family = socket.AF_INET6
+
+
+class _Quiet(WSGIRequestHandler):
     timeout = 10  # seconds a client may take to send its request
-
-    def version_string(self) -> str:
-        return "emailrouter"  # no Python version in the Server header
-
-    def do_GET(self) -> None:
-        self._respond(body=True)
-
-    def do_HEAD(self) -> None:
-        self._respond(body=False)
-
-    def _respond(self, *, body: bool) -> None:
-        path = urlsplit(self.path).path
-        if path == "/metrics":
-            # what prometheus_client's own server answers a scraper that asks for nothing newer
-            self._send(200, self.server.metrics.render(), CONTENT_TYPE_PLAIN_0_0_4, body)
-        elif path == "/healthz":
-            try:
-                problems = self.server.health()
-            except Exception as exc:  # a broken health check is no proof of health
-                log.error("health_check_failed", error=f"{type(exc).__name__}: {exc}")
-                self._send(500, f"health check failed: {type(exc).__name__}\n".encode(), "text/plain", body)
-                return
-            if problems:
-                text = "".join(f"{' '.join(p.splitlines())}\n" for p in problems)  # one line per problem
-                self._send(503, text.encode(), "text/plain; charset=utf-8", body)
-            else:
-                self._send(200, b"ok\n", "text/plain; charset=utf-8", body)
-        else:
-            self._send(404, b"not found: try /metrics or /healthz\n", "text/plain; charset=utf-8", body)
-
-    def _send(self, status: int, payload: bytes, content_type: str, body: bool) -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(payload)))
-        self.send_header("Cache-Control", "no-store")
-        self.end_headers()
-        if body:
-            self.wfile.write(payload)
 
     def log_message(self, format: str, *args: Any) -> None:
         pass  # quiet: no access log on stderr
@@ -213,7 +220,8 @@ class MetricsServer:
         """Bind (an OSError if the port is taken) and serve in a daemon thread."""
         if self._server is not None:
             raise RuntimeError("metrics server already started")
-        server = _Server((self.host, self.port), self.metrics, self.health)
+        server_class = _Server6 if ":" in self.host else _Server
+        server = make_server(self.host, self.port, _app(self.metrics, self.health), server_class, _Quiet)
         self.port = int(server.server_address[1])
         self._server = server
         self._thread = threading.Thread(
