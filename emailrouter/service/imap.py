@@ -39,7 +39,6 @@ class Fetched:
     uid: int
     raw: bytes
     size: int
-    flags: tuple[bytes, ...]
 
 
 def quiet_imaplib(client: IMAPClient) -> None:
@@ -131,15 +130,13 @@ class ImapMailbox:
         return {int(uid): int(item.get(b"RFC822.SIZE", 0)) for uid, item in data.items()}
 
     def fetch(self, uids: Sequence[int]) -> dict[int, Fetched]:
-        data = self._client.fetch(list(uids), ["BODY.PEEK[]", "RFC822.SIZE", "FLAGS"])
+        data = self._client.fetch(list(uids), ["BODY.PEEK[]", "RFC822.SIZE"])
         out = {}
         for uid, item in data.items():
             raw = item.get(b"BODY[]")
             if raw is None:
                 continue  # expunged meanwhile
-            out[int(uid)] = Fetched(
-                int(uid), bytes(raw), int(item.get(b"RFC822.SIZE", len(raw))), tuple(item.get(b"FLAGS", ()))
-            )
+            out[int(uid)] = Fetched(int(uid), bytes(raw), int(item.get(b"RFC822.SIZE", len(raw))))
         return out
 
     def mark(self, uids: Sequence[int]) -> None:
@@ -164,9 +161,6 @@ class ImapMailbox:
     def unflag(self, uids: Sequence[int], keyword: str) -> None:
         if uids:
             self._client.remove_flags(list(uids), [keyword.encode()], silent=True)
-
-    def noop(self) -> None:
-        self._client.noop()
 
     def close(self) -> None:
         client, self.client = self.client, None
