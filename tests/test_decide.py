@@ -8,7 +8,8 @@ import pytest
 
 from emailrouter.config.loader import Config
 from emailrouter.core.decide import Row, Table, decide, reference_for
-from emailrouter.core.model import Escalate, Facts, Forward, Intent, OpenTicket, Reply
+from emailrouter.core.facts import Facts
+from emailrouter.core.model import Escalate, Forward, Intent, OpenTicket, Reply
 from emailrouter.core.parse import parse
 from tests.conftest import eml
 
@@ -17,7 +18,17 @@ INTENTS: list[Intent] = ["fault", "information", "request", "unknown"]
 
 
 def _facts(segment: str, intent: Intent, hard: bool) -> Facts:
-    return Facts(segment, "default", intent, hard, "id", False)
+    return Facts(
+        {
+            "segment": segment,
+            "segment_source": "default",
+            "intent": intent,
+            "hard": hard,
+            "language": "id",
+            "has_attachments": False,
+            "automated": False,
+        }
+    )
 
 
 def instruction(segment: str, intent: str, hard: bool) -> str:

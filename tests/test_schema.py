@@ -17,9 +17,10 @@ from emailrouter.config.credentials import SECRET_KINDS
 from emailrouter.config.loader import load_config
 from emailrouter.config.schema import DOMAIN_PATTERN, SCHEMAS, main_schema, rules_schema, signals_schema
 from emailrouter.config.settings import SECURITIES
-from emailrouter.core.decide import CONDITION_FACTS, HIT_POLICIES
+from emailrouter.core.decide import HIT_POLICIES
 from emailrouter.core.directory import DomainTable
 from emailrouter.core.errors import ConfigError
+from emailrouter.core.facts import FACTS
 from emailrouter.core.model import INTENTS, LANGUAGES, SEGMENT_SOURCES
 
 ROOT = Path(__file__).parent.parent
@@ -325,9 +326,9 @@ def test_hit_policies_are_the_codes() -> None:
     assert _enum_at(rules_schema(), "hit_policy") == list(HIT_POLICIES)
 
 
-@pytest.mark.parametrize(("fact", "kind"), CONDITION_FACTS.items())
+@pytest.mark.parametrize(("fact", "kind"), [(f.name, f.kind) for f in FACTS])
 def test_every_condition_fact_is_allowed_under_when(fact: str, kind: type) -> None:
-    """Each fact of decide.CONDITION_FACTS is allowed under `when`, with values of its type and no other."""
+    """Each fact of the registry (core/facts.py) is allowed under `when`, with values of its type and no other."""
     when = rules_schema()["properties"]["rows"]["items"]["properties"]["when"]
     assert fact in when["properties"]
     good: Any = {bool: True, str: "DES"}[kind]
@@ -342,9 +343,9 @@ def test_every_condition_fact_is_allowed_under_when(fact: str, kind: type) -> No
 
 
 def test_condition_facts_are_exactly_the_codes() -> None:
-    """`when` allows no fact that decide.CONDITION_FACTS does not know."""
+    """`when` allows no fact that the registry does not know."""
     when = rules_schema()["properties"]["rows"]["items"]["properties"]["when"]
-    assert list(when["properties"]) == list(CONDITION_FACTS)
+    assert list(when["properties"]) == [f.name for f in FACTS]
     assert when["additionalProperties"] is False
 
 

@@ -24,15 +24,16 @@ from emailrouter.config.templates import load_templates
 from emailrouter.config.yamlfile import LineDict, LineList, Reader, describe, load_yaml
 from emailrouter.core.classify import PLAIN, HistoryRule, Near, Phrase, Question, Signal, Signals, fold
 from emailrouter.core.combine import CombineSettings
-from emailrouter.core.decide import CONDITION_FACTS, HIT_POLICIES, Row, Table
+from emailrouter.core.decide import HIT_POLICIES, Row, Table
 from emailrouter.core.directory import Directory, DomainTable, load_directory
 from emailrouter.core.errors import ConfigError, Problem
+from emailrouter.core.facts import BY_NAME as FACTS
+from emailrouter.core.facts import NAMES as FACT_NAMES
+from emailrouter.core.facts import allowed_values
 from emailrouter.core.guard import DEFAULT_GUARD, GuardPolicy, robot_sender_problem
 from emailrouter.core.model import (
     INTENTS,
     LANGUAGES,
-    SEGMENT_SOURCES,
-    UNKNOWN_SEGMENT,
     Action,
     Escalate,
     Forward,
@@ -733,15 +734,7 @@ def _table(
     if not rows_node:
         r.fail(doc, "rows", "rows", "the table has no rows")
         return None
-    allowed_values: dict[str, set[Any]] = {
-        "segment": {*segments, UNKNOWN_SEGMENT},
-        "segment_source": set(SEGMENT_SOURCES),
-        "intent": set(INTENTS),
-        "hard": {True, False},
-        "language": set(LANGUAGES),
-        "has_attachments": {True, False},
-        "automated": {True, False},
-    }
+    allowed = {name: set(values) for name, values in allowed_values(sorted(segments)).items()}
     rows: list[Row] = []
     ids: dict[str, int] = {}
     ok = True
@@ -760,14 +753,14 @@ def _table(
         when: dict[str, frozenset[Any]] = {}
         for fact, value in when_node.items():
             full = f"{path}.when.{fact}"
-            if fact not in CONDITION_FACTS:
-                r.fail(when_node, fact, full, f"unknown fact (known: {', '.join(CONDITION_FACTS)})")
+            if fact not in FACTS:
+                r.fail(when_node, fact, full, f"unknown fact (known: {', '.join(FACT_NAMES)})")
                 ok = False
                 continue
             values = list(value) if isinstance(value, LineList) else [value]
-            bad = [v for v in values if v not in allowed_values[fact] or type(v) is not CONDITION_FACTS[fact]]
+            bad = [v for v in values if v not in allowed[fact] or type(v) is not FACTS[fact].kind]
             if bad or not values:
-                known = ", ".join(str(v).lower() for v in sorted(allowed_values[fact], key=str))
+                known = ", ".join(str(v).lower() for v in sorted(allowed[fact], key=str))
                 r.fail(when_node, fact, full, f"unknown value {bad[0] if bad else value!r} (known: {known})")
                 ok = False
                 continue

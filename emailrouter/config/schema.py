@@ -29,9 +29,10 @@ from emailrouter.config.settings import (
     MailboxConfig,
     Settings,
 )
-from emailrouter.core.decide import CONDITION_FACTS, HIT_POLICIES
+from emailrouter.core.decide import HIT_POLICIES
+from emailrouter.core.facts import FACTS, Fact
 from emailrouter.core.guard import DEFAULT_ROBOT_SENDERS, LoopPolicy
-from emailrouter.core.model import INTENTS, LANGUAGES, SEGMENT_SOURCES, UNKNOWN_SEGMENT, Action
+from emailrouter.core.model import INTENTS, LANGUAGES, UNKNOWN_SEGMENT, Action
 from emailrouter.core.normalise import STEMMERS
 from emailrouter.core.trust import TrustPolicy
 
@@ -533,20 +534,6 @@ _HIT_POLICY_HELP = {
     "unique": "Like first, but `check` refuses two rows that can match the same mail.",
     "collect": "Every matching row adds its actions (in table order, no duplicates).",
 }
-_FACT_HELP = {
-    "segment": f"The sender's segment: a code from emailrouter.yaml, or {UNKNOWN_SEGMENT} (no usable sender).",
-    "segment_source": "How the segment was found.",
-    "intent": f"What the mail is about; {INTENTS[-1]} when no intent won clearly.",
-    "hard": "Whether it is a hard complaint.",
-    "language": "The language the customer wrote in (and the reply's).",
-    "has_attachments": "Whether the mail has attachments.",
-    "automated": "Out-of-office, bounce, mailing list, robot or our own mail; it never gets an automatic reply.",
-}
-_FACT_ENUMS: dict[str, Sequence[str]] = {
-    "segment_source": SEGMENT_SOURCES,
-    "intent": INTENTS,
-    "language": LANGUAGES,
-}
 _ACTION_HELP = {
     "forward": "Send the mail to this unit (key), original attached, Reply-To the customer.",
     "escalate": "Escalation notice (why it is hard) to this unit (key), original attached.",
@@ -557,21 +544,21 @@ _ACTION_HELP = {
 _ACTION_PATTERNS = {"reply": TEMPLATE_NAME, "record": RECORD_TAG}
 
 
-def _fact_value(fact: str, kind: type) -> Schema:
-    value: Schema = {"type": _JSON_TYPES[kind]}
-    if fact == "segment":
+def _fact_value(fact: Fact) -> Schema:
+    value: Schema = {"type": _JSON_TYPES[fact.kind]}
+    if fact.name == "segment":
         value.update(_pattern(FACT_SEGMENT))
-    elif fact in _FACT_ENUMS:
-        value["enum"] = list(_FACT_ENUMS[fact])
+    elif fact.enum and fact.kind is str:
+        value["enum"] = list(fact.values(()))
     return value
 
 
 def _when() -> Schema:
     facts: Schema = {}
-    for fact, kind in CONDITION_FACTS.items():
-        value = _fact_value(fact, kind)
-        facts[fact] = {
-            "description": f"{_FACT_HELP.get(fact, fact)} A list means any of these.",
+    for fact in FACTS:
+        value = _fact_value(fact)
+        facts[fact.name] = {
+            "description": f"{fact.help} A list means any of these.",
             "anyOf": [value, {"type": "array", "minItems": 1, "items": value}],
         }
     return _object(

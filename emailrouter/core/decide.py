@@ -8,22 +8,11 @@ from dataclasses import dataclass
 from typing import Literal
 
 from emailrouter.core.dedupe import content_hash
-from emailrouter.core.model import Action, Classification, Decision, Facts, MessageView, Segmentation
+from emailrouter.core.facts import Facts
+from emailrouter.core.model import Action, Decision, MessageView
 
 HitPolicy = Literal["first", "unique", "collect"]
 HIT_POLICIES: tuple[HitPolicy, ...] = ("first", "unique", "collect")
-# The facts a row may test, and the YAML type of their values.
-CONDITION_FACTS: dict[str, type] = {
-    "segment": str,
-    "segment_source": str,
-    "intent": str,
-    "hard": bool,
-    "language": str,
-    "has_attachments": bool,
-    "automated": bool,
-}
-
-
 @dataclass(frozen=True)
 class Row:
     id: str
@@ -41,18 +30,6 @@ class Table:
     hit_policy: HitPolicy
     rows: tuple[Row, ...]  # the last row has no conditions: it catches everything
     file: str
-
-
-def facts_of(view: MessageView, seg: Segmentation, cls: Classification, automated: bool = False) -> Facts:
-    return Facts(
-        segment=seg.segment,
-        segment_source=seg.source,
-        intent=cls.intent,
-        hard=cls.hard,
-        language=cls.language,
-        has_attachments=bool(view.attachments),
-        automated=automated,
-    )
 
 
 def reference_for(view: MessageView, prefix: str) -> str:

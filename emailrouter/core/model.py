@@ -132,23 +132,6 @@ class Classification:
 
 
 @dataclass(frozen=True)
-class Facts:
-    """The facts a decision-table row can test."""
-
-    segment: str
-    segment_source: str
-    intent: Intent
-    hard: bool
-    language: Language
-    has_attachments: bool
-    automated: bool = False
-
-    def get(self, name: str) -> str | bool:
-        value: str | bool = getattr(self, name)
-        return value
-
-
-@dataclass(frozen=True)
 class Forward:
     """Send the mail to a unit, original attached, Reply-To the customer."""
 

@@ -13,7 +13,8 @@ from datetime import datetime, timedelta
 
 from emailrouter.core.classify import Contact, Signals, classify
 from emailrouter.core.compose import Case, Composer, compose
-from emailrouter.core.decide import Table, decide, facts_of, reference_for
+from emailrouter.core.decide import Table, decide, reference_for
+from emailrouter.core.facts import Facts, facts_of
 from emailrouter.core.guard import (
     DEFAULT_GUARD,
     BounceReport,
@@ -25,7 +26,6 @@ from emailrouter.core.guard import (
 from emailrouter.core.model import (
     Classification,
     Decision,
-    Facts,
     Forward,
     MessageView,
     Outgoing,

@@ -14,7 +14,8 @@ from dataclasses import dataclass
 
 from emailrouter.core.decide import Row, Table
 from emailrouter.core.errors import Problem
-from emailrouter.core.model import INTENTS, LANGUAGES, SEGMENT_SOURCES, UNKNOWN_SEGMENT, Facts
+from emailrouter.core.facts import Facts, allowed_values
+from emailrouter.core.model import UNKNOWN_SEGMENT
 
 # (segment, intent, hard) is what ops reason in; the other facts are folded into the gap report.
 MAIN = ("segment", "intent", "hard")
@@ -22,13 +23,13 @@ MAIN = ("segment", "intent", "hard")
 
 def fact_space(segments: list[str]) -> list[Facts]:
     """Every combination of facts a mail can produce (no sender <=> segment unknown, source none)."""
+    values = allowed_values(segments)
     out = []
-    for segment, source, intent, hard, language, attachments, automated in itertools.product(
-        [*segments, UNKNOWN_SEGMENT], SEGMENT_SOURCES, INTENTS, (False, True), LANGUAGES, (False, True), (False, True)
-    ):
-        if (segment == UNKNOWN_SEGMENT) != (source == "none"):
+    for combination in itertools.product(*values.values()):
+        facts = Facts(dict(zip(values, combination, strict=True)))
+        if (facts["segment"] == UNKNOWN_SEGMENT) != (facts["segment_source"] == "none"):
             continue
-        out.append(Facts(segment, source, intent, hard, language, attachments, automated))
+        out.append(facts)
     return out
 
 
@@ -54,7 +55,7 @@ class Report:
 def analyse(table: Table, segments: list[str]) -> Report:
     rows = table.rows
     catch_all = rows[-1]
-    space = [f for f in fact_space(segments) if not f.automated or any("automated" in r.when for r in rows)]
+    space = [f for f in fact_space(segments) if not f["automated"] or any("automated" in r.when for r in rows)]
     first_hit: dict[int, list[Facts]] = defaultdict(list)
     takers: dict[int, set[str]] = defaultdict(set)
     overlaps: set[tuple[str, str]] = set()
@@ -77,15 +78,15 @@ def analyse(table: Table, segments: list[str]) -> Report:
 
 def _gaps(to_catch_all: list[Facts], space: list[Facts]) -> list[Gap]:
     def key(f: Facts) -> tuple[str, str, bool]:
-        return (f.segment, f.intent, f.hard)
+        return (str(f["segment"]), str(f["intent"]), bool(f["hard"]))
 
     total: dict[tuple[str, str, bool], int] = defaultdict(int)
     for f in space:
-        if not f.automated:
+        if not f["automated"]:
             total[key(f)] += 1
     caught: dict[tuple[str, str, bool], int] = defaultdict(int)
     for f in to_catch_all:
-        if not f.automated:
+        if not f["automated"]:
             caught[key(f)] += 1
     return [Gap(s, i, h, caught[(s, i, h)] == total[(s, i, h)]) for (s, i, h) in sorted(caught)]
 
