@@ -32,8 +32,10 @@ from emailrouter.core.facts import NAMES as FACT_NAMES
 from emailrouter.core.facts import allowed_values
 from emailrouter.core.guard import DEFAULT_GUARD, GuardPolicy, robot_sender_problem
 from emailrouter.core.model import (
+    ACTION_KINDS,
     INTENTS,
     LANGUAGES,
+    RECORD_TAG,
     Action,
     Escalate,
     Forward,
@@ -661,15 +663,15 @@ def _action(
     if not isinstance(item, LineDict):
         r.fail(item, None, path, f"expected a mapping such as 'forward: UNIT', got {describe(item)}")
         return None
-    kinds = [k for k in ("forward", "escalate", "ticket", "reply", "record") if k in item]
+    kinds = [k for k in ACTION_KINDS if k in item]
     if len(kinds) != 1:
-        r.fail(item, None, path, "give exactly one of forward, escalate, ticket, reply, record")
+        r.fail(item, None, path, f"give exactly one of {', '.join(ACTION_KINDS)}")
         return None
     kind = kinds[0]
     if kind == "record":
         r.known_keys(item, path, {"record"})
         tag = r.get(item, "record", path, str)
-        if tag is None or not re.fullmatch(r"[a-z][a-z0-9_-]{0,30}", tag):
+        if tag is None or not re.fullmatch(RECORD_TAG, tag):
             r.fail(item, "record", f"{path}.record", "a tag of lower-case letters, digits, _ and -")
             return None
         return Record(tag)

@@ -32,7 +32,8 @@ from emailrouter.config.settings import (
 from emailrouter.core.decide import HIT_POLICIES
 from emailrouter.core.facts import FACTS, Fact
 from emailrouter.core.guard import DEFAULT_ROBOT_SENDERS, LoopPolicy
-from emailrouter.core.model import INTENTS, LANGUAGES, UNKNOWN_SEGMENT, Action
+from emailrouter.core.model import ACTION_KINDS, ACTIONS, INTENTS, LANGUAGES, UNKNOWN_SEGMENT
+from emailrouter.core.model import RECORD_TAG as RECORD_TAG_BODY
 from emailrouter.core.normalise import STEMMERS
 from emailrouter.core.trust import TrustPolicy
 
@@ -53,7 +54,7 @@ ADDRESS = _ADDRESS.pattern
 TEMPLATE_NAME = r"^[A-Za-z0-9_-]+$"  # the <name> of templates/<name>.<lang>.txt
 MAILBOX_NAME = r"^[A-Za-z0-9_.-]+$"
 FACT_SEGMENT = rf"^(?:[A-Z]{{2,10}}|{re.escape(UNKNOWN_SEGMENT)})$"
-RECORD_TAG = r"^[a-z][a-z0-9_-]{0,30}$"
+RECORD_TAG = rf"^{RECORD_TAG_BODY}$"
 REFERENCE_PREFIX = r"^[A-Z0-9]{1,10}$"
 IMAP_KEYWORD = r'^[^\s()\]{%*"\\]+$'
 HH_MM = r"^([01]?\d|2[0-3]):[0-5]\d$"
@@ -96,7 +97,6 @@ def _literal(owner: type, field: str) -> tuple[str, ...]:
 
 TRUST_REQUIRE = _literal(TrustPolicy, "require")
 PROCESSED = _literal(MailboxConfig, "processed")
-ACTION_KINDS: tuple[str, ...] = tuple(str(kind.type) for kind in get_args(Action))
 SIGNAL_INTENTS = INTENTS[:3]  # what a signal may count toward; "unknown" is what is left when none wins
 
 
@@ -534,13 +534,6 @@ _HIT_POLICY_HELP = {
     "unique": "Like first, but `check` refuses two rows that can match the same mail.",
     "collect": "Every matching row adds its actions (in table order, no duplicates).",
 }
-_ACTION_HELP = {
-    "forward": "Send the mail to this unit (key), original attached, Reply-To the customer.",
-    "escalate": "Escalation notice (why it is hard) to this unit (key), original attached.",
-    "ticket": "A trouble-ticket request with a reference number, to this unit (key).",
-    "reply": "An automatic answer to the customer from templates/NAME.<language>.txt.",
-    "record": "Send nothing: record the mail with this tag and flag it on the server.",
-}
 _ACTION_PATTERNS = {"reply": TEMPLATE_NAME, "record": RECORD_TAG}
 
 
@@ -570,8 +563,7 @@ def _when() -> Schema:
 
 def _action() -> Schema:
     kinds: Schema = {
-        kind: _string(_ACTION_HELP.get(kind, kind), pattern=_ACTION_PATTERNS.get(kind, UNIT_KEY))
-        for kind in ACTION_KINDS
+        action.type: _string(action.help, pattern=_ACTION_PATTERNS.get(action.type, UNIT_KEY)) for action in ACTIONS
     }
     kinds["unit"] = _string("With reply: the unit (key) the reply tells the customer about.", pattern=UNIT_KEY)
     return _object(

@@ -13,6 +13,8 @@ from emailrouter.core.model import Action, Decision, MessageView
 
 HitPolicy = Literal["first", "unique", "collect"]
 HIT_POLICIES: tuple[HitPolicy, ...] = ("first", "unique", "collect")
+
+
 @dataclass(frozen=True)
 class Row:
     id: str

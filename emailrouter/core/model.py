@@ -135,7 +135,8 @@ class Classification:
 class Forward:
     """Send the mail to a unit, original attached, Reply-To the customer."""
 
-    type: ClassVar[str] = "forward"
+    type: ClassVar[str] = "forward"  # its key in rules.yaml
+    help: ClassVar[str] = "Send the mail to this unit (key), original attached, Reply-To the customer."
     unit: str
 
     def describe(self) -> str:
@@ -146,7 +147,8 @@ class Forward:
 class Reply:
     """Answer the customer from a template; `unit` is the unit the reply tells them about."""
 
-    type: ClassVar[str] = "reply"
+    type: ClassVar[str] = "reply"  # its key in rules.yaml
+    help: ClassVar[str] = "An automatic answer to the customer from templates/NAME.<language>.txt."
     template: str
     unit: str | None = None
 
@@ -159,7 +161,8 @@ class Reply:
 class Escalate:
     """Escalation notice to a coordination unit: why it is hard, original attached."""
 
-    type: ClassVar[str] = "escalate"
+    type: ClassVar[str] = "escalate"  # its key in rules.yaml
+    help: ClassVar[str] = "Escalation notice (why it is hard) to this unit (key), original attached."
     unit: str
 
     def describe(self) -> str:
@@ -170,7 +173,8 @@ class Escalate:
 class OpenTicket:
     """A structured trouble-ticket request to a ticketing mailbox."""
 
-    type: ClassVar[str] = "ticket"
+    type: ClassVar[str] = "ticket"  # its key in rules.yaml
+    help: ClassVar[str] = "A trouble-ticket request with a reference number, to this unit (key)."
     unit: str
 
     def describe(self) -> str:
@@ -181,7 +185,8 @@ class OpenTicket:
 class Record:
     """Send nothing: record the mail with this outcome (and flag it on the server as $Automated etc.)."""
 
-    type: ClassVar[str] = "record"
+    type: ClassVar[str] = "record"  # its key in rules.yaml
+    help: ClassVar[str] = "Send nothing: record the mail with this tag and flag it on the server."
     tag: str
 
     def describe(self) -> str:
@@ -189,6 +194,11 @@ class Record:
 
 
 Action = Forward | Reply | Escalate | OpenTicket | Record
+# The registry of actions, in the order rules.yaml documents them: the loader, the schema and `check`
+# take their kinds and help from here; compose and explain handle each with an exhaustive match.
+ACTIONS: tuple[type[Action], ...] = (Forward, Escalate, OpenTicket, Reply, Record)
+ACTION_KINDS: tuple[str, ...] = tuple(a.type for a in ACTIONS)
+RECORD_TAG = r"[a-z][a-z0-9_-]{0,30}"  # what `record:` takes: lower-case letters, digits, _ and -
 
 
 @dataclass(frozen=True)
@@ -249,7 +259,8 @@ class RenderFailure:
     reason: str  # where and why: "config/templates/education.id.txt:3: list object has no element 0"
     message_id: str = ""  # the Message-ID the reply would have had (the notice's own is derived from it)
 
-    type: ClassVar[str] = "reply"
+    type: ClassVar[str] = "reply"  # its key in rules.yaml
+    help: ClassVar[str] = "An automatic answer to the customer from templates/NAME.<language>.txt."
 
     def describe(self) -> dict[str, str]:
         return {
