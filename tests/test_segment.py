@@ -90,6 +90,7 @@ def test_directory_override_replaces_the_configured_directory(tmp_path: Path) ->
         ("a@b@c.com,DES,x", "bad address"),
         ("example.com,XYZ,x", "unknown segment 'XYZ'"),
         ("example.com,,x", "missing segment"),
+        ("maju.co.id,DES,PT Maju, Tbk", "a name with a comma must be in double quotes"),
     ],
 )
 def test_bad_directory_rows_are_reported_with_line(row: str, reason: str) -> None:
@@ -99,6 +100,22 @@ def test_bad_directory_rows_are_reported_with_line(row: str, reason: str) -> Non
     assert len(problems) == 1
     assert problems[0].file == "dir.csv" and problems[0].line == 3
     assert reason in problems[0].reason
+
+
+def test_a_spreadsheets_byte_order_mark_is_not_part_of_the_header() -> None:
+    """A CSV saved as "CSV UTF-8" by a spreadsheet (BOM first) reads like any other."""
+    problems: list[Problem] = []
+    directory = load_directory("\ufeffmatch,segment,name\nx.com,DES,PT X\n", "dir.csv", {"DES"}, problems)
+    assert problems == []
+    assert directory.domains.exact["x.com"].name == "PT X"
+
+
+def test_a_quoted_name_may_hold_a_comma() -> None:
+    """The comma-in-a-name rule is about unquoted commas: a quoted one is the name, whole."""
+    problems: list[Problem] = []
+    directory = load_directory('match,segment,name\nx.com,DES,"PT Maju, Tbk"\n', "dir.csv", {"DES"}, problems)
+    assert problems == []
+    assert directory.domains.exact["x.com"].name == "PT Maju, Tbk"
 
 
 def test_duplicate_directory_rows_are_reported() -> None:

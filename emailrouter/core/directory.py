@@ -95,7 +95,8 @@ def normalise_address(address: str) -> str:
 def load_directory(text: str, filename: str, segments: set[str], problems: list[Problem]) -> Directory:
     """Parse the directory CSV (header `match,segment,name`); every bad row becomes a problem."""
     directory = Directory()
-    reader = csv.reader(io.StringIO(text))
+    # a spreadsheet's "CSV UTF-8" starts with a byte-order mark: it is not part of the first column's name
+    reader = csv.reader(io.StringIO(text.removeprefix("\ufeff")))
     try:
         header = next(reader)
     except StopIteration:
@@ -122,6 +123,17 @@ def load_directory(text: str, filename: str, segments: set[str], problems: list[
             break
         line = reader.line_num
         if not row or all(not cell.strip() for cell in row) or row[0].lstrip().startswith("#"):
+            continue
+        if len(row) > len(columns) and any(cell.strip() for cell in row[len(columns) :]):
+            problems.append(
+                Problem(
+                    filename,
+                    line,
+                    "name",
+                    f"{len(row)} columns where the header has {len(columns)}: a name with a comma must be in"
+                    f' double quotes ("PT Maju, Tbk")',
+                )
+            )
             continue
         cells = [*row, "", "", ""]
         match, segment, name = (cells[i].strip() for i in (i_match, i_segment, i_name))
