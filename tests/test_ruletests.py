@@ -55,6 +55,24 @@ def test_broken_case_file_is_an_error_with_file_and_line(tmp_path: Path, capsys:
     assert f"{cases}:2: cases[0].mesage: unknown key" in capsys.readouterr().err
 
 
+def test_a_case_with_a_misspelt_expectation_fails_instead_of_passing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`expect: {rulee: ...}` checks nothing: the case is a FAIL naming the key, never a vacuous PASS."""
+    cases = tmp_path / "typo.yaml"
+    cases.write_text(
+        "- name: typo field\n  message: {from: budi@gmail.com, subject: internet mati, body: sejak pagi}\n"
+        "  expect: {rulee: 1.2.8-dcs-educate-forward}\n"
+        "- name: empty expectation\n  message: {from: budi@gmail.com, subject: halo, body: halo}\n  expect: {}\n"
+    )
+    assert main(["test", "-c", CONFIG, str(cases)]) == 1
+    out = capsys.readouterr().out
+    assert "PASS" not in out
+    assert "FAIL  typo field" in out and "expect: unknown key(s) rulee" in out
+    assert "FAIL  empty expectation" in out and "expect: nothing to check" in out
+    assert "rule tests: 0 passed, 2 failed" in out
+
+
 def test_a_reply_that_cannot_be_rendered_fails_its_case_with_the_reason(
     config_copy: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

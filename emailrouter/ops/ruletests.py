@@ -117,6 +117,13 @@ def run_file(path: Path, config: Config, problems: list[Problem]) -> list[CaseRe
             continue
         result = CaseResult(shown, case.line, name)
         results.append(result)
+        misspelt = [str(k) for k in expect if k not in FIELDS]
+        if misspelt or not expect:  # a case that checks nothing it was meant to check never passes
+            result.differences.append(
+                f"expect: unknown key(s) {', '.join(misspelt)} (expected one of: {', '.join(FIELDS)})"
+                if misspelt
+                else f"expect: nothing to check (give one of: {', '.join(FIELDS)})"
+            )
         try:
             routing = route(raw, config, EVALUATION_TIME)
         except Exception as exc:  # a stage broke on this mail: the case fails, the other cases still run
