@@ -101,6 +101,19 @@ def test_unknown_segment_in_a_row_is_rejected(config_copy: Path) -> None:
     assert any(p.startswith(f"{rules}:{line}: rows[3].when.segment: unknown value 'DSB'") for p in problems), problems
 
 
+def test_a_lower_case_segment_code_is_told_the_codes_are_upper_case(config_copy: Path) -> None:
+    """`segment: dbs` lists the codes as they are written (DBS, ...) and says to write DBS."""
+    rules = config_copy.parent / "rules.yaml"
+    _edit(rules, "      segment: DBS\n      intent: request", "      segment: dbs\n      intent: request")
+    line = _line_of(rules, "segment: dbs")
+    problems = _problems(config_copy)
+    want = (
+        f"{rules}:{line}: rows[3].when.segment: unknown value 'dbs' (known: DBS, DCS, DES, DGS, unknown);"
+        " segment codes are upper-case: DBS"
+    )
+    assert want in problems, problems
+
+
 def test_bad_regex_names_the_signal_and_item(config_copy: Path) -> None:
     """An invalid regular expression in signals.yaml is reported with its line and index."""
     signals = config_copy.parent / "signals.yaml"

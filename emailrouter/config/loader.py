@@ -762,8 +762,16 @@ def _table(
             values = list(value) if isinstance(value, LineList) else [value]
             bad = [v for v in values if v not in allowed[fact] or type(v) is not FACTS[fact].kind]
             if bad or not values:
-                known = ", ".join(str(v).lower() for v in sorted(allowed[fact], key=str))
-                r.fail(when_node, fact, full, f"unknown value {bad[0] if bad else value!r} (known: {known})")
+                known = ", ".join(
+                    str(v).lower() if isinstance(v, bool) else str(v) for v in sorted(allowed[fact], key=str)
+                )
+                wrong = bad[0] if bad else value
+                hint = (
+                    f"; segment codes are upper-case: {wrong.upper()}"
+                    if fact == "segment" and isinstance(wrong, str) and wrong.upper() in allowed[fact]
+                    else ""
+                )
+                r.fail(when_node, fact, full, f"unknown value {wrong!r} (known: {known}){hint}")
                 ok = False
                 continue
             when[fact] = frozenset(values)
