@@ -114,6 +114,17 @@ def test_a_lower_case_segment_code_is_told_the_codes_are_upper_case(config_copy:
     assert want in problems, problems
 
 
+@pytest.mark.parametrize("name", ["rules.yaml", "signals.yaml"])
+@pytest.mark.parametrize("text", ["", "# nothing but a comment\n"])
+def test_an_empty_rules_or_signals_file_is_named_with_the_reason(config_copy: Path, name: str, text: str) -> None:
+    """An empty or comment-only rules.yaml / signals.yaml is reported on that file, line 1, saying it is empty."""
+    target = config_copy.parent / name
+    target.write_text(text)
+    problems = _problems(config_copy)
+    assert any(p.startswith(f"{target}:1: empty (or only comments)") for p in problems), problems
+    assert not any("configuration incomplete" in p for p in problems)
+
+
 def test_bad_regex_names_the_signal_and_item(config_copy: Path) -> None:
     """An invalid regular expression in signals.yaml is reported with its line and index."""
     signals = config_copy.parent / "signals.yaml"

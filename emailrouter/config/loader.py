@@ -903,6 +903,8 @@ def load_config(path: str | Path, *, directory: str | Path | None = None, model:
                 digest.update(signals.normaliser.settings.checksum.encode())  # so is a changed slang file
         elif sig_doc is not None:
             problems.append(Problem(sig[1], 1, "", "expected a mapping at the top level"))
+        elif not any(p.file == sig[1] for p in problems):
+            problems.append(Problem(sig[1], 1, "", "empty (or only comments): expected intent: and hard_complaint: (see the shipped signals.yaml)"))
 
     table = None
     if (rules := file_path("rules")) is not None and (rules_text := _read(rules[0], rules[1], problems)) is not None:
@@ -917,6 +919,8 @@ def load_config(path: str | Path, *, directory: str | Path | None = None, model:
             table = _table(Reader(rules[1], problems), rules_doc, segments, units, templates, unitless)
         elif rules_doc is not None:
             problems.append(Problem(rules[1], 1, "", "expected a mapping at the top level"))
+        elif not any(p.file == rules[1] for p in problems):
+            problems.append(Problem(rules[1], 1, "", "empty (or only comments): expected hit_policy: and rows:"))
 
     if table is not None and segmentation is not None:
         problems.extend(verify(table, list(segmentation.segments), {row.id: row.line for row in table.rows}))
