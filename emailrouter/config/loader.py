@@ -904,7 +904,14 @@ def load_config(path: str | Path, *, directory: str | Path | None = None, model:
         elif sig_doc is not None:
             problems.append(Problem(sig[1], 1, "", "expected a mapping at the top level"))
         elif not any(p.file == sig[1] for p in problems):
-            problems.append(Problem(sig[1], 1, "", "empty (or only comments): expected intent: and hard_complaint: (see the shipped signals.yaml)"))
+            problems.append(
+                Problem(
+                    sig[1],
+                    1,
+                    "",
+                    "empty (or only comments): expected intent: and hard_complaint: (see the shipped signals.yaml)",
+                )
+            )
 
     table = None
     if (rules := file_path("rules")) is not None and (rules_text := _read(rules[0], rules[1], problems)) is not None:
