@@ -1,0 +1,52 @@
+"""The README's examples do what the README says they do."""
+
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+
+from emailrouter.config.loader import load_config
+from emailrouter.core.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _add_a_row_example() -> str:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index("### Add a row") :]
+    found = re.search(r"```yaml\n(.*?)```", section, re.S)
+    assert found is not None
+    return found.group(1)
+
+
+def _config_with_row(tmp_path: Path, before_row: str | None) -> Path:
+    folder = tmp_path / "config"
+    shutil.copytree(ROOT / "config", folder)
+    rules = folder / "rules.yaml"
+    text = rules.read_text(encoding="utf-8")
+    row = _add_a_row_example() + "\n"
+    if before_row is None:  # just above the catch-all: the last row
+        cut = text.rindex("  - id: ")
+    else:
+        cut = text.index(f"  - id: {before_row}")
+    rules.write_text(text[:cut] + row + text[cut:], encoding="utf-8")
+    return folder / "emailrouter.yaml"
+
+
+def test_the_add_a_row_example_passes_check_where_the_readme_puts_it(tmp_path: Path) -> None:
+    """Right after guard-automated-mail-recorded, as the README says, the example row loads and is reachable."""
+    config = load_config(_config_with_row(tmp_path, "1.2.5-fault-opens-ticket"))
+    assert config.table.rows[1].id == "escalate-corporate-hard-complaints"
+
+
+def test_the_add_a_row_example_above_the_catch_all_is_reported_shadowed(tmp_path: Path) -> None:
+    """Where the README says it would never fire, `check` indeed refuses it as shadowed."""
+    with pytest.raises(ConfigError) as info:
+        load_config(_config_with_row(tmp_path, None))
+    assert any(
+        "'escalate-corporate-hard-complaints' can never fire: every mail it matches is taken first by" in str(p)
+        for p in info.value.problems
+    )
