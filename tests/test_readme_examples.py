@@ -28,10 +28,8 @@ def _config_with_row(tmp_path: Path, before_row: str | None) -> Path:
     rules = folder / "rules.yaml"
     text = rules.read_text(encoding="utf-8")
     row = _add_a_row_example() + "\n"
-    if before_row is None:  # just above the catch-all: the last row
-        cut = text.rindex("  - id: ")
-    else:
-        cut = text.index(f"  - id: {before_row}")
+    # before_row None: just above the catch-all (the last row)
+    cut = text.rindex("  - id: ") if before_row is None else text.index(f"  - id: {before_row}")
     rules.write_text(text[:cut] + row + text[cut:], encoding="utf-8")
     return folder / "emailrouter.yaml"
 
