@@ -125,6 +125,32 @@ def test_an_empty_rules_or_signals_file_is_named_with_the_reason(config_copy: Pa
     assert not any("configuration incomplete" in p for p in problems)
 
 
+def test_an_unclosed_quote_is_reported_where_it_opens(config_copy: Path) -> None:
+    """A quote never closed is named at its own line, not at the end of the file where YAML notices it."""
+    rules = config_copy.parent / "rules.yaml"
+    _edit(rules, "    description: DES/DGS/DBS customer reports", '    description: "DES/DGS/DBS customer reports')
+    line = _line_of(rules, 'description: "DES/DGS/DBS customer reports')
+    problems = _problems(config_copy)
+    assert any(p.startswith(f"{rules}:{line}: bad YAML: an unclosed quote") for p in problems), problems
+
+
+def test_a_file_that_is_not_utf8_is_named_with_its_line(config_copy: Path) -> None:
+    """A byte that is not UTF-8 is reported with the line it is on and what to do, not as a byte offset."""
+    signals = config_copy.parent / "signals.yaml"
+    lines = signals.read_bytes().split(b"\n")
+    lines[9] += "  # café".encode("latin-1")
+    signals.write_bytes(b"\n".join(lines))
+    assert f"{signals}:10: not UTF-8 (bytes e9): save the file as UTF-8" in _problems(config_copy)
+
+
+def test_a_missing_rules_file_is_named_at_its_key(config_copy: Path) -> None:
+    """files.rules naming a file that is not there is reported at that key's line in emailrouter.yaml."""
+    _edit(config_copy, "rules: rules.yaml", "rules: nope.yaml")
+    line = _line_of(config_copy, "rules: nope.yaml")
+    problems = _problems(config_copy)
+    assert any(p.startswith(f"{config_copy}:{line}: files.rules: nope.yaml: not found") for p in problems), problems
+
+
 def test_bad_regex_names_the_signal_and_item(config_copy: Path) -> None:
     """An invalid regular expression in signals.yaml is reported with its line and index."""
     signals = config_copy.parent / "signals.yaml"

@@ -80,12 +80,20 @@ class Config(RoutingConfig):
 
 def _read(path: Path, display: str, problems: list[Problem]) -> str | None:
     try:
-        return path.read_text(encoding="utf-8")
+        raw = path.read_bytes()
     except FileNotFoundError:
         problems.append(Problem(display, None, "", "file not found"))
-    except (OSError, UnicodeDecodeError) as exc:
-        problems.append(Problem(display, None, "", f"cannot read: {exc}"))
-    return None
+        return None
+    except OSError as exc:
+        problems.append(Problem(display, None, "", f"cannot read: {exc.strerror or exc}"))
+        return None
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:  # the line, not the byte offset, and what to do about it
+        line = raw.count(b"\n", 0, exc.start) + 1
+        bad = raw[exc.start : exc.end].hex(" ")
+        problems.append(Problem(display, line, "", f"not UTF-8 (bytes {bad}): save the file as UTF-8"))
+        return None
 
 
 def find_config(explicit: str | None) -> Path:
@@ -856,6 +864,9 @@ def load_config(path: str | Path, *, directory: str | Path | None = None, model:
         if name is None:
             return None
         p = base / name
+        if not p.exists():  # named where it is configured, not only as a path
+            r.fail(files, key, f"files.{key}", f"{name}: not found (looked for {p})")
+            return None
         return p, str(p)
 
     router = _router(r, doc)

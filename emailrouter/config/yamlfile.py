@@ -79,6 +79,15 @@ def load_yaml(text: str, filename: str, problems: list[Problem]) -> Any:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark is not None else None
         reason = " ".join(str(x) for x in (exc.context, exc.problem) if x)
+        start = exc.context_mark
+        if (
+            start is not None
+            and exc.problem_mark is not None
+            and start.line < exc.problem_mark.line
+            and str(exc.context).startswith("while scanning a quoted scalar")
+        ):  # an unclosed quote: name the line where it opened, which is where the mistake is
+            reason = f"an unclosed quote: {reason} (line {exc.problem_mark.line + 1}); the quote opens here"
+            line = start.line + 1
         problems.append(Problem(filename, line, "", f"bad YAML: {reason}"))
     except yaml.YAMLError as exc:
         problems.append(Problem(filename, None, "", f"bad YAML: {exc}"))
