@@ -151,6 +151,25 @@ def test_a_missing_rules_file_is_named_at_its_key(config_copy: Path) -> None:
     assert any(p.startswith(f"{config_copy}:{line}: files.rules: nope.yaml: not found") for p in problems), problems
 
 
+def test_a_broken_template_is_reported_once_not_at_every_row_using_it(config_copy: Path) -> None:
+    """A template with a syntax error gives its own error, and no 'unknown template' for the rows replying with it."""
+    template = config_copy.parent / "templates" / "ticket_ack.en.txt"
+    template.write_text(template.read_text(encoding="utf-8") + "{% if %}\n", encoding="utf-8")
+    problems = _problems(config_copy)
+    assert [p for p in problems if "ticket_ack" in p] == [
+        p for p in problems if p.startswith(f"{template}:") and "template syntax" in p
+    ]
+    assert len(problems) == 1, problems
+
+
+def test_a_broken_unit_is_reported_once_not_at_every_row_using_it(config_copy: Path) -> None:
+    """A unit with a bad address gives that one error, not 'unknown unit' at every row and action naming it."""
+    _edit(config_copy, "address: dcs-care@cc.example.co.id", "address: not-an-address")
+    problems = _problems(config_copy)
+    assert len(problems) == 1, problems
+    assert "units.dcs_unit.address: not an email address: 'not-an-address'" in problems[0]
+
+
 def test_bad_regex_names_the_signal_and_item(config_copy: Path) -> None:
     """An invalid regular expression in signals.yaml is reported with its line and index."""
     signals = config_copy.parent / "signals.yaml"

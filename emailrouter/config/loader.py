@@ -667,6 +667,7 @@ def _action(
     units: dict[str, Unit],
     templates: TemplateSet,
     unitless: Callable[[str], TemplateRenderError | None] = lambda _: None,
+    broken_units: frozenset[str] = frozenset(),
 ) -> Action | None:
     if not isinstance(item, LineDict):
         r.fail(item, None, path, f"expected a mapping such as 'forward: UNIT', got {describe(item)}")
@@ -689,6 +690,8 @@ def _action(
         return None
 
     def unit_ok(key: str, field: str) -> bool:
+        if key in broken_units:  # declared but invalid: its own error is reported once, at its definition
+            return False
         if key not in units:
             r.fail(
                 item, field, f"{path}.{field}", f"unknown unit {key!r} (known: {', '.join(sorted(units)) or 'none'})"
@@ -698,6 +701,8 @@ def _action(
 
     if kind == "reply":
         missing = [lang for lang in LANGUAGES if not templates.has(target, lang)]
+        if missing and all((target, lang) in templates.broken for lang in missing):
+            return None  # the template's own error is reported once, at its file and line
         if missing:
             files = ", ".join(templates.file_of(target, lang) for lang in missing)
             r.fail(item, "reply", f"{path}.reply", f"unknown template {target!r}: missing {files}")
@@ -733,6 +738,7 @@ def _table(
     units: dict[str, Unit],
     templates: TemplateSet,
     unitless: Callable[[str], TemplateRenderError | None] = lambda _: None,
+    broken_units: frozenset[str] = frozenset(),
 ) -> Table | None:
     r.known_keys(doc, "", {"hit_policy", "rows"})
     policy = r.get(doc, "hit_policy", "", str, required=False) or "first"
@@ -786,7 +792,7 @@ def _table(
         actions_node = r.get(item, "actions", path, LineList)
         actions: list[Action] = []
         for _, apath, aitem in r.items(actions_node or LineList(), f"{path}.actions"):
-            action = _action(r, aitem, apath, units, templates, unitless)
+            action = _action(r, aitem, apath, units, templates, unitless, broken_units)
             if action is None:
                 ok = False
             else:
@@ -873,7 +879,13 @@ def load_config(path: str | Path, *, directory: str | Path | None = None, model:
     guard = _guard(r, doc)
     units = _units(r, doc)
     settings = read_settings(r, doc, base)
-    if router is not None and units and router.failures_to not in units:
+    declared_units = doc.get("units")
+    if (
+        router is not None
+        and units
+        and router.failures_to not in units
+        and not (isinstance(declared_units, LineDict) and router.failures_to in declared_units)
+    ):
         node = doc.get("router")
         r.fail(
             node,
@@ -934,7 +946,9 @@ def load_config(path: str | Path, *, directory: str | Path | None = None, model:
             def unitless(name: str) -> TemplateRenderError | None:
                 return unitless_failure(templates, name, router, sorted(segments)) if router is not None else None
 
-            table = _table(Reader(rules[1], problems), rules_doc, segments, units, templates, unitless)
+            declared = doc.get("units")
+            broken_units = frozenset(declared or ()) - set(units) if isinstance(declared, LineDict) else frozenset()
+            table = _table(Reader(rules[1], problems), rules_doc, segments, units, templates, unitless, broken_units)
         elif rules_doc is not None:
             problems.append(Problem(rules[1], 1, "", "expected a mapping at the top level"))
         elif not any(p.file == rules[1] for p in problems):

@@ -28,6 +28,7 @@ def load_templates(folder: Path, display: str, problems: list[Problem]) -> Templ
         keep_trailing_newline=True,
     )
     templates: dict[tuple[str, str], jinja2.Template] = {}
+    broken: set[tuple[str, str]] = set()
     if not folder.is_dir():
         problems.append(Problem(display, None, "files.templates", f"template folder {folder} does not exist"))
         return TemplateSet(str(folder), templates)
@@ -43,6 +44,8 @@ def load_templates(folder: Path, display: str, problems: list[Problem]) -> Templ
             templates[(m["name"], m["lang"])] = env.get_template(path.name)
         except jinja2.TemplateSyntaxError as exc:
             problems.append(Problem(shown, exc.lineno, m["name"], f"template syntax: {exc.message}"))
+            broken.add((m["name"], m["lang"]))
         except (OSError, UnicodeDecodeError) as exc:
             problems.append(Problem(shown, None, m["name"], f"cannot read: {exc}"))
-    return TemplateSet(str(folder), templates)
+            broken.add((m["name"], m["lang"]))
+    return TemplateSet(str(folder), templates, frozenset(broken))

@@ -95,9 +95,15 @@ def _line(exc: BaseException, filename: str | None) -> int | None:
 class TemplateSet:
     """Compiled templates, keyed by (name, language)."""
 
-    def __init__(self, folder: str, templates: dict[tuple[str, str], jinja2.Template]) -> None:
+    def __init__(
+        self,
+        folder: str,
+        templates: dict[tuple[str, str], jinja2.Template],
+        broken: frozenset[tuple[str, str]] = frozenset(),
+    ) -> None:
         self.folder = folder  # where they were read from, as shown in errors
         self._templates = templates
+        self.broken = broken  # (name, language) of files that exist but did not compile (already reported)
 
     @property
     def names(self) -> set[str]:
