@@ -1,4 +1,12 @@
-"""Command line: check, explain, run, demo."""
+"""emailrouter: route a contact centre's customer mail by a decision table ops edit in YAML.
+
+Set up and check:  check, schema, layout, demo
+Try a change:      explain, test, replay, evaluate, train
+Run:               run (the daemon; --once for one pass), quarantine
+Look back:         stats, show
+
+`emailrouter COMMAND --help` tells more.
+"""
 
 from __future__ import annotations
 
@@ -417,7 +425,9 @@ def cmd_layout(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="emailrouter", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="emailrouter", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--version", action="version", version=f"emailrouter {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -437,14 +447,19 @@ def build_parser() -> argparse.ArgumentParser:
     with_config(explain)
     explain.add_argument("--directory", help="use this customer directory CSV instead of the configured one")
     explain.add_argument("--json", action="store_true", help="one JSON object per file (an array for several)")
-    explain.add_argument("files", nargs="+", metavar="FILE.eml")
+    explain.add_argument("files", nargs="+", metavar="FILE.eml", help="the mails to explain")
     explain.set_defaults(func=cmd_explain)
 
     run = sub.add_parser("run", help="the daemon: poll the mailboxes, do what the table says, once")
     with_config(run)
     run.add_argument("--once", action="store_true", help="one pass over every mailbox, then exit (1 if any failed)")
     run.add_argument("--dry-run", action="store_true", help="decide, log and report; send nothing, mark nothing")
-    run.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    run.add_argument(
+        "--log-level",
+        default="info",
+        choices=["debug", "info", "warning", "error"],
+        help="least severe log events shown (default info); JSON lines when not on a terminal",
+    )
     run.set_defaults(func=cmd_run)
 
     test = sub.add_parser("test", help="run rule tests: case files of messages and the expected handling")
@@ -465,7 +480,7 @@ def build_parser() -> argparse.ArgumentParser:
     st = sub.add_parser("stats", help="counts per mailbox, segment, intent, rule and action; failures; delays")
     with_config(st)
     st.add_argument("--since", default="24h", help="how far back: 24h (default), 7d, 90m")
-    st.add_argument("--json", action="store_true")
+    st.add_argument("--json", action="store_true", help="the same figures as one JSON object")
     st.set_defaults(func=cmd_stats)
 
     sh = sub.add_parser("show", help="the decision record of a mail: inputs, segment, signals, rule, sends")
@@ -474,7 +489,13 @@ def build_parser() -> argparse.ArgumentParser:
     sh.set_defaults(func=cmd_show)
 
     sc = sub.add_parser("schema", help="print the JSON Schema of a config file, for validation as you type")
-    sc.add_argument("which", nargs="?", default="config", choices=["config", "rules", "signals"])
+    sc.add_argument(
+        "which",
+        nargs="?",
+        default="config",
+        choices=["config", "rules", "signals"],
+        help="which file: config (emailrouter.yaml, the default), rules (rules.yaml) or signals (signals.yaml)",
+    )
     sc.set_defaults(func=cmd_schema)
 
     quarantine = sub.add_parser("quarantine", help="mail a stage could not handle: list it, or retry after a fix")
@@ -484,7 +505,7 @@ def build_parser() -> argparse.ArgumentParser:
     qretry = qsub.add_parser("retry", help="process these UIDs again (after fixing the config or the code)")
     with_config(qretry)
     qretry.add_argument("--mailbox", help="only this mailbox (when several have the same UIDs)")
-    qretry.add_argument("uids", nargs="+", metavar="UID")
+    qretry.add_argument("uids", nargs="+", metavar="UID", help="the IMAP UIDs `quarantine list` shows")
     quarantine.set_defaults(func=cmd_quarantine)
 
     corpus_help = (
