@@ -4,15 +4,16 @@ whenever its template talks about one."""
 from __future__ import annotations
 
 import re
+from email.utils import formataddr
 from pathlib import Path
 
 import pytest
 
 from emailrouter.config.loader import Config, load_config
 from emailrouter.core.errors import ConfigError
-from emailrouter.core.model import Reply
+from emailrouter.core.model import Reply, RouterIdentity, Unit
 from emailrouter.core.pipeline import route
-from emailrouter.core.templates import NO_UNIT, sample_contexts
+from emailrouter.core.templates import NO_UNIT, greeting_name, reply_context, sample_contexts
 from emailrouter.ops.cli import main
 from tests.conftest import NOW, eml
 
@@ -44,7 +45,8 @@ def test_samples_cover_the_awkward_cases(config: Config) -> None:
         samples = sample_contexts(config.router, units, segments, lang)
         contexts = [s.context for s in samples]
         names = {c["customer"]["name"] for c in contexts}
-        assert {"", "budi.santoso@gmail.com", "🌸 Sari ✨", "王小明", "محمد عبد الله"} <= names
+        # the emoji name reaches templates as a greeting can use it (issue 12: no emoji copied into a greeting)
+        assert {"", "budi.santoso@gmail.com", "Sari", "王小明", "محمد عبد الله"} <= names
         subjects = {c["original_subject"] for c in contexts}
         assert "" in subjects and max(len(s) for s in subjects) > 200
         assert "" in {c["customer"]["address"] for c in contexts}
@@ -165,3 +167,52 @@ def test_shipped_templates_pass_check(capsys: pytest.CaptureFixture[str]) -> Non
     """The shipped config passes the stricter check (every template, every sample)."""
     assert main(["check", "-c", str(Path(__file__).parent.parent / "config" / "emailrouter.yaml")]) == 0
     assert "OK" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("display", "greeted"),
+    [("🌸 Sari ✨", "Sari"), ("Budi 👍🏽 Santoso", "Budi Santoso"), ("❤️", ""), ("王小明", "王小明"), ("", "")],
+)
+def test_a_reply_greets_by_name_without_the_emoji_of_the_display_name(
+    config: Config, display: str, greeted: str
+) -> None:
+    """`customer.name` keeps the letters of a display name and leaves out emoji and symbols."""
+    assert greeting_name(display) == greeted
+    raw = eml(
+        f"From: {formataddr((display, 'budi.santoso@gmail.com'))}",
+        "To: cs@cc.example.co.id",
+        "Subject: internet mati",
+        "Message-ID: <greet-1@gmail.com>",
+        body="internet di rumah mati total sejak pagi, tolong dicek",
+    )
+    replies = [o for o in route(raw, config, NOW).outgoing if isinstance(o.action, Reply)]
+    assert replies, "the shipped table answers this mail"
+    body = replies[0].message.get_body(("plain",))
+    assert body is not None
+    text = body.get_content()
+    assert "✨" not in text and "🌸" not in text and "👍" not in text
+    if greeted:
+        assert greeted in text
+
+
+def test_the_readme_lists_exactly_the_template_variables() -> None:
+    """The README's table of template variables names every variable a reply template gets, and no other."""
+    unit = Unit("u", "u@x.example", {"id": "U", "en": "U"}, {"id": "n", "en": "n"})
+    context = reply_context(
+        router=RouterIdentity("r@x.example", "R", "ER"),
+        language="en",
+        customer_name="B",
+        customer_address="b@x.example",
+        original_subject="s",
+        unit=unit,
+        reference="ER-1",
+        segment="DCS",
+    )
+    names = {f"{k}.{sub}" for k, v in context.items() if isinstance(v, dict) for sub in v}
+    names |= {k for k, v in context.items() if not isinstance(v, dict)}
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    table = readme[readme.index("<!-- template variables") :].split("\n\n")[0]
+    documented = set(
+        re.findall(r"`([a-z_]+(?:\.[a-z_]+)?)`", "\n".join(line.split("|")[1] for line in table.splitlines()[3:]))
+    )
+    assert documented == names

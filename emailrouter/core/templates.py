@@ -13,6 +13,7 @@ is undefined: a template that uses it must guard it with `{% if unit is defined 
 from __future__ import annotations
 
 import traceback
+import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import product
@@ -61,7 +62,7 @@ def reply_context(
     return {
         "router": {"name": router.name, "address": router.address},
         "language": language,
-        "customer": {"name": customer_name or "", "address": customer_address or ""},
+        "customer": {"name": greeting_name(customer_name), "address": customer_address or ""},
         "original_subject": original_subject,
         "unit": (
             {
@@ -76,6 +77,17 @@ def reply_context(
         "reference": reference,
         "segment": segment,
     }
+
+
+def greeting_name(name: str | None) -> str:
+    """A display name as a greeting can use it: emoji, pictographs and other symbols left out, spaces
+    collapsed ("🌸 Sari ✨" -> "Sari"); empty when nothing of a name is left."""
+    if not name:
+        return ""
+    kept = "".join(
+        c for c in name if c == " " or not (unicodedata.category(c).startswith(("S", "C")) or c in "\ufe0e\ufe0f")
+    )
+    return " ".join(kept.split())
 
 
 def _reason(exc: Exception) -> str:
