@@ -38,6 +38,7 @@ from imapclient import IMAPClient  # noqa: E402
 
 from tests.support.dovecot import Dovecot, dovecot_available, make_base  # noqa: E402
 from tests.support.sink import SmtpSink  # noqa: E402
+from tests.support.sqlite import opened  # noqa: E402
 
 SENTENCES = pipeline.SENTENCES[:7] + pipeline.FILLER[:2]  # the same customer language as benchmarks/pipeline.py
 SENDERS = [
@@ -104,9 +105,8 @@ async def baseline(dovecot: Dovecot, sink_port: int) -> tuple[int, float]:
 
 
 def router_sends(workdir: Path) -> int:
-    import sqlite3
 
-    with sqlite3.connect(workdir / "drain.sqlite3") as db:
+    with opened(workdir / "drain.sqlite3") as db:
         return int(db.execute("SELECT count(*) FROM outbox WHERE status='sent'").fetchone()[0])
 
 

@@ -26,7 +26,6 @@ import asyncio
 import base64
 import random
 import shutil
-import sqlite3
 import sys
 import tempfile
 import time
@@ -40,6 +39,7 @@ from common import ExternalSink, default_sink, run_measured, run_router_once, wr
 from imapclient import IMAPClient  # noqa: E402
 
 from tests.support.dovecot import Dovecot, dovecot_available, make_base  # noqa: E402
+from tests.support.sqlite import opened  # noqa: E402
 
 MB = 1024 * 1024
 TEXT = (
@@ -115,7 +115,7 @@ async def raw_relay(imap_port: int, password: str, sink_port: int) -> int:
 def routed_and_sent(dovecot: Dovecot, state: Path) -> tuple[int, int, int]:
     """(mails marked processed in the mailbox, outgoing messages sent, outgoing messages not sent)."""
     routed = len(dovecot.uids("router", "INBOX", ["KEYWORD", "$Routed"]))
-    with sqlite3.connect(state) as db:
+    with opened(state) as db:
         sent = int(db.execute("SELECT count(*) FROM outbox WHERE status='sent'").fetchone()[0])
         other = int(db.execute("SELECT count(*) FROM outbox WHERE status!='sent'").fetchone()[0])
     return routed, sent, other

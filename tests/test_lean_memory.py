@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import platform
 import random
-import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -19,6 +18,7 @@ from emailrouter.core import dedupe, guard, mime, parse
 from emailrouter.core.model import MessageView
 from emailrouter.service.store import MessageKey, Plan, PlannedSend, Store
 from tests.conftest import DATA, NOW
+from tests.support.sqlite import opened
 
 ROUTER = "router@cc.example.co.id"
 OURS = "<er.0123456789abcdef01234567.reply@cc.example.co.id>"  # a Message-ID of the form we generate
@@ -296,12 +296,12 @@ def test_an_outbox_body_round_trips_and_only_its_headers_stay_once_sent(tmp_path
     assert store.claim(entry_id, durable=False)
     entry = store.entry(entry_id)
     assert entry is not None and entry.raw == raw
-    with sqlite3.connect(path) as db:
+    with opened(path) as db:
         assert db.execute("SELECT raw FROM outbox").fetchone()[0] == head
     store.mark_sent([entry_id], NOW)
     entry = store.entry(entry_id)
     assert entry is not None and entry.raw == head
-    with sqlite3.connect(path) as db:
+    with opened(path) as db:
         assert db.execute("SELECT count(*) FROM outbox_bodies").fetchone()[0] == 0
     store.close()
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -12,6 +11,7 @@ import pytest
 from emailrouter.service.stats import as_text, parse_since, show, stats
 from emailrouter.service.store import MessageKey, Plan, PlannedSend, Store
 from tests.conftest import NOW
+from tests.support.sqlite import opened
 
 ACCOUNT = "router@imap:993"
 WINDOW = (NOW - timedelta(hours=1), NOW + timedelta(hours=1))
@@ -83,7 +83,7 @@ def test_stats_count_the_window_under_the_documented_keys(store: Store) -> None:
 
 def test_stats_never_decode_a_decision_trace(store: Store, tmp_path: Path) -> None:
     """The figures come from the decision columns: with every stored trace unreadable, they are the same."""
-    with sqlite3.connect(tmp_path / "state.sqlite3") as db:
+    with opened(tmp_path / "state.sqlite3") as db:
         db.execute("UPDATE messages SET decision='not json'")
     figures = stats(store, *WINDOW, {ACCOUNT: "jkt"})
     assert {k: figures[k] for k in EXPECTED} == EXPECTED

@@ -20,6 +20,7 @@ from emailrouter.service import store as store_module
 from emailrouter.service.stats import stats
 from emailrouter.service.store import SCHEMA_VERSION, MessageKey, Plan, PlannedSend, Store
 from tests.conftest import NOW
+from tests.support.sqlite import opened
 
 KEY = MessageKey("router@imap:993", "INBOX", 7, 42)
 
@@ -84,12 +85,12 @@ def _first_release_file(path: Path) -> None:
 
 
 def _user_version(path: Path) -> int:
-    with sqlite3.connect(path) as db:
+    with opened(path) as db:
         return int(db.execute("PRAGMA user_version").fetchone()[0])
 
 
 def _columns(path: Path) -> set[str]:
-    with sqlite3.connect(path) as db:
+    with opened(path) as db:
         return {r[1] for r in db.execute("PRAGMA table_info(messages)")}
 
 
@@ -162,7 +163,7 @@ def test_a_file_of_the_unversioned_code_with_the_new_columns_migrates(tmp_path: 
     added (user_version 0, the columns there), migrates and keeps what those columns hold."""
     path = tmp_path / "unversioned.sqlite3"
     _first_release_file(path)
-    with sqlite3.connect(path) as db:
+    with opened(path) as db:
         db.execute("ALTER TABLE messages ADD COLUMN final_outcome TEXT")
         db.execute("ALTER TABLE messages ADD COLUMN content_hash TEXT")
         db.execute("UPDATE messages SET content_hash='sha256:1' WHERE uid=1")
@@ -181,7 +182,7 @@ def test_a_state_file_of_a_newer_version_is_refused_untouched(tmp_path: Path) ->
     """A state file written by a newer emailrouter is refused with an error naming the file, and left as it is."""
     path = tmp_path / "new.sqlite3"
     Store(path).close()
-    with sqlite3.connect(path) as db:
+    with opened(path) as db:
         db.execute(f"PRAGMA user_version={SCHEMA_VERSION + 1}")
     with pytest.raises(StateError, match="newer") as caught:
         Store(path)
@@ -218,7 +219,7 @@ def test_outgoing_bodies_of_an_older_file_move_to_their_own_table(tmp_path: Path
     path = tmp_path / "old.sqlite3"
     _first_release_file(path)  # two sent entries (ids 1, 2), bodies already dropped
     raw = b"Message-ID: <f3@x>\r\nSubject: mati\r\n\r\nthe customer's whole mail\r\n"
-    with sqlite3.connect(path) as db:
+    with opened(path) as db:
         db.executemany(
             "INSERT INTO outbox (msg_key, idx, kind, unit, mail_from, recipients, message_id, raw, status,"
             " next_attempt, created_at) VALUES (?, 1, 'forward', 'dcs_unit', 'er@x.id', '[]', ?, ?, ?, ?, ?)",
@@ -233,13 +234,13 @@ def test_outgoing_bodies_of_an_older_file_move_to_their_own_table(tmp_path: Path
         pending, failed, sent = store.entry(3), store.entry(4), store.entry(1)
         assert pending is not None and failed is not None and sent is not None
         assert (pending.raw, failed.raw, sent.raw) == (raw, raw, b"\x00")
-        with sqlite3.connect(path) as db:
+        with opened(path) as db:
             heads = {r[0] for r in db.execute("SELECT raw FROM outbox WHERE status!='sent'")}
             assert heads == {b"Message-ID: <f3@x>\r\nSubject: mati\r\n\r\n"}
             assert db.execute("SELECT count(*) FROM outbox_bodies").fetchone()[0] == 2
         store.mark_sent([3], NOW)
         store.forget(MessageKey("a", "INBOX", 1, 2))
-        with sqlite3.connect(path) as db:
+        with opened(path) as db:
             assert db.execute("SELECT count(*) FROM outbox_bodies").fetchone()[0] == 0
         assert (store.entry(3), store.entry(4)) == (
             replace(pending, raw=b"Message-ID: <f3@x>\r\nSubject: mati\r\n\r\n", status="sent"),

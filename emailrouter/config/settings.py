@@ -353,6 +353,9 @@ def loopback_host(host: str) -> str:
         address = ipaddress.ip_address(host)
     except ValueError:
         raise ValueError(f"metrics: {host!r} is not a loopback address (127.0.0.0/8, ::1 or localhost)") from None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        # ::ffff:127.0.0.1 is an IPv6 socket open to IPv4 peers; Python 3.13 counts it as loopback, 3.11 not
+        raise ValueError(f"metrics: {host!r} is IPv4-mapped, not a loopback address: write 127.0.0.1 or ::1")
     if not address.is_loopback:
         raise ValueError(f"metrics: {host!r} is not a loopback address: the endpoint has no authentication")
     return str(address)

@@ -23,6 +23,7 @@ from emailrouter.service.daemon import PollReport, make_router, run_once
 from tests.conftest import CONFIG_DIR, DATA, NOW, ROOT
 from tests.support.dovecot import Dovecot
 from tests.support.sink import SmtpSink
+from tests.support.sqlite import opened
 
 EXPECTED: dict[str, dict[str, Any]] = yaml.safe_load((DATA / "expected.yaml").read_text())
 
@@ -424,14 +425,13 @@ def test_third_mail_about_the_same_thing_counts_toward_a_hard_complaint(
     also when all three arrive in the same batch."""
     import json
     import re
-    import sqlite3
 
     config = load_config(write_config(tmp_path, dovecot, sink))
     raw = (DATA / "dcs-fault-outlook-en.eml").read_bytes()
     for n in range(3):
         dovecot.append("router", "INBOX", re.sub(rb"Message-ID: <[^>]+>", f"Message-ID: <again-{n}@x>".encode(), raw))
     assert once(config)[0] == 0
-    with sqlite3.connect(tmp_path / "state.sqlite3") as db:
+    with opened(tmp_path / "state.sqlite3") as db:
         traces = [json.loads(row[0]) for row in db.execute("SELECT decision FROM messages ORDER BY uid")]
     fired = [[s["name"] for s in t["signals"] if s["group"] == "hard"] for t in traces]
     assert ["repeated_contact" in names for names in fired] == [False, False, True]
