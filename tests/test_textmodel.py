@@ -110,14 +110,45 @@ def test_prediction_and_top_features_follow_the_weights() -> None:
     assert p.top_features("request") == ()  # nothing pushed toward request
 
 
-def test_shouting_and_question_marks_are_left_to_the_signals_and_no_words_is_a_shape_feature() -> None:
-    """Capitals, "!!!" and "?" change nothing for the model (the signals judge shouting and questions, in
-    context: a fault report may ask when it is fixed); a text without words is a feature, shown in words."""
+def test_shouting_is_left_to_the_signals_and_no_words_is_a_shape_feature() -> None:
+    """Capitals and "!!!" change nothing for the model (the signals judge shouting); a "?" only adds the asked
+    words the model has weights for (none here); a text without words is a feature, shown in words."""
     model = tiny_model()
     assert model.predict("", "INTERNET SAYA MATI TOTAL!!!") == model.predict("", "internet saya mati total")
     assert model.predict("", "harga paket berapa?") == model.predict("", "harga paket berapa")
     assert document("", "halo min?", SETTINGS).dense == ("d:nowords",)
     assert ("(no words at all)", 3.0) in model.predict("", "halo min?").top_features("unknown")
+
+
+def test_the_words_of_a_question_count_once_more_as_asked() -> None:
+    """A sentence ending in "?" or holding a question word gives its words as asked as well; a statement does
+    not; the model weighs an asked word on its own ("upgrade?" asks about one, "tolong upgrade" asks for one)."""
+    text = "Upgrade saya sudah diproses belum? Tolong upgrade modemnya juga. Kalau bisa hari ini"
+    assert document("", text, SETTINGS).questions == ("upgrade", "sudah", "diproses", "belum", "kalau", "bisa", "hari")
+    assert document("", "internet mati. kapan normal", SETTINGS).questions == ("kapan", "normal")
+    assert document("", "tolong upgrade modemnya", SETTINGS).questions == ()
+    assert document("", text, FeatureSettings(question_words=False)).questions == ()
+    weights = {"w:upgrade": [-1.0, -1.0, 3.0, -1.0, 0.0], "q:upgrade": [-1.0, 5.0, -3.0, -1.0, 0.0]}
+    model = TextModel(SETTINGS, [0.0] * 5, weights)
+    asked, told = model.predict("", "upgrade sudah diproses?"), model.predict("", "tolong upgrade")
+    assert max(asked.intent_probabilities, key=asked.intent_probabilities.__getitem__) == "information"
+    assert max(told.intent_probabilities, key=told.intent_probabilities.__getitem__) == "request"
+    assert [name for name, _ in asked.top_features("information")] == ["upgrade?"]
+
+
+def test_a_model_file_from_before_question_words_reads_with_them_off() -> None:
+    """A file whose features have no `question_words` (written before it existed) loads, checksum intact, with
+    question words off; a value that is not true or false is refused naming the key."""
+    old = tiny_model(question_words=False)
+    doc = _doc(old)
+    assert "question_words" not in doc["features"]
+    loaded = model_from_bytes(old.dumps())
+    assert loaded.settings.question_words is False and loaded.checksum == old.checksum
+    assert _doc(tiny_model())["features"]["question_words"] is True
+    doc["features"]["question_words"] = "yes"
+    with pytest.raises(ModelError) as error:
+        model_from_bytes(_rebuilt(doc))
+    assert error.value.key == "features.question_words"
 
 
 def test_model_file_round_trip_gives_identical_bytes_and_predictions(tmp_path: Path) -> None:

@@ -2,9 +2,11 @@
 
 A linear model over the customer's own words (subject and text, never the quoted part): for each
 word, the word itself and its character n-grams (so `lemottt`, `lemot` and `lemotnya` share most of
-their features); optionally word bigrams ("tidak bisa"; off by default: no better in cross-validation
-and a third slower); and one shape feature (no words at all). Four intent outputs (a softmax) and
-one hard-complaint output (a sigmoid).
+their features); for each word inside a question, the word as asked (`question_words`: "upgrade saya
+sudah diproses belum?" asks about an upgrade, "tolong upgrade" asks for one); optionally word bigrams
+("tidak bisa"; off by default: no better than question words in leave-one-writer-out cross-validation,
+and a third slower); and one shape feature (no words at all). Four intent outputs (a softmax) and one
+hard-complaint output (a sigmoid).
 
 Only words that can be evidence of what a customer wants count (feature version tm2): not function
 words, pronouns, particles, greetings and forms of address (STOP_WORDS, Indonesian and English), not
@@ -12,8 +14,10 @@ the closing line and the signature after it (`Terima kasih,` / `Rina Kusumawati`
 not a capitalised word inside a sentence that the model never learned as a word (it is taken for a
 name: `Saya Rina dari ...`, `Jl. Braga`), not bare numbers. What a corpus's writers habitually put
 around their messages (a name, a greeting, a way of signing) is so not learned, and not shown to
-agents as a reason. Neither capitals, "!!!" nor "?" count: the signals judge shouting and questions,
-in context (a fault report may ask when it is fixed).
+agents as a reason. Neither capitals nor "!!!" count: the signals judge shouting. A sentence is a question
+when it ends with "?" or holds a question word (QUESTION_WORDS: `apakah`, `berapa`, `gimana`, `how`,
+`kalau` ...); its words count once more, as asked (a fault report may ask when it is fixed: the model
+learns which asked words say what).
 
 Only the first `max_chars` characters count, so inference costs the same for a 16 KB mail as for a
 2 KB one. Every word contributes one pre-summed weight vector (cached per word), which makes
@@ -27,12 +31,15 @@ otherwise. A pickle or an .npz file is refused with a message saying so.
 
     {"format": "emailrouter-textmodel", "format_version": 1,
      "intents": ["fault", "information", "request", "unknown"], "outputs": [... intents ..., "hard"],
-     "features": {"version": "tm2", "max_chars": 2000, "char_ngrams": [3, 5], "word_bigrams": false},
+     "features": {"version": "tm2", "max_chars": 2000, "char_ngrams": [3, 5], "word_bigrams": false,
+                  "question_words": true},
      "bias": [5 numbers], "weights": {"FEATURE": [5 numbers], ...},
      "training": {...figures, seed, counts...}, "checksum": "sha256:..."}
 
 Feature names: `w:WORD` (a whole word; every word the model knows has one), `c:NGRAM` (a character
-n-gram of a word padded with `<` and `>`), `b:WORD WORD` (a bigram), `d:NAME` (a shape feature).
+n-gram of a word padded with `<` and `>`), `q:WORD` (a word inside a question; explanations show it as
+`WORD?`), `b:WORD WORD` (a bigram), `d:NAME` (a shape feature). A file without `question_words` (written
+before it existed) has none.
 Feature version `tm2` fixes the normalisation: case-folding, addresses and links removed, words
 split at anything that is not a letter or digit (`can't` -> `can not`), `kata2` -> `kata kata`,
 digit runs -> `0`, runs of one letter -> that letter once (`lemottt`, `lemott` -> `lemot`; also
@@ -119,6 +126,16 @@ DENSE_FEATURES = {
     "d:nowords": "no words at all",
 }
 
+# A sentence holding one of these (as written, case-folded; Indonesian, English, the usual chat spellings) is a
+# question, as is one that ends with "?". Hypotheticals ("kalau saya berhenti, ...") ask too. Fixed with the model's
+# features (not the ops-editable slang map: a change there must not change what a trained model sees).
+_QUESTION_WORDS = """
+    apakah apa bagaimana bgmn gimana gmn gmna berapa brp kapan kpn dimana dmn kemana mana bisakah bolehkah adakah
+    kenapa knp mengapa how what when where whether why kalau kalo klo jika apabila bila seandainya if
+"""
+QUESTION_WORDS = frozenset(_QUESTION_WORDS.split())
+_SENTENCE = re.compile(r"[^.!?\n]+[.!?]*")  # a sentence and the marks that end it
+
 
 class ModelError(EmailRouterError):
     """A model file that cannot be used; `key` says where in the file (a JSON path), `reason` what is wrong."""
@@ -137,15 +154,19 @@ class FeatureSettings:
     max_chars: int = 2000  # only the first this many characters of subject + text count
     char_min: int = 3
     char_max: int = 5
-    word_bigrams: bool = False  # "tidak bisa": no better in cross-validation than words and n-grams, a third slower
+    word_bigrams: bool = False  # "tidak bisa": no better in cross-validation than question words, a third slower
+    question_words: bool = True  # the words of a question count once more, as asked (`q:WORD`)
 
     def as_json(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "version": self.version,
             "max_chars": self.max_chars,
             "char_ngrams": [self.char_min, self.char_max],
             "word_bigrams": self.word_bigrams,
         }
+        if self.question_words:  # absent when off: a file written before the setting existed reads the same
+            out["question_words"] = True
+        return out
 
 
 @dataclass(frozen=True)
@@ -155,7 +176,8 @@ class Document:
     words: tuple[str, ...]  # distinct normalised words, first occurrence order
     bigrams: tuple[str, ...]  # distinct "word word" pairs, first occurrence order
     dense: tuple[str, ...]  # the shape features that are on
-    scale: float  # every word and bigram feature is multiplied by this (1 / sqrt(distinct words))
+    scale: float  # every word, question word and bigram feature is multiplied by this (1 / sqrt(distinct words))
+    questions: tuple[str, ...] = ()  # distinct words (of `words`) that stand in a question, first occurrence order
 
 
 def _is_stop(part: str, word: str) -> bool:
@@ -299,13 +321,37 @@ def words_of(text: str, known: frozenset[str] | None = None) -> list[str]:
 
 def document(subject: str, text: str, settings: FeatureSettings, known: frozenset[str] | None = None) -> Document:
     """The features of the customer's own words (subject and text), from the first max_chars characters."""
-    found = words_of(f"{subject}\n{text}"[: settings.max_chars], known)
+    full = f"{subject}\n{text}"[: settings.max_chars]
+    found = words_of(full, known)
     words = tuple(dict.fromkeys(found))
     bigrams: tuple[str, ...] = ()
     if settings.word_bigrams and len(found) > 1:
         bigrams = tuple(dict.fromkeys(map(" ".join, itertools.pairwise(found))))
+    questions = question_words(full, frozenset(words)) if settings.question_words and words else ()
     dense = () if words else ("d:nowords",)
-    return Document(words, bigrams, dense, 1.0 / math.sqrt(len(words)) if words else 1.0)
+    return Document(words, bigrams, dense, 1.0 / math.sqrt(len(words)) if words else 1.0, questions)
+
+
+def question_words(text: str, words: frozenset[str]) -> tuple[str, ...]:
+    """The distinct words of `words` that stand in a question of the text: a sentence (ended by . ! ? or a line
+    break) that ends with "?" or holds one of QUESTION_WORDS. In first occurrence order (of the sentences)."""
+    folded = text.casefold()
+    by_word = not QUESTION_WORDS.isdisjoint(words)  # a question word is a feature word wherever it stands
+    if not by_word and "?" not in folded:
+        return ()  # the usual statement: no question at all
+    sentences = _SENTENCE.findall(folded)
+    if by_word:
+        asked = [
+            sentence
+            for sentence in sentences
+            if sentence[-1] == "?" or not QUESTION_WORDS.isdisjoint(sentence.translate(_PUNCTUATION).split())
+        ]
+    else:
+        asked = [sentence for sentence in sentences if sentence[-1] == "?"]
+    if not asked:
+        return ()
+    found = " ".join(map(_TOKENS.__getitem__, " ".join(asked).split())).split()
+    return tuple(dict.fromkeys(w for w in found if w in words))
 
 
 def word_features(word: str, settings: FeatureSettings) -> list[str]:
@@ -323,6 +369,8 @@ def feature_values(doc: Document, settings: FeatureSettings) -> dict[str, float]
     for word in doc.words:
         for f in word_features(word, settings):
             values[f] = values.get(f, 0.0) + doc.scale
+    for word in doc.questions:
+        values["q:" + word] = doc.scale
     for bigram in doc.bigrams:
         values["b:" + bigram] = doc.scale
     for name in doc.dense:
@@ -376,6 +424,7 @@ class TextModel:
         self.training = dict(training or {})
         self._words: dict[str, tuple[float, ...]] = {}
         self._bigrams = {name[2:]: ws for name, ws in self.weights.items() if name.startswith("b:")}
+        self._questions = {name[2:]: ws for name, ws in self.weights.items() if name.startswith("q:")}
         # the words the model knows as words: a capitalised word inside a sentence counts only if it is one
         self.known = frozenset(name[2:] for name in self.weights if name.startswith("w:"))
         self.checksum = checksum(self._content())
@@ -407,6 +456,10 @@ class TextModel:
         else:
             vectors = cast(list[tuple[float, ...]], cached)
         names = list(doc.words)
+        if doc.questions:
+            asked = list(map(self._questions.get, doc.questions))
+            names += (word + "?" for word in itertools.compress(doc.questions, asked))
+            vectors += filter(None, asked)
         if doc.bigrams:
             found = list(map(self._bigrams.get, doc.bigrams))
             names += itertools.compress(doc.bigrams, found)
@@ -581,7 +634,7 @@ def _model_from_doc(doc: Any) -> TextModel:
     for name, ws in weights_doc.items():
         key = f"weights.{name}"
         if not _valid_feature(name):
-            raise ModelError(key, "not a feature name (w:, c:, b: or a known d: feature)")
+            raise ModelError(key, "not a feature name (w:, c:, q:, b: or a known d: feature)")
         weights[name] = _finite_numbers(ws, key, len(OUTPUTS))
     if not isinstance(doc["training"], dict):
         raise ModelError("training", f"expected a mapping, got {_describe(doc['training'])}")
@@ -610,16 +663,17 @@ def _plain_data(value: Any, key: str) -> None:
 def _valid_feature(name: str) -> bool:
     if name.startswith("d:"):
         return name in DENSE_FEATURES
-    return len(name) > 2 and name[:2] in ("w:", "c:", "b:")
+    return len(name) > 2 and name[:2] in ("w:", "c:", "b:", "q:")
 
 
 def _settings(node: Any) -> FeatureSettings:
     if not isinstance(node, dict):
         raise ModelError("features", f"expected a mapping, got {_describe(node)}")
-    allowed = {"version", "max_chars", "char_ngrams", "word_bigrams"}
+    allowed = {"version", "max_chars", "char_ngrams", "word_bigrams", "question_words"}
+    optional = {"question_words"}  # absent in files written before it existed: off
     for key in sorted(set(node) - allowed):
         raise ModelError(f"features.{key}", f"unknown key (expected one of: {', '.join(sorted(allowed))})")
-    for key in sorted(allowed - set(node)):
+    for key in sorted(allowed - optional - set(node)):
         raise ModelError(f"features.{key}", "missing")
     if node["version"] != FEATURE_VERSION:
         raise ModelError(
@@ -639,7 +693,10 @@ def _settings(node: Any) -> FeatureSettings:
         raise ModelError("features.char_ngrams", "expected [min, max] with 1 <= min <= max <= 8")
     if not isinstance(node["word_bigrams"], bool):
         raise ModelError("features.word_bigrams", "expected true or false")
-    return FeatureSettings(FEATURE_VERSION, max_chars, ngrams[0], ngrams[1], node["word_bigrams"])
+    questions = node.get("question_words", False)
+    if not isinstance(questions, bool):
+        raise ModelError("features.question_words", "expected true or false")
+    return FeatureSettings(FEATURE_VERSION, max_chars, ngrams[0], ngrams[1], node["word_bigrams"], questions)
 
 
 def rounded(values: Iterable[float], digits: int = 4) -> list[float]:

@@ -395,7 +395,7 @@ def fit(examples: Sequence[Example], settings: TrainSettings, note: dict[str, An
     for values in rows:
         df.update(values.keys())
     kept = sorted(
-        (name for name, n in df.items() if n >= settings.min_df and name[:2] in ("c:", "b:")),
+        (name for name, n in df.items() if n >= settings.min_df and name[:2] in ("c:", "b:", "q:")),
         key=lambda name: (-df[name], name),
     )[: settings.max_features]
     names = sorted({*kept, *(f"w:{w}" for w in known), *(n for n in DENSE_FEATURES if n in df)})
