@@ -224,6 +224,7 @@ class _TokenCache(dict[str, str]):
 _TOKENS = _TokenCache()
 _PUNCTUATION = str.maketrans(dict.fromkeys("!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~", " "))
 _OPENING = "\"'([{<*_-\u201c\u2018"
+_INNER_PUNCTUATION = str.maketrans(dict.fromkeys("\"#$%&'()*+,-/:;<=>@[\\]^_`{|}~", " "))  # all but . ! ?
 _SENTENCE_END = ".!?:"
 _PARAGRAPH = "\x00"  # marks a blank line between the tokens (it stands for no word)
 _CLOSING_HINTS = ("regard", "salam", "hormat", "kasih", "trims", "thank", "thx", "sincerely", "cheers", "ttd", "rgds")
@@ -339,15 +340,14 @@ def question_words(text: str, words: frozenset[str]) -> tuple[str, ...]:
     by_word = not QUESTION_WORDS.isdisjoint(words)  # a question word is a feature word wherever it stands
     if not by_word and "?" not in folded:
         return ()  # the usual statement: no question at all
-    sentences = _SENTENCE.findall(folded)
     if by_word:
         asked = [
             sentence
-            for sentence in sentences
-            if sentence[-1] == "?" or not QUESTION_WORDS.isdisjoint(sentence.translate(_PUNCTUATION).split())
+            for sentence in _SENTENCE.findall(folded.translate(_INNER_PUNCTUATION))
+            if sentence[-1] == "?" or not QUESTION_WORDS.isdisjoint(sentence.rstrip(".!?").split())
         ]
     else:
-        asked = [sentence for sentence in sentences if sentence[-1] == "?"]
+        asked = [sentence for sentence in _SENTENCE.findall(folded) if sentence[-1] == "?"]
     if not asked:
         return ()
     found = " ".join(map(_TOKENS.__getitem__, " ".join(asked).split())).split()
