@@ -10,7 +10,10 @@ Stratified k-fold (what `emailrouter train` prints) mixes every writer into ever
 always seen the writer of the message it predicts; this is the harder and more honest test, the one that
 mimics a writer (or a real customer) the corpus does not have. Never point it at corpus/heldout.
 
-    .venv/bin/python benchmarks/writers.py [CORPUS_FOLDER] [-c CONFIG] [--json] [--errors N]
+`--tune` also prints the `combine:` settings that do best on the pooled held-out predictions (the same search
+as `emailrouter train -c`, which tunes on stratified folds), and the figures under them.
+
+    .venv/bin/python benchmarks/writers.py [CORPUS_FOLDER] [-c CONFIG] [--json] [--errors N] [--tune]
 """
 
 from __future__ import annotations
@@ -28,7 +31,17 @@ sys.path.insert(0, str(ROOT))
 
 from emailrouter.config import find_config, load_config  # noqa: E402
 from emailrouter.evaluate import Figures, evaluate  # noqa: E402
-from emailrouter.training import Example, TrainSettings, fit, model_figures, read_corpus  # noqa: E402
+from emailrouter.training import (  # noqa: E402
+    Example,
+    TrainSettings,
+    combine_yaml,
+    combined_figures,
+    fit,
+    model_figures,
+    read_corpus,
+    signal_evidence,
+    tune_combine,
+)
 
 
 def _line(name: str, f: Figures) -> str:
@@ -45,6 +58,7 @@ def main() -> int:
     parser.add_argument("-c", "--config", help="config folder or file (default: ./config)")
     parser.add_argument("--json", action="store_true", help="the figures as JSON")
     parser.add_argument("--errors", type=int, default=0, help="print up to N misclassified messages per writer")
+    parser.add_argument("--tune", action="store_true", help="also tune combine: on the pooled held-out predictions")
     args = parser.parse_args()
 
     folder = Path(args.corpus)
@@ -102,6 +116,19 @@ def main() -> int:
     print("\npooled (every message by a model that never saw its writer)")
     for kind in ("signals", "model", "combined"):
         print("  " + _line(kind, pooled_figures[kind]))
+    if args.tune:
+        predictions = [p for _, p in pooled["model"]]
+        evidence = signal_evidence(all_examples, signals)
+        tuned = tune_combine(all_examples, predictions, evidence)
+        print("\ncombine settings that do best on the pooled held-out predictions:")
+        print(combine_yaml(tuned))
+        print("  " + _line("combined, tuned", combined_figures(all_examples, predictions, evidence, tuned)))
+        start = 0
+        for name, held in by_file.items():
+            part = slice(start, start + len(held))
+            start += len(held)
+            f = combined_figures(held, predictions[part], evidence[part], tuned)
+            print("    " + _line(f"held out {name}", f))
     return 0
 
 
