@@ -16,7 +16,7 @@ name: `Saya Rina dari ...`, `Jl. Braga`), not bare numbers. What a corpus's writ
 around their messages (a name, a greeting, a way of signing) is so not learned, and not shown to
 agents as a reason. Neither capitals nor "!!!" count: the signals judge shouting. A sentence is a question
 when it ends with "?" or holds a question word (QUESTION_WORDS: `apakah`, `berapa`, `gimana`, `how`,
-`kalau` ...); its words count once more, as asked (a fault report may ask when it is fixed: the model
+`tanya` ...); its words count once more, as asked (a fault report may ask when it is fixed: the model
 learns which asked words say what).
 
 Only the first `max_chars` characters count, so inference costs the same for a 16 KB mail as for a
@@ -127,11 +127,12 @@ DENSE_FEATURES = {
 }
 
 # A sentence holding one of these (as written, case-folded; Indonesian, English, the usual chat spellings) is a
-# question, as is one that ends with "?". Hypotheticals ("kalau saya berhenti, ...") ask too. Fixed with the model's
+# question, as is one that ends with "?". Not `kalau`, `jika`, `when`, `if` (a fault report says "lemot kalau
+# malam"), nor `apa`, `mana` ("tidak apa-apa", "mana jawabannya"): with "?" they ask all the same. Fixed with the model's
 # features (not the ops-editable slang map: a change there must not change what a trained model sees).
 _QUESTION_WORDS = """
-    apakah apa bagaimana bgmn gimana gmn gmna berapa brp kapan kpn dimana dmn kemana mana bisakah bolehkah adakah
-    kenapa knp mengapa how what when where whether why kalau kalo klo jika apabila bila seandainya if
+    apakah bagaimana bgmn gimana gmn gmna berapa brp kapan kpn dimana dmn kemana bisakah bolehkah adakah kenapa knp
+    mengapa tanya nanya bertanya menanyakan how what where whether why wonder
 """
 QUESTION_WORDS = frozenset(_QUESTION_WORDS.split())
 _SENTENCE = re.compile(r"[^.!?\n]+[.!?]*")  # a sentence and the marks that end it
