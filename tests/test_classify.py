@@ -368,3 +368,53 @@ def test_joined_regexes_keep_the_plain_path() -> None:
     signal = Signal("s", "hard", 1.0, regex=re.compile(r"(?:\bfoo)|(?:bar)"))
     assert signal._unbounded is None
     assert [m.group(0) for m in signal._regex_matches("xfoo bar")] == ["bar"]
+
+
+def test_a_note_that_needs_nothing_done_counts_against_every_intent(signals: Signals) -> None:
+    """A thank-you or a "never mind" that tells the story of a fault asks for nothing: `no_ask` (and `resolved`)
+    lower every intent, so it is left unknown or to the model."""
+    done = classify("", "kemarin wifi mati, udah nyala lagi sekarang, gausah dicek ya min", signals)
+    assert done.intent == "unknown" and {"no_ask", "no_ask_request", "no_ask_information"} <= set(_fired(done))
+    thanks = classify("", "Saya ingin berterima kasih kepada teknisi yang memperbaiki kabel putus kemarin.", signals)
+    assert thanks.intent_scores == {"fault": 3 + 2 - 3, "information": -3, "request": -3}  # putus, perbaiki, no_ask
+
+
+def test_spam_and_phishing_count_against_fault_too(signals: Signals) -> None:
+    """A phishing mail uses fault words ("diblokir"); its shape counts against fault as well as the others."""
+    result = classify("", "Akun Anda akan diblokir. Segera verifikasi data Anda, klik link di bawah ini.", signals)
+    assert result.intent == "unknown" and "not_for_us_fault" in _fired(result)
+
+
+@pytest.mark.parametrize(
+    ("text", "intent", "signal"),
+    [
+        ("bisa dimundurin jadwal pasangnya ke minggu depan?", "request", "request_move_date"),
+        ("upgrade yang saya ajukan minggu lalu sudah diproses belum?", "information", "information_status"),
+        ("tolong proses kompensasi saya untuk bulan lalu", "request", "request_compensation"),
+        ("mohon kompensasinya, internet mati 5 hari", "fault", "request_compensation"),  # the report still leads
+    ],
+)
+def test_dates_status_and_compensation(signals: Signals, text: str, intent: str, signal: str) -> None:
+    """Moving a date is a request even as a question; the status of an application is a question; compensation is
+    asked of us, but a fault report that asks for it stays a fault report."""
+    result = classify("", text, signals)
+    assert result.intent == intent and signal in _fired(result)
+
+
+@pytest.mark.parametrize(
+    ("text", "signal"),
+    [
+        ("dasar tukang tipu, internet mati lagi", "insult"),
+        ("besok gw dateng ke kantor kalian sambil live ig", "media_threat"),
+    ],
+)
+def test_more_ways_to_insult_and_to_threaten_are_hard(signals: Signals, text: str, signal: str) -> None:
+    """An insult ("tukang tipu") and a live video at the office (a media threat) are each hard on their own."""
+    result = classify("", text, signals)
+    assert result.hard and signal in _fired(result)
+
+
+def test_a_count_of_tickets_counts_toward_hard(signals: Signals) -> None:
+    """A count of tickets ("4 nomer tiket") says it was reported again and again: two points, like "sudah 3x"."""
+    result = classify("", "halo kalian masih idup? 4 nomer tiket, nol teknisi", signals)
+    assert _fired(result)["repeated_count"] == ("4 nomer tiket",)
