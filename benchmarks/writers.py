@@ -29,9 +29,9 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from emailrouter.config import find_config, load_config  # noqa: E402
-from emailrouter.evaluate import Figures, evaluate  # noqa: E402
-from emailrouter.training import (  # noqa: E402
+from emailrouter.config.loader import find_config, load_config  # noqa: E402
+from emailrouter.ops.evaluate import Figures, evaluate  # noqa: E402
+from emailrouter.ops.training import (  # noqa: E402
     Example,
     TrainSettings,
     combine_yaml,
@@ -134,8 +134,8 @@ def main() -> int:
 
 def _pool(parts: list[Figures]) -> Figures:
     """Figures of several held-out files together, from their confusion matrices and hard counts."""
-    from emailrouter.evaluate import figures
-    from emailrouter.model import INTENTS
+    from emailrouter.core.model import INTENTS
+    from emailrouter.ops.evaluate import figures
 
     truth: list[Any] = []
     predicted: list[Any] = []
@@ -153,7 +153,7 @@ def _pool(parts: list[Figures]) -> Figures:
 
 
 def _print_errors(name: str, held: list[Example], signals: Any, limit: int) -> None:
-    from emailrouter.classify import classify
+    from emailrouter.core.classify import classify
 
     shown = 0
     for e in held:

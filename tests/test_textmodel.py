@@ -121,8 +121,9 @@ def test_shouting_is_left_to_the_signals_and_no_words_is_a_shape_feature() -> No
 
 
 def test_the_words_of_a_question_count_once_more_as_asked() -> None:
-    """A sentence ending in "?" or holding a question word gives its words as asked as well; a statement (also one
-    with `kalau` or `apa-apa`) does not; the model weighs an asked word on its own ("upgrade?" asks about one, "tolong upgrade" asks for one)."""
+    """A sentence ending in "?" or holding a question word gives its words as asked as well; a statement (also
+    one with `kalau` or `apa-apa`) does not; the model weighs an asked word on its own ("upgrade?" asks about
+    one, "tolong upgrade" asks for one)."""
     text = "Upgrade saya sudah diproses belum? Tolong upgrade modemnya juga. Kalau bisa hari ini"
     assert document("", text, SETTINGS).questions == ("upgrade", "sudah", "diproses", "belum")
     assert document("", "internet mati. kapan normal", SETTINGS).questions == ("kapan", "normal")

@@ -128,8 +128,8 @@ DENSE_FEATURES = {
 
 # A sentence holding one of these (as written, case-folded; Indonesian, English, the usual chat spellings) is a
 # question, as is one that ends with "?". Not `kalau`, `jika`, `when`, `if` (a fault report says "lemot kalau
-# malam"), nor `apa`, `mana` ("tidak apa-apa", "mana jawabannya"): with "?" they ask all the same. Fixed with the model's
-# features (not the ops-editable slang map: a change there must not change what a trained model sees).
+# malam"), nor `apa`, `mana` ("tidak apa-apa", "mana jawabannya"): with "?" they ask all the same. Fixed with the
+# model's features (not the ops-editable slang map: a change there must not change what a trained model sees).
 _QUESTION_WORDS = """
     apakah bagaimana bgmn gimana gmn gmna berapa brp kapan kpn dimana dmn kemana bisakah bolehkah adakah kenapa knp
     mengapa tanya nanya bertanya menanyakan how what where whether why wonder
