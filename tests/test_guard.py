@@ -7,6 +7,7 @@ from datetime import timedelta
 import pytest
 
 from emailrouter.config.loader import Config
+from emailrouter.core.classify import Contact
 from emailrouter.core.explain import as_json
 from emailrouter.core.guard import (
     DEFAULT_ROBOT_SENDERS,
@@ -21,7 +22,7 @@ from emailrouter.core.guard import (
     robot_sender_problem,
 )
 from emailrouter.core.parse import parse
-from emailrouter.core.pipeline import route
+from emailrouter.core.pipeline import NO_MEMORY, Memory, route
 from emailrouter.core.trust import TrustPolicy, authenticated
 from tests.conftest import DATA, NOW, ROOT, eml
 
@@ -573,6 +574,40 @@ def test_bounced_address_gets_no_reply_for_60_days(config: Config) -> None:
     assert [o.action.type for o in limit_replies(_outgoing(config), [], recent, NOW, LoopPolicy())[0]] == ["forward"]
     old = {"thomas.becker@outlook.com": NOW - timedelta(days=61)}
     assert len(limit_replies(_outgoing(config), [], old, NOW, LoopPolicy())[0]) == 2
+
+
+def test_route_over_the_senders_memory_suppresses_a_reply_the_limits_forbid(config: Config) -> None:
+    """Given the sender's memory (an education reply 2 h ago), route() itself suppresses the reply, keeps the forward,
+    and the trace shows why; without a memory no limit applies."""
+    raw = (DATA / "dcs-fault-outlook-en.eml").read_bytes()
+    replied = (("thomas.becker@outlook.com", "education", NOW - timedelta(hours=2)),)
+    routing = route(raw, config, NOW, Memory(replies=replied, loop=LoopPolicy()))
+    assert [o.action.type for o in routing.outgoing] == ["forward"]
+    trace = as_json(routing, "f", "v")
+    assert [s["type"] for s in trace["suppressed"]] == ["reply"]
+    assert "already got the 'education' reply within 24 h" in trace["suppressed"][0]["reason"]
+    assert [o.action.type for o in route(raw, config, NOW, NO_MEMORY).outgoing] == ["reply", "forward"]
+    unlimited = Memory(replies=replied)  # a memory without limits to apply: routing as without one
+    assert [o.action.type for o in route(raw, config, NOW, unlimited).outgoing] == ["reply", "forward"]
+
+
+def test_route_over_the_senders_memory_blocks_a_reply_to_an_address_that_bounced(config: Config) -> None:
+    """A bounce in the sender's memory (10 days ago) stops the reply in the core, whatever the case of the address."""
+    raw = (DATA / "dcs-fault-outlook-en.eml").read_bytes()
+    memory = Memory(bounced={"thomas.becker@outlook.com": NOW - timedelta(days=10)}, loop=LoopPolicy())
+    routing = route(raw, config, NOW, memory)
+    assert [o.action.type for o in routing.outgoing] == ["forward"]
+    assert "bounced an auto-reply" in routing.suppressed[-1].reason
+
+
+def test_route_reads_the_contacts_of_the_senders_memory(config: Config) -> None:
+    """Two earlier mails about the same thing in the memory make this one the third: repeated_contact fires."""
+    raw = (DATA / "dcs-fault-outlook-en.eml").read_bytes()
+    intent = route(raw, config, NOW).classification.intent
+    earlier = (Contact(NOW - timedelta(days=1), intent), Contact(NOW - timedelta(days=3), intent))
+    fired = [s.name for s in route(raw, config, NOW, Memory(contacts=earlier)).classification.hard_signals]
+    assert "repeated_contact" in fired
+    assert "repeated_contact" not in [s.name for s in route(raw, config, NOW).classification.hard_signals]
 
 
 POLICY = TrustPolicy(True, "mx.cc.example.co.id", "dmarc")

@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import fnmatch
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from email.message import Message
@@ -125,6 +125,11 @@ class LoopPolicy:
     reply_window: timedelta = timedelta(hours=24)  # one reply of the same template per address per window
     replies_per_hour: int = 3  # and at most this many replies to one address per hour
     bounce_block: timedelta = timedelta(days=60)  # no auto-reply to an address that bounced within this time
+
+    @property
+    def lookback(self) -> timedelta:
+        """How far back `limit_replies` needs the replies sent: the window, and at least the hour of the cap."""
+        return max(self.reply_window, timedelta(hours=1))
 
 
 @dataclass(frozen=True)
@@ -418,7 +423,7 @@ def bounced_recipients(view: MessageView, router_address: str) -> list[str]:
 def limit_replies(
     outgoing: Sequence[Outgoing],
     sent_replies: Sequence[tuple[str, str, datetime]],
-    bounced: dict[str, datetime],
+    bounced: Mapping[str, datetime],
     now: datetime,
     policy: LoopPolicy,
 ) -> tuple[list[Outgoing], list[Suppressed]]:

@@ -2,14 +2,17 @@
 
 Two guards sit around the table: mail over the size limit is not analysed at all (it goes to the
 failure unit with a note), and automated mail is never answered, whatever the table says (the
-`automated` fact lets the table decide what else happens to it).
+`automated` fact lets the table decide what else happens to it). After composing, the reply limits
+(one reply of a template per window, a cap per hour, none to an address that bounced) run over the
+sender's `Memory`, which the shell loads before routing: `explain`, rule tests and replay can show a
+reply the limits suppress by passing one.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from datetime import datetime, timedelta
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
 
 from emailrouter.core.classify import Contact, Signals, classify
 from emailrouter.core.compose import Case, Composer, compose
@@ -19,9 +22,11 @@ from emailrouter.core.guard import (
     DEFAULT_GUARD,
     BounceReport,
     GuardPolicy,
+    LoopPolicy,
     auto_reply_refused,
     automated_reason,
     bounce_reports,
+    limit_replies,
 )
 from emailrouter.core.model import (
     Classification,
@@ -80,28 +85,38 @@ class Routing:
     failed: tuple[RenderFailure, ...] = ()  # replies whose template failed on this mail: not sent, to be reported
 
 
-def no_history(sender: str, since: datetime) -> Sequence[Contact]:
-    return ()
+@dataclass(frozen=True)
+class Memory:
+    """What the state remembers about the sender of one mail, as of now: loaded by the shell before routing
+    (the state store plus the plans not committed yet). `loop` is the reply limits to apply over it;
+    without one (`NO_MEMORY`) no limit applies."""
+
+    contacts: tuple[Contact, ...] = ()  # the sender's earlier mail, for the history signals
+    replies: tuple[tuple[str, str, datetime], ...] = ()  # (address, template, when) of earlier auto-replies
+    bounced: Mapping[str, datetime] = field(default_factory=dict)  # address -> when it bounced a reply of ours
+    loop: LoopPolicy | None = None
 
 
-def route(
-    raw: bytes,
-    config: RoutingConfig,
-    now: datetime,
-    history: Callable[[str, datetime], Sequence[Contact]] = no_history,
-) -> Routing:
-    """Everything the router decides about one mail. `history(sender, since)` gives earlier contacts."""
+NO_MEMORY = Memory()
+
+
+def read(raw: bytes, config: RoutingConfig) -> MessageView:
+    """The parsed mail, or only its headers when it is over the size limit (then it is not analysed)."""
     limit = config.max_message_bytes
-    oversized = len(raw) > limit
-    view = (
-        parse_headers_only(raw, f"not analysed: {len(raw):,} bytes is over the {limit:,}-byte limit")
-        if oversized
-        else parse(raw)
-    )
+    if len(raw) > limit:
+        return parse_headers_only(raw, f"not analysed: {len(raw):,} bytes is over the {limit:,}-byte limit")
+    return parse(raw)
+
+
+def route(mail: bytes | MessageView, config: RoutingConfig, now: datetime, memory: Memory = NO_MEMORY) -> Routing:
+    """Everything the router decides about one mail (raw bytes, or the view `read` made of them), given what
+    the state remembers about its sender."""
+    view = read(mail, config) if isinstance(mail, bytes) else mail
+    oversized = view.size > config.max_message_bytes
     automated = automated_reason(view, config.own_addresses, config.router.address, config.guard)
     seg = segment(view, config.segmentation)
     days = config.signals.history_days
-    earlier = history(view.sender.address, now - timedelta(days=days)) if view.sender and days else ()
+    earlier = memory.contacts if view.sender and days else ()
     cls = classify(view.subject, view.text, config.signals, earlier, now, automated=automated is not None)
     facts = facts_of(view, seg, cls, automated is not None)
     reference = reference_for(view, config.router.reference_prefix)
@@ -123,6 +138,9 @@ def route(
         outgoing = [o for o in outgoing if not isinstance(o.action, Reply)]
         failed = []
         suppressed.extend(Suppressed("reply", refused) for _ in dropped)
+    if memory.loop is not None:
+        outgoing, limited = limit_replies(outgoing, memory.replies, memory.bounced, now, memory.loop)
+        suppressed.extend(limited)
     bounced = bounce_reports(view, config.router.address) if automated else ()
     return Routing(
         view, seg, cls, facts, decision, tuple(outgoing), tuple(suppressed), automated, bounced, tuple(failed)

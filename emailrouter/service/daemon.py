@@ -45,9 +45,8 @@ from emailrouter.core.errors import (
     UncertainDeliveryError,
 )
 from emailrouter.core.explain import as_json
-from emailrouter.core.guard import limit_replies
-from emailrouter.core.model import Outgoing, Record, Reply, Suppressed
-from emailrouter.core.pipeline import Routing, route
+from emailrouter.core.model import MessageView, Record, Reply
+from emailrouter.core.pipeline import Memory, Routing, read, route
 from emailrouter.service.faults import crashpoint
 from emailrouter.service.imap import Fetched, ImapMailbox, watch_idle
 from emailrouter.service.metrics import Metrics, MetricsServer, stale_mailboxes
@@ -377,19 +376,13 @@ class Router:
                 return None  # already planned: the outbox and _finish take it from here
             now = self.clock()
 
-            def history(sender: str, since: datetime) -> list[Contact]:
-                # committed contacts, and those of this batch's plans not committed yet
-                earlier = self.store.history(sender, since)
-                earlier += [Contact(p.now, p.contact[1]) for p in plans if p.contact and p.contact[0] == sender]
-                return earlier
-
             started = time.perf_counter()
             content = content_hash(fetched.raw)
             try:
-                routing = route(fetched.raw, self.config, now, history)
+                view = read(fetched.raw, self.config)
+                routing = route(view, self.config, now, self._memory(view, plans, now))
             except Exception as exc:  # a stage broke on this mail: quarantine it, the batch goes on
                 return self._quarantine(mailbox, key, fetched, content, f"{type(exc).__name__}: {exc}", plans, report)
-            view = routing.view
             dedupe = view.message_id or bytes_hash(fetched.raw)
             structlog.contextvars.bind_contextvars(message_id=view.message_id)
             earlier = [(str(p.key), p.content_hash) for p in plans if p.dedupe_id == dedupe]
@@ -407,7 +400,7 @@ class Router:
                 return Plan(key, dedupe, "", {}, (), now, None, "duplicate", content_hash=content)
             if earlier:  # the same Message-ID on a different mail: processed as the new mail it is
                 log.warning("message_id_reused", earlier=[k for k, _ in earlier][:3])
-            outgoing, suppressed = self._limit(routing, plans, now)
+            outgoing, suppressed = routing.outgoing, routing.suppressed
             record = next((a.tag for a in routing.decision.actions if isinstance(a, Record)), None)
             outcome = "dry-run" if self.dry_run else (record or "planned")
             log.info(
@@ -448,8 +441,6 @@ class Router:
             ]
             sends += self._render_failure_notices(routing, now)
             trace = as_json(routing, str(key), self.config.version)
-            trace["actions"] = [o.describe() for o in outgoing]
-            trace["suppressed"] = [s.describe() for s in suppressed]
             trace["timings"] = {"decide_ms": round((time.perf_counter() - started) * 1000, 3)}
             contact = (view.sender.address, routing.classification.intent) if view.sender else None
             if routing.automated:
@@ -548,20 +539,22 @@ class Router:
         dedupe = headers.get("message-id") or bytes_hash(fetched.raw)
         return Plan(key, dedupe, "", {}, sends, now, None, "quarantined", error=error, content_hash=content)
 
-    def _limit(self, routing: Routing, plans: list[Plan], now: datetime) -> tuple[list[Outgoing], list[Suppressed]]:
-        """Reply rate limits and bounce blocks, from the persisted reply history (and this batch's plans)."""
-        policy = self.config.settings.loop
-        addresses = sorted({a for o in routing.outgoing if isinstance(o.action, Reply) for a in o.to})
-        if not addresses:
-            return list(routing.outgoing), list(routing.suppressed)
-        since = now - max(policy.reply_window, timedelta(hours=1))
-        sent = self.store.replies_to(addresses, since)
-        sent += [(a.lower(), t, p.now) for p in plans for a, t in p.replies]
-        bounced = self.store.bounces(addresses)
+    def _memory(self, view: MessageView, plans: list[Plan], now: datetime) -> Memory:
+        """What the state remembers about the sender: the store, and this batch's plans not committed yet."""
+        loop = self.config.settings.loop
+        if view.sender is None:
+            return Memory(loop=loop)
+        sender = view.sender.address
+        contacts: list[Contact] = []
+        if days := self.config.signals.history_days:
+            contacts = self.store.history(sender, now - timedelta(days=days))
+            contacts += [Contact(p.now, p.contact[1]) for p in plans if p.contact and p.contact[0] == sender]
+        replies = self.store.replies_to([sender], now - loop.lookback)
+        replies += [(a.lower(), t, p.now) for p in plans for a, t in p.replies]
+        bounced = self.store.bounces([sender])
         for p in plans:
             bounced.update({a.lower(): p.now for a in p.bounced})
-        kept, suppressed = limit_replies(routing.outgoing, sent, bounced, now, policy)
-        return kept, [*routing.suppressed, *suppressed]
+        return Memory(tuple(contacts), tuple(replies), bounced, loop)
 
     def _commit(self, plans: list[Plan]) -> None:
         """The plan commit: durable before anything of these mails is sent. If it fails (StateError), nothing

@@ -261,10 +261,10 @@ def test_quarantine_keeps_the_batch_going_and_retry_processes_later(
     dovecot.append("router", "INBOX", with_id(OUTLOOK, "q3@x", "third@outlook.com"))
     real_route = daemon.route
 
-    def flaky(raw: bytes, *args, **kwargs):  # type: ignore[no-untyped-def]
-        if b"breaks@outlook.com" in raw:
+    def flaky(view, *args, **kwargs):  # type: ignore[no-untyped-def]
+        if b"breaks@outlook.com" in view.raw:
             raise RuntimeError("stage exploded")
-        return real_route(raw, *args, **kwargs)
+        return real_route(view, *args, **kwargs)
 
     monkeypatch.setattr(daemon, "route", flaky)
     status, reports = once(config)
