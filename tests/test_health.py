@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from emailrouter.config.loader import Config
-from emailrouter.service.daemon import Router, Service
+from emailrouter.service.daemon import Service
+from emailrouter.service.router import Router
 from emailrouter.service.store import Store
 
 
@@ -15,11 +16,11 @@ def test_a_relay_that_is_down_makes_the_service_unhealthy_until_it_works_again(c
     service = Service(tmp_path / "emailrouter.yaml", router)
     try:
         assert service._health() == []
-        router._went_down(router.relay, "SMTP authentication failed (535)")
+        router.relay.went_down("SMTP authentication failed (535)")
         assert service._health() == ["relay: SMTP authentication failed (535)"]
         assert "relay: SMTP authentication failed (535)" in router.status()
         assert router.relay.waiting()  # the outbox waits (backoff) instead of failing mail
-        router._came_back(router.relay)
+        router.relay.came_back()
         assert service._health() == [] and not router.relay.waiting()
     finally:
         router.store.close()

@@ -24,7 +24,8 @@ from emailrouter.config.settings import (
 )
 from emailrouter.core.errors import ConfigError
 from emailrouter.service import logs
-from emailrouter.service.daemon import PollReport, Router, run_once
+from emailrouter.service.daemon import run_once
+from emailrouter.service.router import PollReport, Router
 from emailrouter.service.smtp import SmtpTransport
 from emailrouter.service.store import Store
 

@@ -28,7 +28,7 @@ from emailrouter.core.pipeline import route
 
 if TYPE_CHECKING:
     from emailrouter.config.settings import MailboxConfig
-    from emailrouter.service.daemon import PollReport, Router
+    from emailrouter.service.router import PollReport, Router
 
 
 def _load(args: argparse.Namespace) -> Config | None:

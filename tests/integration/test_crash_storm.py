@@ -32,7 +32,7 @@ from pathlib import Path
 
 from emailrouter.config.loader import load_config
 from emailrouter.core.pipeline import route
-from emailrouter.service.daemon import utcnow
+from emailrouter.service.health import utcnow
 from tests.conftest import DATA, ROOT
 from tests.integration.test_daemon import ROUTED, start_daemon, write_config
 from tests.support.dovecot import Dovecot

@@ -19,7 +19,8 @@ import yaml
 
 from emailrouter.config.loader import Config, load_config
 from emailrouter.core.pipeline import route
-from emailrouter.service.daemon import PollReport, make_router, run_once
+from emailrouter.service.daemon import make_router, run_once
+from emailrouter.service.router import PollReport
 from tests.conftest import CONFIG_DIR, DATA, NOW, ROOT
 from tests.support.dovecot import Dovecot
 from tests.support.sink import SmtpSink

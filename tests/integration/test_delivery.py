@@ -232,7 +232,7 @@ def test_quarantine_tells_the_failure_unit_within_a_limit(
 ) -> None:
     """A mail a stage breaks on is flagged and the failure unit gets a notice naming it (Message-ID, sender,
     subject, error); past `limits.quarantine_notices_per_hour` the rest are only logged."""
-    import emailrouter.service.daemon as daemon
+    import emailrouter.service.processor as processor
 
     path = write_config(tmp_path, dovecot, sink)
     path.write_text(path.read_text().replace("limits:\n", "limits:\n  quarantine_notices_per_hour: 2\n"))
@@ -242,7 +242,7 @@ def test_quarantine_tells_the_failure_unit_within_a_limit(
     def broken(raw: bytes, *args: object, **kwargs: object) -> object:
         raise RuntimeError("stage exploded")
 
-    monkeypatch.setattr(daemon, "route", broken)
+    monkeypatch.setattr(processor, "route", broken)
     assert once(load_config(path))[0] == 0
     notices = [email.message_from_bytes(r.data, policy=default) for r in sink.received]
     assert len(notices) == 2

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from emailrouter.config.loader import load_config
-from emailrouter.service import daemon
+from emailrouter.service import poller
 from emailrouter.service.daemon import make_router, run_once
 from emailrouter.service.imap import Fetched, ImapMailbox
 from tests.integration.test_daemon import write_config
@@ -50,7 +50,7 @@ def test_a_batch_is_fetched_in_pieces_each_dropped_before_the_next(
     sizes = [30_000] * 4 + [110_000] + [30_000] * 2  # attachment bytes; base64 makes them a third larger
     for n, size in enumerate(sizes):
         dovecot.append("router", "INBOX", mail(n, size))
-    monkeypatch.setattr(daemon, "FETCH_BYTES", CAP)
+    monkeypatch.setattr(poller, "FETCH_BYTES", CAP)
     asked: list[list[int]] = []
     held_at_fetch: list[int] = []  # bytes of earlier fetched mail still alive when the next fetch starts
     alive: list[weakref.ref[Fetched]] = []

@@ -252,21 +252,21 @@ def test_quarantine_keeps_the_batch_going_and_retry_processes_later(
 ) -> None:
     """A mail that breaks a stage is flagged $Quarantined and recorded; the others go on; `quarantine list` shows
     it and `quarantine retry UID` processes it once the fault is gone."""
-    import emailrouter.service.daemon as daemon
+    import emailrouter.service.processor as processor
 
     path = write_config(tmp_path, dovecot, sink)
     config = load_config(path)
     dovecot.append("router", "INBOX", with_id(OUTLOOK, "q1@x", "first@outlook.com"))
     dovecot.append("router", "INBOX", with_id(OUTLOOK, "q2@x", "breaks@outlook.com"))
     dovecot.append("router", "INBOX", with_id(OUTLOOK, "q3@x", "third@outlook.com"))
-    real_route = daemon.route
+    real_route = processor.route
 
     def flaky(view, *args, **kwargs):  # type: ignore[no-untyped-def]
         if b"breaks@outlook.com" in view.raw:
             raise RuntimeError("stage exploded")
         return real_route(view, *args, **kwargs)
 
-    monkeypatch.setattr(daemon, "route", flaky)
+    monkeypatch.setattr(processor, "route", flaky)
     status, reports = once(config)
     assert status == 0 and (reports[0].planned, reports[0].quarantined) == (2, 1)
     flags = dovecot.flags("router", "INBOX")
@@ -275,7 +275,7 @@ def test_quarantine_keeps_the_batch_going_and_retry_processes_later(
     assert main(["quarantine", "list", "-c", str(path)]) == 0
     listed = capsys.readouterr().out
     assert "uid 2" in listed and "RuntimeError: stage exploded" in listed
-    monkeypatch.setattr(daemon, "route", real_route)  # "after a fix"
+    monkeypatch.setattr(processor, "route", real_route)  # "after a fix"
     assert main(["quarantine", "retry", "-c", str(path), "2"]) == 0
     flags = dovecot.flags("router", "INBOX")
     assert ROUTED in flags[2] and b"$Quarantined" not in flags[2]

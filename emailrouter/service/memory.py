@@ -1,0 +1,75 @@
+"""The state store plus this batch's plans not committed yet: the one place that puts the two together.
+
+Plans are committed together (one fsync for many mails), so while a batch is open what the router
+remembers is the store *and* the batch's plans: a sender's contacts, the auto-replies planned to an
+address, the bounces, the Message-IDs seen and the quarantine notices. `Batch` answers those
+questions (`memory()` is the snapshot `core.pipeline.route` takes) and does the plan commit.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from emailrouter.core.classify import Contact
+from emailrouter.core.guard import LoopPolicy
+from emailrouter.core.model import MessageView
+from emailrouter.core.pipeline import Memory
+from emailrouter.service.faults import crashpoint
+from emailrouter.service.store import Plan, StateStore
+
+# Plans are committed together, at most this many (or this many bytes of outgoing mail) at a time:
+# one fsync for many mails, and the memory held before the commit stays bounded.
+PLAN_BATCH = 50
+PLAN_BATCH_BYTES = 8 * 1024 * 1024
+
+
+class Batch:
+    """The plans of one batch not committed yet, over the state store."""
+
+    def __init__(self, store: StateStore) -> None:
+        self.store = store
+        self.plans: list[Plan] = []
+
+    def add(self, plan: Plan) -> None:
+        self.plans.append(plan)
+
+    def full(self) -> bool:
+        return len(self.plans) >= PLAN_BATCH or sum(p.size for p in self.plans) >= PLAN_BATCH_BYTES
+
+    def commit(self) -> None:
+        """The plan commit: durable before anything of these mails is sent. If it fails (StateError), nothing
+        of these mails happened: the batch stops and is taken again from the same checkpoint."""
+        if self.plans:
+            self.store.plan(self.plans)
+            self.plans.clear()
+            crashpoint("after-plan")
+
+    # ------------------------------------------------------------------ what is remembered
+
+    def memory(self, view: MessageView, now: datetime, history_days: float, loop: LoopPolicy) -> Memory:
+        """What routing `view` needs to know about its sender: earlier contacts (`history_days` back), the
+        auto-replies to the sender's address within the limits' lookback, and when it bounced one of ours."""
+        if view.sender is None:
+            return Memory(loop=loop)
+        sender = view.sender.address
+        contacts: list[Contact] = []
+        if history_days:
+            contacts = self.store.history(sender, now - timedelta(days=history_days))
+            contacts += [Contact(p.now, p.contact[1]) for p in self.plans if p.contact and p.contact[0] == sender]
+        replies = self.store.replies_to([sender], now - loop.lookback)
+        replies += [(a.lower(), t, p.now) for p in self.plans for a, t in p.replies]
+        bounced = self.store.bounces([sender])
+        for p in self.plans:
+            bounced.update({a.lower(): p.now for a in p.bounced})
+        return Memory(tuple(contacts), tuple(replies), bounced, loop)
+
+    def seen(self, dedupe_id: str) -> list[tuple[str, str | None]]:
+        """(key, content hash) of every earlier mail with this Message-ID (or raw-bytes hash)."""
+        earlier: list[tuple[str, str | None]] = [
+            (str(p.key), p.content_hash) for p in self.plans if p.dedupe_id == dedupe_id
+        ]
+        return earlier + self.store.seen(dedupe_id)
+
+    def sends_since(self, kind: str, since: datetime) -> int:
+        """How many sends of this kind were planned since then (committed or in this batch)."""
+        return self.store.count_sends(kind, since) + sum(1 for p in self.plans for s in p.sends if s.kind == kind)

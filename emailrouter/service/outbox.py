@@ -1,0 +1,216 @@
+"""The outbox: every planned send goes out exactly once, or someone is told; the owner of the relay's health.
+
+`resume()` after a restart (a send interrupted mid-way goes again, except a customer reply: at most
+once); `flush()` sends every due entry, claimed before it goes out (`pending` -> `sending`); each
+result is recorded at once: sent, deferred with backoff (4xx, for `give_up_after_hours`), uncertain
+(the answer to the final `.` was lost: a reply is never sent again, anything else goes again with the
+same Message-ID), or failed (5xx: the failure unit gets a `[DELIVERY FAILED]` notice). While the
+relay is unusable the whole outbox waits and no entry's state changes; a notice the failure unit
+itself refuses is never given up, but retried at the longest backoff and alarmed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable, Sequence
+from datetime import datetime, timedelta
+from typing import Protocol
+
+import structlog
+
+from emailrouter.config.loader import Config
+from emailrouter.core.compose import compose_failure_notice
+from emailrouter.core.errors import (
+    PermanentDeliveryError,
+    RelayError,
+    StateError,
+    TemporaryDeliveryError,
+    UncertainDeliveryError,
+)
+from emailrouter.service.faults import crashpoint
+from emailrouter.service.health import DEPENDENCY_RETRY_MAX, Dependency, StateGate, backoff
+from emailrouter.service.metrics import Metrics
+from emailrouter.service.store import OutboxEntry, PlannedSend, StateStore
+
+log = structlog.get_logger(__name__)
+DUE_PAGE = 500  # due entries read at a time
+
+
+class Transport(Protocol):
+    async def send(self, mail_from: str, recipients: Sequence[str], raw: bytes) -> str: ...
+
+    async def close(self) -> None: ...
+
+
+class Outbox:
+    """The planned sends of one router, the relay they go through and the failure unit told of failures."""
+
+    def __init__(
+        self,
+        config: Config,
+        store: StateStore,
+        transport: Transport | None,
+        state: StateGate,
+        metrics: Metrics,
+        clock: Callable[[], datetime],
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.transport = transport
+        self.state = state
+        self.metrics = metrics
+        self.clock = clock
+        self.stopping = False  # SIGTERM: the send in hand is finished, no new one starts
+        self.relay = Dependency("relay", metrics)
+        self.failure_unit = Dependency("failure_unit", metrics)
+        self._lock = asyncio.Lock()
+
+    async def resume(self) -> None:
+        """After a restart: a send interrupted mid-way is retried, except a customer reply (at most once)."""
+        for entry in self.store.interrupted():
+            if entry.kind == "reply":
+                self.store.mark_failed(entry.id, "interrupted while sending: not sent again", status="uncertain")
+                log.warning("reply_uncertain", message_id=entry.message_id, to=list(entry.recipients))
+                self.metrics.action(entry.kind, entry.unit, "uncertain")
+            else:
+                self.store.mark_retry(entry.id, "interrupted while sending", self.clock())
+
+    async def flush(self) -> int:
+        """Send every due outbox entry. Returns how many were sent.
+
+        One flush at a time: the outbox job and a mailbox job may both want to flush, and two flushes
+        reading the same due entries would send them twice. While the relay is down (RelayError) the whole
+        outbox waits, with backoff, and no entry's state changes."""
+        if self.transport is None:
+            return 0
+        async with self._lock:
+            if self.relay.waiting() or not self.state.usable():
+                return 0
+            delivered = 0
+            try:
+                while ids := self.store.due_ids(self.clock(), DUE_PAGE):
+                    for entry_id in ids:
+                        if self.stopping:
+                            return delivered
+                        entry = self.store.entry(entry_id)
+                        if entry is not None and entry.status == "pending":
+                            delivered += await self._deliver(entry)
+                    if len(ids) < DUE_PAGE:
+                        break
+            except RelayError as exc:
+                retry_max = min(DEPENDENCY_RETRY_MAX, self.config.settings.delivery.retry_max)
+                self.relay.went_down(str(exc), maximum=retry_max)
+            except StateError as exc:
+                self.state.failed(exc)
+            finally:
+                with contextlib.suppress(StateError):
+                    self.store.settle(self.clock())
+                    self.metrics.outbox_pending(self.store.pending_count())
+            return delivered
+
+    async def _deliver(self, entry: OutboxEntry) -> int:
+        """Send one entry and record what happened at once (1 if it was delivered). Claimed before the send,
+        so no other task or process sends it too; for a customer reply the claim is durable before the 250,
+        so a reply in doubt after a crash is never sent again. A relay-level error gives the claim back and
+        propagates: the flush stops."""
+        assert self.transport is not None
+        delivery = self.config.settings.delivery
+        record = self.state.record
+        with structlog.contextvars.bound_contextvars(
+            outbox_id=entry.id, message_id=entry.message_id, for_mail=entry.msg_key, kind=entry.kind
+        ):
+            if not self.store.claim(entry.id, durable=entry.kind == "reply"):
+                return 0
+            try:
+                await self.transport.send(entry.mail_from, entry.recipients, entry.raw)
+            except RelayError as exc:
+                relay_error = str(exc)
+                record(lambda: self.store.release(entry.id, relay_error))
+                raise
+            except UncertainDeliveryError as exc:
+                self._uncertain(entry, str(exc))
+                return 0
+            except TemporaryDeliveryError as exc:
+                now = self.clock()
+                if (now - entry.created_at).total_seconds() < delivery.give_up_after:
+                    delay = backoff(entry.attempts + 1, delivery.retry_initial, delivery.retry_max)
+                    error, retry_at = str(exc), now + timedelta(seconds=delay)
+                    record(lambda: self.store.mark_retry(entry.id, error, retry_at))
+                    log.warning("send_deferred", error=error, retry_in=delay)
+                    self.metrics.action(entry.kind, entry.unit, "deferred")
+                    return 0
+                self._permanent(entry, f"gave up after {delivery.give_up_after / 3600:g} h: {exc}")
+                return 0
+            except PermanentDeliveryError as exc:
+                self._permanent(entry, str(exc))
+                return 0
+            except BaseException:  # a bug or a cancellation: nothing was sent that we know of, give the claim back
+                record(lambda: self.store.release(entry.id))
+                raise
+            crashpoint("after-smtp-accepted")
+            now = self.clock()
+            record(lambda: self.store.mark_sent([entry.id], now))
+            crashpoint("after-send-recorded")
+            log.info("sent", to=list(entry.recipients))
+            self.metrics.action(entry.kind, entry.unit, "sent")
+            self.relay.came_back()
+            if self._for_failure_unit(entry):
+                self.failure_unit.came_back()
+            return 1
+
+    def _uncertain(self, entry: OutboxEntry, error: str) -> None:
+        """The message went out but its answer was lost or late: a customer reply is never sent again, anything
+        else goes again (same Message-ID: the unit's mail client shows one message)."""
+        self.metrics.action(entry.kind, entry.unit, "uncertain")
+        if entry.kind == "reply":
+            self.state.record(lambda: self.store.mark_failed(entry.id, error, status="uncertain"))
+            log.warning("reply_uncertain", error=error, to=list(entry.recipients), resent=False)
+            return
+        delivery = self.config.settings.delivery
+        delay = backoff(entry.attempts + 1, delivery.retry_initial, delivery.retry_max)
+        retry_at = self.clock() + timedelta(seconds=delay)
+        self.state.record(lambda: self.store.mark_retry(entry.id, error, retry_at))
+        log.warning("send_uncertain", error=error, retry_in=delay, resent="with the same Message-ID")
+
+    def _for_failure_unit(self, entry: OutboxEntry) -> bool:
+        unit = self.config.units.get(self.config.router.failures_to)
+        return entry.kind in ("failure", "quarantine") or (unit is not None and unit.address in entry.recipients)
+
+    def _permanent(self, entry: OutboxEntry, error: str) -> None:
+        """Recorded, and the failure unit is told, so the mail does not vanish. A message *to* the failure unit
+        has nobody else to tell: it is never given up, but retried (at the longest backoff) and alarmed."""
+        if self._for_failure_unit(entry):
+            delay = self.config.settings.delivery.retry_max
+            retry_at = self.clock() + timedelta(seconds=delay)
+            self.state.record(lambda: self.store.mark_retry(entry.id, error, retry_at))
+            self.metrics.action(entry.kind, entry.unit, "deferred")
+            self.failure_unit.went_down(f"refused a {entry.kind}: {error}", maximum=delay)
+            return
+        self.state.record(lambda: self.store.mark_failed(entry.id, error))
+        self.metrics.action(entry.kind, entry.unit, "failed")
+        log.error("send_failed", to=list(entry.recipients), error=error)
+        router = self.config.router
+        unit = self.config.units.get(router.failures_to)
+        if unit is None:
+            log.error("failure_notice_impossible", reason=f"no unit {router.failures_to!r}")
+            return
+        notice = compose_failure_notice(
+            router,
+            unit,
+            kind=entry.kind,
+            recipients=list(entry.recipients),
+            error=error,
+            undelivered=entry.raw,
+            undelivered_id=entry.message_id,
+            now=self.clock(),
+        )
+        send = PlannedSend(
+            "failure", unit.key, router.address, (unit.address,), str(notice["Message-ID"]), notice.as_bytes()
+        )
+        self.state.record(lambda: self.store.add_send(entry.msg_key, send, self.clock()))
+
+    async def close(self) -> None:
+        """Say QUIT to the relay."""
+        if self.transport is not None:
+            await self.transport.close()

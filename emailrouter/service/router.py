@@ -1,0 +1,214 @@
+"""One pass of the router: IMAP in, SMTP out, exactly once, the same calls for `run` and `run --once`.
+
+For each new mail of a mailbox:
+
+    fetch (BODY.PEEK[]) -> decide (processor: memory, route, dedupe) -> plan committed (batch)
+        -> send each (outbox, recorded) -> IMAP mark processed (poller, last)
+
+`Router` puts the poller, the processor and the outbox together around one state store; the
+service (daemon.py) only schedules its public calls: `resume`, `poll_once`, `flush_outbox`,
+`finish`, `retry`, `close`. A crash anywhere leaves the state store knowing what to finish
+(see store.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Sequence
+from datetime import datetime
+
+from emailrouter.config.loader import Config
+from emailrouter.config.settings import MailboxConfig
+from emailrouter.core.errors import MailboxError, StateError
+from emailrouter.service.health import Dependency, MailboxHealth, StateGate, utcnow
+from emailrouter.service.imap import ImapMailbox
+from emailrouter.service.memory import Batch
+from emailrouter.service.metrics import Metrics
+from emailrouter.service.outbox import Outbox, Transport
+from emailrouter.service.poller import Poller
+from emailrouter.service.processor import PollReport, Processor
+from emailrouter.service.store import MessageKey, Store
+
+__all__ = ["PollReport", "Router", "Transport"]
+
+
+class Router:
+    """One router: the config in force, the state store, the SMTP transport and the IMAP connections."""
+
+    def __init__(
+        self,
+        config: Config,
+        store: Store,
+        transport: Transport | None,
+        *,
+        dry_run: bool = False,
+        clock: Callable[[], datetime] = utcnow,
+        metrics: Metrics | None = None,
+    ) -> None:
+        self.metrics = metrics or Metrics()
+        self.store = store
+        self.transport = transport
+        self.dry_run = dry_run
+        self.clock = clock
+        self.state_gate = StateGate(self.metrics)
+        self.poller = Poller(store, self.metrics, clock, dry_run=dry_run)
+        self.processor = Processor(config, self.metrics, clock, dry_run=dry_run)
+        self.outbox = Outbox(config, store, transport, self.state_gate, self.metrics, clock)
+        self._config = config
+        self._stopping = False
+        for mailbox in config.settings.mailboxes:
+            self.poller.health_of(mailbox.name)
+
+    @property
+    def config(self) -> Config:
+        return self._config
+
+    @config.setter
+    def config(self, config: Config) -> None:
+        """A reload: the next mail is decided, and the next send made, under the new config."""
+        self._config = self.processor.config = self.outbox.config = config
+
+    @property
+    def stopping(self) -> bool:
+        """Set on SIGTERM: finish the message in hand, take no new one."""
+        return self._stopping
+
+    @stopping.setter
+    def stopping(self, value: bool) -> None:
+        self._stopping = self.outbox.stopping = value
+
+    def should_stop(self) -> bool:
+        """`stopping`, read anew (a signal handler may set it while a batch is taken)."""
+        return self._stopping
+
+    # ------------------------------------------------------------------ health
+
+    @property
+    def health(self) -> dict[str, MailboxHealth]:
+        return self.poller.health
+
+    @property
+    def relay(self) -> Dependency:
+        return self.outbox.relay
+
+    @property
+    def state(self) -> Dependency:
+        return self.state_gate.dependency
+
+    @property
+    def failure_unit(self) -> Dependency:
+        return self.outbox.failure_unit
+
+    def problems(self) -> list[str]:
+        """What is down right now, one line each (for /healthz, the watchdog and STATUS)."""
+        return [p for d in (self.relay, self.state, self.failure_unit) if (p := d.problem()) is not None]
+
+    def status(self) -> str:
+        counts = self.store.counts()
+        parts = [f"{counts.get(k, 0)} {k}" for k in ("done", "planned", "duplicate", "automated", "quarantined")]
+        down = "".join(f"; {problem}" for problem in self.problems())
+        return f"{', '.join(parts)}; outbox {counts['outbox_pending']} pending{down}"
+
+    # ------------------------------------------------------------------ a pass
+
+    async def resume(self) -> None:
+        """After a restart: a send interrupted mid-way is retried, except a customer reply (at most once)."""
+        await self.outbox.resume()
+
+    async def flush_outbox(self) -> int:
+        """Send every due outbox entry (nothing in a dry run). Returns how many were sent."""
+        return 0 if self.dry_run else await self.outbox.flush()
+
+    async def poll_once(self, mailbox: MailboxConfig) -> PollReport:
+        """One pass over one mailbox: finish what is settled, then take new mail.
+
+        Nothing new is taken while the state store cannot be written: a plan that cannot be committed is
+        not acted on, and the checkpoint stays where it was, so the same mail is taken again later."""
+        report = PollReport(mailbox.name)
+        if not self.dry_run and not self.state_gate.usable():
+            report.ok, report.error = False, f"state store unwritable: {self.state.error}"
+            return report
+        try:
+            conn, uidvalidity = await self.poller.connection(mailbox)
+            if not self.dry_run:
+                report.marked += await self.poller.finish(mailbox, conn, uidvalidity)
+            uids = await self.poller.new_uids(conn, mailbox, uidvalidity)
+            for start in range(0, len(uids), mailbox.batch_size):
+                if self.stopping:
+                    break
+                await self._take(mailbox, conn, uidvalidity, uids[start : start + mailbox.batch_size], report)
+                if not self.dry_run:
+                    await self.outbox.flush()
+                    report.marked += await self.poller.finish(mailbox, conn, uidvalidity)
+        except StateError as exc:  # the IMAP side is fine: keep the connection, wait for the disk
+            self.state_gate.failed(exc)
+            report.ok, report.error = False, f"state store unwritable: {exc}"
+            return report
+        except (MailboxError, OSError) as exc:
+            return self._failed(mailbox, report, str(exc))
+        except Exception as exc:  # imapclient raises its own error types; one bad mailbox never stops the others
+            return self._failed(mailbox, report, f"{type(exc).__name__}: {exc}")
+        if not self.dry_run:
+            self.state.came_back()
+        self.poller.succeeded(mailbox)
+        return report
+
+    def _failed(self, mailbox: MailboxConfig, report: PollReport, error: str) -> PollReport:
+        self.poller.failed(mailbox, error)
+        report.ok, report.error = False, error
+        return report
+
+    async def _take(
+        self, mailbox: MailboxConfig, conn: ImapMailbox, uidvalidity: int, uids: Sequence[int], report: PollReport
+    ) -> None:
+        """Decide one batch and commit its plans. Memory stays bounded, whatever the batch: one piece of fetched
+        mail (at most FETCH_BYTES, or one mail) and the plans not committed yet (at most PLAN_BATCH_BYTES)."""
+        batch = Batch(self.store)
+        for piece in await self.poller.pieces(conn, uids):
+            if self.should_stop():
+                break  # SIGTERM: the message in hand was finished; the rest waits
+            fetched = await self.poller.fetch(conn, piece)
+            report.fetched += len(fetched)
+            for uid in piece:
+                if self.should_stop():
+                    break
+                mail = fetched.pop(uid, None)  # dropped once decided
+                if mail is not None:
+                    self.processor.process(mailbox, uidvalidity, mail, report, batch)
+                mail = None  # nothing of this mail is held past this point but its plan in the batch
+                if batch.full():
+                    self._commit(batch)
+                    await asyncio.sleep(0)  # let signals and IDLE wake-ups in
+            del fetched
+        self._commit(batch)
+
+    def _commit(self, batch: Batch) -> None:
+        if not self.dry_run:
+            batch.commit()
+
+    async def finish(self, mailbox: MailboxConfig) -> int:
+        """Mark what is settled in one mailbox (after the last flush of `run --once`); how many were marked."""
+        conn, uidvalidity = await self.poller.connection(mailbox)
+        return await self.poller.finish(mailbox, conn, uidvalidity)
+
+    async def retry(self, mailbox: MailboxConfig, uids: Sequence[int]) -> PollReport:
+        """`quarantine retry`: forget what went wrong with these mails, take them again, unflagged."""
+        report = PollReport(mailbox.name)
+        conn, uidvalidity = await self.poller.connection(mailbox)
+        for uid in uids:
+            self.store.forget(MessageKey(mailbox.account, mailbox.folder, uidvalidity, uid))
+        await self.poller.unflag_quarantined(conn, uids)
+        fetched = await self.poller.fetch(conn, uids)
+        batch = Batch(self.store)
+        for uid in uids:
+            if uid in fetched:
+                self.processor.process(mailbox, uidvalidity, fetched[uid], report, batch)
+        self._commit(batch)
+        await self.flush_outbox()
+        report.marked += await self.poller.finish(mailbox, conn, uidvalidity)
+        return report
+
+    async def close(self) -> None:
+        """Log out of every mailbox and say QUIT to the relay."""
+        await self.poller.close()
+        await self.outbox.close()
