@@ -1,9 +1,10 @@
 """The service: `emailrouter run` and `run --once` around one `Router` (router.py).
 
-`Service` schedules the router's public calls (APScheduler: a job per mailbox, the outbox retry job and
-the daily jobs), wakes a mailbox's job when its IDLE connection announces mail, reloads the config on
-SIGHUP, finishes the mail in hand on SIGTERM, and tells systemd how it goes (READY, STATUS, WATCHDOG
-only while every mailbox makes progress). `run_once` is the same calls without the scheduler.
+`Service` runs the router's public calls in asyncio tasks (one per mailbox, the outbox retries, the two
+daily jobs, which need only "seconds until HH:MM"), wakes a mailbox's task when its IDLE connection
+announces mail, reloads the config on SIGHUP, finishes the mail in hand on SIGTERM, and tells systemd
+how it goes (READY, STATUS, WATCHDOG only while every mailbox makes progress). `run_once` is the same
+calls without the tasks.
 """
 
 from __future__ import annotations
@@ -11,17 +12,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import functools
 import signal
 import threading
 import time
+from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import structlog
-from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from emailrouter.config.loader import Config, load_config
+from emailrouter.config.settings import MailboxConfig
 from emailrouter.core.errors import (
     ConfigError,
     PermanentDeliveryError,
@@ -29,7 +32,6 @@ from emailrouter.core.errors import (
     TemporaryDeliveryError,
     UncertainDeliveryError,
 )
-from emailrouter.service.health import MailboxHealth
 from emailrouter.service.imap import watch_idle
 from emailrouter.service.metrics import MetricsServer, stale_mailboxes
 from emailrouter.service.router import PollReport, Router
@@ -56,58 +58,106 @@ async def run_once(router: Router) -> tuple[int, list[PollReport]]:
     return (0 if all(r.ok for r in reports) else 1), reports
 
 
+def seconds_until(hour: int, minute: int, now: datetime) -> float:
+    """Seconds from `now` to the next HH:MM on its clock (a full day when it is HH:MM now)."""
+    at = now.replace(hour=hour, minute=minute, second=0, microsecond=0)
+    if at <= now:
+        at += timedelta(days=1)
+    return (at - now).total_seconds()
+
+
+async def pause(seconds: float | None, event: asyncio.Event) -> bool:
+    """Wait `seconds` (None: for as long as it takes) or until `event` is set; True if it was set."""
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(event.wait(), timeout=None if seconds is None else max(0.0, seconds))
+    return event.is_set()
+
+
 class Service:
-    """`emailrouter run`: the scheduler, signals, reload, IDLE watchers and systemd notification."""
+    """`emailrouter run`: a task per mailbox, the outbox task and the daily tasks; signals, reload, IDLE watchers
+    and systemd notification.
+
+    Each task is a loop that waits between its calls on an event: a mailbox's is set by its IDLE watcher, a
+    reload sets all of them (mailboxes poll at once, the daily tasks work out their time again), SIGTERM too
+    (every loop ends after the call in hand)."""
 
     def __init__(self, config_path: Path, router: Router) -> None:
         self.config_path = config_path
         self.router = router
-        self.scheduler = AsyncIOScheduler(timezone=UTC)
         self.notifier = Notifier()
         self.stop_event = asyncio.Event()
         self._idle_stop = threading.Event()
         self._idle_threads: list[threading.Thread] = []
-        self._wake: set[str] = set()
-        self._running: dict[str, asyncio.Task[Any]] = {}
+        self._wake: dict[str, asyncio.Event] = {}  # by task name: mailbox:NAME, housekeeping, report
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._polling: set[str] = set()  # mailboxes with a poll in progress
         self._ready = False
         self._started = time.monotonic()
         self._metrics_server: MetricsServer | None = None
 
-    # jobs ------------------------------------------------------------------
+    # tasks -----------------------------------------------------------------
 
-    async def _mailbox_job(self, name: str) -> None:
-        mailbox = next((m for m in self.router.config.settings.mailboxes if m.name == name), None)
-        health = self.router.health.setdefault(name, MailboxHealth())
-        if mailbox is None or self.router.stopping or time.monotonic() < health.retry_at:
-            return
-        task = asyncio.current_task()
-        assert task is not None
-        self._running[name] = task
+    async def _mailbox_task(self, name: str) -> None:
+        """Poll one mailbox at once, then every `poll_interval` or as soon as IDLE announces mail (also mail that
+        came during a poll); after a failure not before its backoff, nor its interval, has passed."""
+        wake = self._wake[f"mailbox:{name}"]
+        while not self.router.stopping:
+            mailbox = next((m for m in self.router.config.settings.mailboxes if m.name == name), None)
+            if mailbox is None:
+                return  # no longer configured (a reload)
+            wake.clear()
+            self._polling.add(name)
+            try:
+                ok = await self._poll(mailbox)
+            finally:
+                self._polling.discard(name)
+            if ok:
+                await pause(mailbox.poll_interval, wake)
+            else:
+                backoff_left = self.router.health[name].retry_at - time.monotonic()
+                await pause(max(backoff_left, mailbox.poll_interval), self.stop_event)
+
+    async def _poll(self, mailbox: MailboxConfig) -> bool:
+        """One poll of a mailbox; True if it went well."""
         try:
-            while True:
-                self._wake.discard(name)
-                report = await self.router.poll_once(mailbox)
-                if report.ok and not self._ready:
-                    self._ready = True
-                    self.notifier.send(ready="1")
-                if name not in self._wake or self.router.stopping or not report.ok:
-                    break
-        finally:
-            self._running.pop(name, None)
-        if self.notifier.enabled:  # counting the store is not free: only when someone listens
-            self.notifier.send(status=self.router.status())
+            report = await self.router.poll_once(mailbox)
+            if report.ok and not self._ready:
+                self._ready = True
+                self.notifier.send(ready="1")
+            if self.notifier.enabled:  # counting the store is not free: only when someone listens
+                self.notifier.send(status=self.router.status())
+            return report.ok
+        except Exception:  # a bug: logged, and the mailbox is polled again after its interval
+            log.exception("task_failed", task=f"mailbox:{mailbox.name}")
+            return True
 
-    async def _outbox_job(self) -> None:
-        if not self.router.stopping:
-            await self.router.flush_outbox()
+    async def _outbox_task(self) -> None:
+        """Every `delivery.outbox_interval`: what is due in the outbox (retries, what a relay outage held back)."""
+        while not await pause(self.router.config.settings.delivery.outbox_interval, self.stop_event):
+            try:
+                await self.router.flush_outbox()
+            except Exception:  # a bug: logged, tried again next time
+                log.exception("task_failed", task="outbox")
 
-    async def _report_job(self) -> None:
-        await send_daily_report(self.router)
-
-    async def _housekeeping_job(self) -> None:
-        keep = self.router.config.settings.housekeeping.keep_days
-        removed = self.router.store.prune(self.router.clock(), keep)
-        log.info("housekeeping", removed=removed, keep_days=keep)
+    async def _daily_task(self, name: str) -> None:
+        """The housekeeping or the report, every day at the HH:MM (UTC) the config in force gives."""
+        wake = self._wake[name]
+        while not self.router.stopping:
+            wake.clear()
+            settings = self.router.config.settings
+            when = settings.housekeeping if name == "housekeeping" else settings.report
+            seconds = seconds_until(when.hour, when.minute, datetime.now(UTC)) if when is not None else None
+            if await pause(seconds, wake):
+                continue  # a reload (its time may have changed) or SIGTERM
+            try:
+                if name == "housekeeping":
+                    keep = settings.housekeeping.keep_days
+                    removed = self.router.store.prune(self.router.clock(), keep)
+                    log.info("housekeeping", removed=removed, keep_days=keep)
+                else:
+                    await send_daily_report(self.router)
+            except Exception:  # a full disk, a bug: logged, and tried again the next day
+                log.exception("task_failed", task=name)
 
     def _health(self) -> list[str]:
         """For /healthz (runs on the HTTP thread: reads only): mailboxes without a recent successful poll."""
@@ -121,47 +171,35 @@ class Service:
         )
         return stale + self.router.problems()
 
+    def tasks_running(self) -> list[str]:
+        """The service's tasks still running (none once `serve` returned)."""
+        return sorted(name for name, task in self._tasks.items() if not task.done())
+
     def wake(self, name: str) -> None:
         """New mail announced by IDLE: poll now (or right after the poll in progress)."""
-        self._wake.add(name)
-        if name not in self._running and not self.router.stopping:
-            job = self.scheduler.get_job(f"mailbox:{name}")
-            if job is not None:
-                job.modify(next_run_time=datetime.now(UTC))
+        if (event := self._wake.get(f"mailbox:{name}")) is not None:
+            event.set()
 
     # wiring ----------------------------------------------------------------
 
+    def _start(self, name: str, job: Coroutine[Any, Any, None]) -> None:
+        self._wake.setdefault(name, asyncio.Event())
+        self._tasks[name] = asyncio.create_task(job, name=name)
+
     def _schedule(self, config: Config) -> None:
-        for job in self.scheduler.get_jobs():
-            job.remove()
-        now = datetime.now(UTC)
-        for mailbox in config.settings.mailboxes:
-            self.scheduler.add_job(
-                self._mailbox_job,
-                "interval",
-                seconds=mailbox.poll_interval,
-                args=[mailbox.name],
-                id=f"mailbox:{mailbox.name}",
-                max_instances=1,
-                coalesce=True,
-                next_run_time=now,
-                misfire_grace_time=None,
-            )
-        self.scheduler.add_job(
-            self._outbox_job,
-            "interval",
-            seconds=config.settings.delivery.outbox_interval,
-            id="outbox",
-            max_instances=1,
-            coalesce=True,
-            misfire_grace_time=None,
-        )
-        hk = config.settings.housekeeping
-        daily = [(self._housekeeping_job, "housekeeping", hk.hour, hk.minute)]
-        if (report := config.settings.report) is not None:
-            daily.append((self._report_job, "report", report.hour, report.minute))
-        for job, job_id, hour, minute in daily:
-            self.scheduler.add_job(job, "cron", hour=hour, minute=minute, id=job_id, max_instances=1, coalesce=True)
+        """Start the tasks not running yet and wake the others (a reload: poll now, daily times anew)."""
+        self._tasks = {name: task for name, task in self._tasks.items() if not task.done()}
+        wanted: dict[str, Callable[[], Coroutine[Any, Any, None]]] = {
+            f"mailbox:{m.name}": functools.partial(self._mailbox_task, m.name) for m in config.settings.mailboxes
+        }
+        wanted["outbox"] = self._outbox_task
+        wanted["housekeeping"] = functools.partial(self._daily_task, "housekeeping")
+        wanted["report"] = functools.partial(self._daily_task, "report")
+        for name in self._tasks:
+            self._wake[name].set()  # a mailbox no longer configured ends its task
+        for name, task in wanted.items():
+            if name not in self._tasks:
+                self._start(name, task())
         self._start_idle(config)
 
     def _start_idle(self, config: Config) -> None:
@@ -230,7 +268,6 @@ class Service:
             self._metrics_server.start()
             log.info("metrics_listening", url=self._metrics_server.url)
         self._schedule(self.router.config)
-        self.scheduler.start()
         watchdog = asyncio.create_task(self._watchdog()) if self.notifier.enabled else None
         log.info(
             "started",
@@ -238,13 +275,17 @@ class Service:
             version=self.router.config.version,
         )
         await self.stop_event.wait()
-        log.info("stopping", running=sorted(self._running))
+        log.info("stopping", running=sorted(self._polling))
         self.notifier.send(stopping="1")
         self.router.stopping = True
-        self.scheduler.shutdown(wait=False)
+        for event in self._wake.values():
+            event.set()  # every loop ends after the call in hand
         self._idle_stop.set()
-        if self._running:
-            await asyncio.wait(list(self._running.values()), timeout=60)
+        if self._tasks:
+            await asyncio.wait(list(self._tasks.values()), timeout=60)
+        for name in self.tasks_running():  # still busy after a minute: cancelled
+            log.warning("task_cancelled", task=name)
+            self._tasks[name].cancel()
         if watchdog is not None:
             watchdog.cancel()
         await self.router.close()
