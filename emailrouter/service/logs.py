@@ -1,7 +1,7 @@
 """structlog setup: JSON lines on stdout when not on a terminal (journald), readable on a terminal.
 
 Context bound with `structlog.contextvars` (mailbox, uid, message_id) is merged into every line.
-Libraries that log through the standard library (APScheduler, imapclient) go through the same renderer,
+Libraries that log through the standard library (imapclient, aiosmtpd) go through the same renderer,
 so a non-terminal stdout carries nothing but JSON objects (each with `logger` naming its source).
 Never log passwords or message bodies: log events carry identities, counts and decisions.
 """
@@ -50,5 +50,3 @@ def configure(level: str = "info", stream: TextIO | None = None, json: bool | No
     root = logging.getLogger()
     root.handlers = [handler]
     root.setLevel(numeric)
-    # APScheduler says "Running job ..." at every poll: its executors only speak up when something goes wrong
-    logging.getLogger("apscheduler.executors").setLevel(max(numeric, logging.WARNING))
