@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import base64
+import email
 from email.message import Message
+from email.policy import compat32
 from typing import Any
 
 import pytest
@@ -12,9 +14,9 @@ from hypothesis import strategies as st
 
 from emailrouter.config.loader import Config
 from emailrouter.core.model import MessageView
-from emailrouter.core.parse import html_to_text, parse, parse_headers_only, parse_sender, split_quoted
+from emailrouter.core.parse import html_to_text, parse, parse_headers_only, parse_sender, simple_message, split_quoted
 from emailrouter.core.pipeline import route
-from tests.conftest import NOW, eml
+from tests.conftest import DATA, NOW, eml
 
 
 @pytest.mark.parametrize(
@@ -432,3 +434,82 @@ def test_random_bytes_never_raise(raw: bytes) -> None:
     view = parse(raw)
     assert view.raw == raw
     _assert_sound(view)
+
+
+def _state(msg: object) -> object:
+    """Everything the standard parser sets on a message and its parts."""
+    if not isinstance(msg, Message):
+        return repr(msg)
+    payload = msg._payload  # type: ignore[attr-defined]
+    return (
+        type(msg),
+        msg._headers,  # type: ignore[attr-defined]
+        msg.get_unixfrom(),
+        msg.get_charset(),
+        msg.preamble,
+        msg.epilogue,
+        [type(d).__name__ for d in msg.defects],
+        msg.get_default_type(),
+        msg.policy,
+        [_state(p) for p in payload] if isinstance(payload, list) else payload,
+    )
+
+
+def _standard(raw: bytes) -> Message:
+    return email.message_from_bytes(raw, policy=compat32)
+
+
+def test_simple_message_is_the_standard_parsers_message_for_every_fixture_and_generated_mail() -> None:
+    """Where simple_message builds a message (the fixtures, 1,500 generated and damaged MIME trees),
+    it is the one the standard parser makes, part by part; it does build a good share of them."""
+    from tests.test_lean_memory import generated_mails
+
+    mails = [p.read_bytes() for p in sorted(DATA.rglob("*.eml"))] + list(generated_mails(1_500, seed=7))
+    built = 0
+    for n, raw in enumerate(mails):
+        msg = simple_message(raw)
+        if msg is not None:
+            built += 1
+            assert _state(msg) == _state(_standard(raw)), n
+    assert built > 400
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"Subject: a\r\n\r\nline\rwith a lone CR\r\n",
+        b"From nobody Mon Jan  1 00:00:00 2026\nSubject: a\n\nbody\n",
+        b"Subject: a\nno header line\n\nbody\n",
+        b" folded first\nSubject: a\n\nbody\n",
+        b'Content-Type: multipart/mixed; boundary="b"\n\n--b\nContent-Type: text/plain\n\nx\n',  # no closing delimiter
+        b'Content-Type: multipart/digest; boundary="b"\n\n--b\n\nx\n--b--\n',
+        b'Content-Type: multipart/mixed; boundary="b"\n\n--b\n--b\nContent-Type: text/plain\n\nx\n--b--\n',
+        b'Content-Type: multipart/mixed; boundary="b"\n\n--b\nContent-Type: multipart/alternative; boundary="c"\n\n'
+        b"--c\n\nx\n--c--\n--b--\n",
+        b"Content-Type: message/rfc822\n\nSubject: inner\n\nbody\n",
+    ],
+)
+def test_simple_message_leaves_other_shapes_to_the_standard_parser(raw: bytes) -> None:
+    """A lone CR, an envelope line, a line that is no header field, a missing closing delimiter, a digest, two
+    delimiters in a row, nesting, an attached message: no message of its own (the standard parser reads these)."""
+    assert simple_message(raw) is None
+    assert _state(parse(raw).message) == _state(_standard(raw))
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"Subject: a\r\nX-Folded: one\r\n\ttwo\r\n\r\nbody\r\nline two",
+        b"Subject: only headers",
+        b"Subject: a\n\n",
+        b'Content-Type: multipart/alternative; boundary="=a="\n\npreamble\n\n--=a= \nContent-Type: text/plain\n\nx\n\n'
+        b"--=a=\n\nno headers\n--=a=--\nepilogue\n",
+        b'Content-Type: multipart/mixed; boundary="b"\r\n\r\n--b\r\nContent-Type: text/plain\r\n\r\nx --b\r\n--b--',
+    ],
+)
+def test_simple_message_builds_the_usual_shapes_as_the_standard_parser_does(raw: bytes) -> None:
+    """Folded fields, no body, a preamble and an epilogue, a delimiter with trailing blanks, a part without headers,
+    a delimiter inside a line, a closing delimiter at the very end: the standard parser's message."""
+    msg = simple_message(raw)
+    assert msg is not None
+    assert _state(msg) == _state(_standard(raw))

@@ -12,6 +12,7 @@ from __future__ import annotations
 import codecs
 import email
 import email.errors
+import itertools
 import re
 from dataclasses import replace
 from email.header import decode_header
@@ -487,9 +488,112 @@ def _skeleton_part(raw: bytes, start: int, end: int, out: list[bytes], depth: in
     out += [raw[start:blank_line], f"{OMITTED}: {size}".encode(), newline, raw[blank_line:body], newline]
 
 
+_HEADER_NAME = re.compile(r"[\041-\071\073-\176]+:")  # a field name as the standard parser reads one, and its colon
+_TRAILING_EOL = re.compile(r"(?:\r\n|\r|\n)\Z")  # the line end the standard parser takes off a payload
+
+
+def _header_block(text: str, start: int, end: int) -> tuple[Message, int] | None:
+    """A message with the header fields of the block starting at `start` (as the standard parser under compat32
+    stores them) and where its body starts; None when the block holds anything the standard parser reads in a
+    way of its own (a line that is no field, a first line that continues none, a `From ` line)."""
+    msg = Message(policy=compat32)
+    headers = msg._headers  # type: ignore[attr-defined]
+    lines: list[str] = []
+    pos = body = start
+    while True:
+        if pos >= end:
+            body = end
+            break
+        nl = text.find("\n", pos, end)
+        line_end = end if nl < 0 else nl + 1
+        line = text[pos:line_end]
+        pos = line_end
+        if line == "\r\n" or line == "\n":  # the empty line that ends the block
+            body = line_end
+            break
+        if line[0] in " \t":
+            if not lines:
+                return None
+            lines.append(line)
+            continue
+        m = _HEADER_NAME.match(line)
+        if m is None:
+            return None
+        if lines:
+            headers.append(_field(lines))
+        lines = [line]
+    if lines:
+        headers.append(_field(lines))
+    return msg, body
+
+
+def _field(lines: list[str]) -> tuple[str, str]:
+    """(name, value) of one header field's lines, as compat32's header_source_parse makes them."""
+    name, value = lines[0].split(":", 1)
+    value = value.lstrip(" \t") + "".join(lines[1:])
+    return name, value.rstrip("\r\n")
+
+
+def _leaf(msg: Message) -> bool:
+    """Whether the standard parser takes everything after this part's header block as its payload."""
+    return msg.get_content_maintype() not in ("multipart", "message")
+
+
+def simple_message(raw: bytes) -> Message | None:
+    """What `email.message_from_bytes(raw, policy=compat32)` makes of `raw`, built directly (the standard parser
+    reads a mail a line at a time in Python), for the usual shapes: a single part, or a multipart whose parts
+    are single parts; clean header blocks, line ends CR LF or LF. None for anything else (the standard parser
+    then reads it): a lone CR, a part the standard parser would note a defect in (a missing boundary, preamble
+    or closing delimiter, a line that is no header field), delimiters next to each other, nesting, message/*."""
+    if b"\r" in raw and raw.count(b"\r") != raw.count(b"\r\n"):
+        return None  # a lone CR ends a line for the standard parser
+    text = raw.decode("ascii", "surrogateescape")
+    top = _header_block(text, 0, len(text))
+    if top is None:
+        return None
+    msg, body = top
+    if _leaf(msg):
+        msg._payload = text[body:]  # type: ignore[attr-defined]
+        return msg
+    if msg.get_content_maintype() != "multipart" or msg.get_content_type() == "multipart/digest":
+        return None  # message/*; multipart/digest, whose parts default to message/rfc822
+    boundary = msg.get_boundary()
+    cte = str(msg.get("content-transfer-encoding", "8bit")).lower()
+    if boundary is None or cte not in ("7bit", "8bit", "binary") or not boundary.isascii():
+        return None
+    delimiters = _delimiters(raw, b"--" + boundary.encode("ascii"), body, len(raw))
+    closing = next((n for n, (_, _, is_closing) in enumerate(delimiters) if is_closing), 0)
+    if not closing:
+        return None  # no closing delimiter, or one before any part
+    parts: list[Message] = []
+    for (_, start, _), (stop, _, _) in itertools.pairwise(delimiters[: closing + 1]):
+        found = _header_block(text, start, stop) if stop > start else None
+        if found is None or not _leaf(found[0]):
+            return None
+        part, part_body = found
+        payload = text[part_body:stop]
+        m = _TRAILING_EOL.search(payload)
+        part._payload = payload[: m.start()] if m else payload  # type: ignore[attr-defined]
+        parts.append(part)
+    first = delimiters[0][0]
+    if first > body:
+        preamble = text[body:first]
+        m = _TRAILING_EOL.search(preamble)
+        msg.preamble = preamble[: m.start()] if m else preamble
+    msg._payload = parts  # type: ignore[attr-defined]
+    msg.epilogue = text[delimiters[closing][1] :]
+    return msg
+
+
 def _message(raw: bytes, defects: list[str]) -> Message:
     """The parsed message; if the full parse fails (RecursionError on thousands of nested message/rfc822
     parts, say), the header block alone, so that sender, subject and Message-ID survive."""
+    if len(raw) < SKELETON_FROM:
+        try:
+            if (msg := simple_message(raw)) is not None:
+                return msg
+        except Exception:  # a bug of ours must not cost the mail: the standard parser reads it
+            pass
     try:
         return email.message_from_bytes(skeleton(raw), policy=compat32)
     except Exception as exc:  # compat32 is lenient, but a parser bug must not lose a mail
