@@ -252,8 +252,8 @@ def _reasons(
     if is_our_message_id(view.message_id, domain):
         yield f"carries a Message-ID we generated ({view.message_id})", False
     if view.message is not None:
-        for part in _parts(view.message):
-            if (ctype := part.get_content_type()) in _REPORT_TYPES:
+        for _, ctype in _typed_parts(view.message):
+            if ctype in _REPORT_TYPES:
                 yield f"a {ctype} part (a delivery or read report)", False
                 break
 
@@ -311,16 +311,18 @@ def _loose_addresses(values: Sequence[str]) -> list[str]:
     return found[:20]
 
 
-def _parts(msg: Message) -> Iterator[Message]:
-    """The MIME parts, top first, without descending into attached messages (message/*), bounded."""
+def _typed_parts(msg: Message) -> Iterator[tuple[Message, str]]:
+    """The MIME parts with their content types, top first, without descending into attached messages
+    (message/*), bounded."""
     stack: list[tuple[Message, int]] = [(msg, 0)]
     seen = 0
     while stack and seen < MAX_PARTS:
         part, depth = stack.pop()
         seen += 1
-        yield part
+        ctype = part.get_content_type()
+        yield part, ctype
         payload = part.get_payload()
-        if part.get_content_maintype() == "multipart" and isinstance(payload, list) and depth < MAX_DEPTH:
+        if ctype.startswith("multipart/") and isinstance(payload, list) and depth < MAX_DEPTH:
             stack.extend((p, depth + 1) for p in reversed(payload) if isinstance(p, Message))
 
 
@@ -336,8 +338,7 @@ def bounce_reports(view: MessageView, router_address: str) -> tuple[BounceReport
     domain = router_address.rpartition("@")[2]
     statuses: list[Message] = []
     quoted: list[str] = [m for m in (view.in_reply_to, *view.references) if m]
-    for part in _parts(view.message):
-        ctype = part.get_content_type()
+    for part, ctype in _typed_parts(view.message):
         if ctype in _DSN_TYPES:
             statuses.append(part)
         elif ctype in ("message/rfc822", "message/global"):

@@ -314,6 +314,10 @@ def _payload_size(part: Message) -> int:
 
 def _filename(part: Message, defects: list[str]) -> str | None:
     """The part's file name, decoded; a name whose RFC 2231 charset cannot decode it counts as a defect."""
+    if "content-disposition" not in part and not any(
+        "name" in str(value).lower() for key, value in part.raw_items() if key.lower() == "content-type"
+    ):
+        return None  # the usual text part: no parameter a name could come from (get_filename gives None)
     try:
         filename = part.get_filename()
     except (UnicodeError, LookupError, ValueError) as exc:  # e.g. filename*=idna''... (UnicodeError)
@@ -324,8 +328,9 @@ def _filename(part: Message, defects: list[str]) -> str | None:
     return clean_line(decode_header_value(str(filename), "attachment name", defects))
 
 
-def _leaves(msg: Message, defects: list[str]) -> list[Message]:
-    leaves: list[Message] = []
+def _leaves(msg: Message, defects: list[str]) -> list[tuple[Message, str]]:
+    """The leaves of the MIME tree, in order, with their content types."""
+    leaves: list[tuple[Message, str]] = []
     stack: list[tuple[Message, int]] = [(msg, 0)]
     while stack:
         part, depth = stack.pop()
@@ -333,13 +338,14 @@ def _leaves(msg: Message, defects: list[str]) -> list[Message]:
             defects.append(f"more than {MAX_PARTS} MIME parts: the rest is ignored")
             break
         payload = part.get_payload()
-        if part.get_content_maintype() == "multipart" and isinstance(payload, list):
+        ctype = part.get_content_type()
+        if ctype.startswith("multipart/") and isinstance(payload, list):
             if depth >= MAX_DEPTH:
                 defects.append(f"MIME nesting deeper than {MAX_DEPTH}: the rest is ignored")
                 continue
             stack.extend((p, depth + 1) for p in reversed(payload) if isinstance(p, Message))
         else:
-            leaves.append(part)
+            leaves.append((part, ctype))
     return leaves
 
 
@@ -347,9 +353,9 @@ def _body(msg: Message, defects: list[str]) -> tuple[str, bool, tuple[Attachment
     plain: list[str] = []
     html: list[str] = []
     attachments: list[Attachment] = []
-    for part in _leaves(msg, defects):
+    for part, ctype in _leaves(msg, defects):
         try:
-            _read_part(part, defects, plain, html, attachments)
+            _read_part(part, ctype, defects, plain, html, attachments)
         except Exception as exc:  # one unreadable part must not cost the customer's text in the others
             defects.append(f"unreadable MIME part: {type(exc).__name__}")
     if plain:
@@ -360,9 +366,8 @@ def _body(msg: Message, defects: list[str]) -> tuple[str, bool, tuple[Attachment
 
 
 def _read_part(
-    part: Message, defects: list[str], plain: list[str], html: list[str], attachments: list[Attachment]
+    part: Message, ctype: str, defects: list[str], plain: list[str], html: list[str], attachments: list[Attachment]
 ) -> None:
-    ctype = part.get_content_type()
     filename = _filename(part, defects)
     disposition = part.get_content_disposition()
     if disposition == "attachment" or filename or ctype not in ("text/plain", "text/html"):
@@ -489,7 +494,6 @@ def _skeleton_part(raw: bytes, start: int, end: int, out: list[bytes], depth: in
 
 
 _HEADER_NAME = re.compile(r"[\041-\071\073-\176]+:")  # a field name as the standard parser reads one, and its colon
-_TRAILING_EOL = re.compile(r"(?:\r\n|\r|\n)\Z")  # the line end the standard parser takes off a payload
 
 
 def _header_block(text: str, start: int, end: int) -> tuple[Message, int] | None:
@@ -534,6 +538,13 @@ def _field(lines: list[str]) -> tuple[str, str]:
     return name, value.rstrip("\r\n")
 
 
+def _without_line_end(text: str) -> str:
+    """`text` without its last line end (what the standard parser takes off a part's payload and a preamble)."""
+    if text.endswith("\r\n"):
+        return text[:-2]
+    return text[:-1] if text.endswith(("\r", "\n")) else text
+
+
 def _leaf(msg: Message) -> bool:
     """Whether the standard parser takes everything after this part's header block as its payload."""
     return msg.get_content_maintype() not in ("multipart", "message")
@@ -571,15 +582,11 @@ def simple_message(raw: bytes) -> Message | None:
         if found is None or not _leaf(found[0]):
             return None
         part, part_body = found
-        payload = text[part_body:stop]
-        m = _TRAILING_EOL.search(payload)
-        part._payload = payload[: m.start()] if m else payload  # type: ignore[attr-defined]
+        part._payload = _without_line_end(text[part_body:stop])  # type: ignore[attr-defined]
         parts.append(part)
     first = delimiters[0][0]
     if first > body:
-        preamble = text[body:first]
-        m = _TRAILING_EOL.search(preamble)
-        msg.preamble = preamble[: m.start()] if m else preamble
+        msg.preamble = _without_line_end(text[body:first])
     msg._payload = parts  # type: ignore[attr-defined]
     msg.epilogue = text[delimiters[closing][1] :]
     return msg
