@@ -7,6 +7,7 @@ re-derived from config/signals.yaml by hand.
 from __future__ import annotations
 
 import dataclasses
+import random
 import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -418,3 +419,24 @@ def test_a_count_of_tickets_counts_toward_hard(signals: Signals) -> None:
     """A count of tickets ("4 nomer tiket") says it was reported again and again: two points, like "sudah 3x"."""
     result = classify("", "halo kalian masih idup? 4 nomer tiket, nol teknisi", signals)
     assert _fired(result)["repeated_count"] == ("4 nomer tiket",)
+
+
+@pytest.mark.parametrize(
+    "pattern",
+    [
+        r"(?:\b(?:sudah|udah|udh|sdh)\s+\d+\s*(?:x|kali)\b)",
+        r"(?:\b(?:sudah|udah)\s*(?:lapor|\d+))",
+        r"(?:\bkirim(?:kan)?\b)",
+    ],
+)
+def test_a_regex_tried_only_where_a_match_can_start_finds_what_finditer_finds(pattern: str) -> None:
+    """A regex whose every match starts with one of a few strings is tried only where they stand: the same
+    matches, in the same order, as finditer over the whole text (overlapping starts, word boundaries)."""
+    signal = Signal("r", "hard", 1.0, regex=re.compile(pattern))
+    assert signal._starts is not None
+    rng = random.Random(5)
+    pieces = ["sudah", "udah", "udh", "sdh", "ssudah", " ", " ", "3", "12", "x", "kali", "lapor", "kirim", "kan", "\n"]
+    for _ in range(2_000):
+        text = "".join(rng.choice(pieces) for _ in range(rng.randint(0, 30)))
+        found = [(m.start(), m.group(0)) for m in signal._regex_matches(text)]
+        assert found == [(m.start(), m.group(0)) for m in signal.regex.finditer(text)], text  # type: ignore[union-attr]

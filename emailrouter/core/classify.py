@@ -417,6 +417,48 @@ def _needed(items: Any, c: Any) -> frozenset[str] | None:
     return min(rare, key=lambda o: (len(o), -min(map(len, o)), sorted(o))) if rare else None
 
 
+def match_starts(regex: re.Pattern[str]) -> tuple[str, ...] | None:
+    """Strings one of which every match of `regex` starts with, each of three characters or more (so rarely in a
+    text: the places to try it are found by str.find); None when there are no such strings or the pattern is one
+    this does not read."""
+    try:
+        parsed = importlib.import_module("re._parser").parse(regex.pattern, regex.flags)
+        if parsed.state.flags & re.IGNORECASE:
+            return None
+        found = _starting(list(parsed), importlib.import_module("re._constants"))
+    except Exception:  # another Python's parser: no shortcut
+        return None
+    return tuple(sorted(found)) if found and min(map(len, found)) >= 3 else None
+
+
+def _starting(items: list[Any], c: Any) -> frozenset[str] | None:
+    """For a parsed sequence: the strings one of which each match starts with (None: not known)."""
+    if not items:
+        return None
+    op, av = items[0]
+    if op is c.LITERAL:
+        run = []
+        for o, a in items:
+            if o is not c.LITERAL:
+                break
+            run.append(chr(a))
+        return frozenset(["".join(run)])
+    if op is c.BRANCH:
+        each = [_starting(list(alternative), c) for alternative in av[1]]
+        return frozenset().union(*each) if all(each) else None  # type: ignore[arg-type]
+    if op is c.SUBPATTERN and not av[1] and not av[2]:  # no scoped flags
+        return _starting(list(av[3]), c)
+    return None
+
+
+def _occurrences(text: str, part: str) -> Iterator[int]:
+    """Every position where `part` starts in `text` (overlapping ones too)."""
+    i = text.find(part)
+    while i >= 0:
+        yield i
+        i = text.find(part, i + 1)
+
+
 def _is_word(char: str) -> bool:
     """What a regex's word character is: letters, digits and the underscore."""
     return char.isalnum() or char == "_"
@@ -462,6 +504,10 @@ class Signal:
     _trigger: frozenset[str] | None = field(init=False, repr=False, compare=False)
     # strings one of which the case-folded text must hold for the regex to match (None: it may match anyway)
     _needs: tuple[str, ...] | None = field(init=False, repr=False, compare=False)
+    # for a signal that matches by `near` alone: its second list (a word of it must be in the text too)
+    _second: frozenset[str] | None = field(init=False, repr=False, compare=False)
+    # strings (rarely in a text) one of which every match of _unbounded starts with (None: no such strings)
+    _starts: tuple[str, ...] | None = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         index: dict[str, tuple[Phrase, ...]] = {}
@@ -489,12 +535,16 @@ class Signal:
         if pattern.startswith("(?:\\b") and _no_top_level_branch(pattern[3:-1]):  # one regex: (?:\b...)
             unbounded = re.compile(pattern[5:-1])
         object.__setattr__(self, "_unbounded", unbounded)
+        object.__setattr__(self, "_starts", match_starts(unbounded) if unbounded is not None else None)
         object.__setattr__(self, "_needs", needed_strings(self.regex) if self.regex is not None else None)
         trigger: frozenset[str] | None = None
         if self.regex is None and self.caps_ratio is None and self.exclamation_run is None and self.history is None:
             near = self.near.first if self.near is not None else frozenset()
             trigger = self.keywords | near | self._firsts | {p.forms[1][0] for p in self._exact}
         object.__setattr__(self, "_trigger", trigger)
+        # a signal that matches by `near` alone also needs a word of the second list in the text
+        only_near = trigger is not None and self.near is not None and not self.keywords and not self.phrases
+        object.__setattr__(self, "_second", self.near.second if only_near and self.near is not None else None)
 
     def _regex_matches(self, folded: str) -> Iterator[re.Match[str]]:
         """The regex's matches in text order; a leading word boundary is checked by hand (same matches, less time)."""
@@ -504,6 +554,16 @@ class Signal:
             yield from self.regex.finditer(folded)
             return
         pos = 0
+        if self._starts is not None:  # a match starts where one of these does: tried only there
+            places = sorted({i for start in self._starts for i in _occurrences(folded, start)})
+            for start in places:
+                if start >= pos and (m := fast.match(folded, start)) is not None:
+                    before = start > 0 and _is_word(folded[start - 1])
+                    after = start < len(folded) and _is_word(folded[start])
+                    if before != after:
+                        yield m
+                        pos = max(m.end(), start + 1)
+            return
         while (m := fast.search(folded, pos)) is not None:
             start = m.start()
             before = start > 0 and _is_word(folded[start - 1])
@@ -522,6 +582,8 @@ class Signal:
         """The hit, with the weight that applies (`in_question`), or None; `fired`: signals and groups so far."""
         if self._trigger is not None and self._trigger.isdisjoint(text.any_set):
             return None  # the usual case: none of its words is in the text
+        if self._second is not None and self._second.isdisjoint(text.any_set):
+            return None
         if (self.requires and self.requires.isdisjoint(fired)) or not self.unless.isdisjoint(fired):
             return None
         matches = self._matches(text)
