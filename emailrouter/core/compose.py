@@ -106,12 +106,26 @@ def _signals_lines(cls: Classification, group: str | None = None) -> list[str]:
     return lines or ["  (none)"]
 
 
+# the case being composed, with its units and the summary after the headline (a forward and an escalation of
+# one mail share it); held by reference, so an identical object is this very case; compose() forgets it
+_last_summary: list[tuple[Case, dict[str, Unit], str]] = []
+
+
 def summary(case: Case, units: dict[str, Unit], headline: str) -> str:
     """The explanation every message to agents starts with."""
+    if _last_summary and _last_summary[0][0] is case and _last_summary[0][1] is units:
+        return headline + _last_summary[0][2]
+    rest = _summary_rest(case, units)
+    _last_summary[:] = [(case, units, rest)]
+    return headline + rest
+
+
+def _summary_rest(case: Case, units: dict[str, Unit]) -> str:
+    """The summary after its headline."""
     view, seg, cls, dec = case.view, case.segmentation, case.classification, case.decision
     scores = ", ".join(f"{k} {v:g}" for k, v in cls.intent_scores.items())
     lines = [
-        headline,
+        "",
         "",
         f"Customer:        {_customer(view)}",
         f"Customer name:   {seg.customer_name or '(not in the directory)'}",
@@ -347,6 +361,13 @@ def compose(case: Case, composer: Composer) -> tuple[list[Outgoing], list[Suppre
     """Build one message per planned action. Replies without a usable sender are suppressed; a reply that
     cannot be built (its template fails on this mail) is returned as a `RenderFailure`, and every other
     message is built all the same."""
+    try:
+        return _compose(case, composer)
+    finally:
+        _last_summary.clear()  # the mail is done with: its summary is not kept (nor the mail with it)
+
+
+def _compose(case: Case, composer: Composer) -> tuple[list[Outgoing], list[Suppressed], list[RenderFailure]]:
     out: list[Outgoing] = []
     suppressed: list[Suppressed] = []
     failed: list[RenderFailure] = []
