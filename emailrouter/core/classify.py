@@ -735,7 +735,10 @@ def classify(
     hits: list[SignalHit] = []
     scores: dict[str, float] = {"fault": 0.0, "information": 0.0, "request": 0.0}
     fired: set[str] = set()  # names and groups of the signals that fired, for `requires`
+    present = prepared.any_set
     for signal in signals.intent_signals:
+        if signal._trigger is not None and signal._trigger.isdisjoint(present):
+            continue  # what fire() finds first: none of its words is in the text
         hit = signal.fire(prepared, fired)
         if hit is not None:
             scores[signal.group] += hit.weight
@@ -757,6 +760,8 @@ def classify(
         if signal.history is not None:
             matched = signal.history.match(history, intent, now) if now is not None else ()
             hit = SignalHit(signal.name, "hard", signal.weight, matched) if matched else None
+        elif signal._trigger is not None and signal._trigger.isdisjoint(present):
+            hit = None
         else:
             hit = signal.fire(prepared, fired)
         if hit is not None:

@@ -118,7 +118,9 @@ def _decode_bytes(data: bytes, charset: str | None, where: str, defects: list[st
 
 def decode_header_value(value: str, where: str, defects: list[str]) -> str:
     """Unfold and decode one header value (RFC 2047 encoded words, raw 8-bit bytes)."""
-    value = _FOLD.sub(" ", value)[:MAX_HEADER_CHARS]
+    if "\n" in value:
+        value = _FOLD.sub(" ", value)
+    value = value[:MAX_HEADER_CHARS]
     if not value.isascii():
         value = _unescape(value)
     if "=?" not in value:
