@@ -4,14 +4,21 @@ from __future__ import annotations
 
 import email
 import json
+import random
 from email.message import EmailMessage
 from email.policy import default
 from pathlib import Path
 
 import pytest
 
+from emailrouter.core.compose import (
+    EXCERPT_BYTES,
+    assert_safe_headers,
+    compose_render_failure_notice,
+    excerpt,
+    indented_json,
+)
 from emailrouter.config.loader import Config, load_config
-from emailrouter.core.compose import EXCERPT_BYTES, assert_safe_headers, compose_render_failure_notice, excerpt
 from emailrouter.core.errors import ComposeError
 from emailrouter.core.pipeline import Routing, route
 from tests.broken_template import CALM_MAIL, URGENT_MAIL, break_template
@@ -305,3 +312,19 @@ def test_the_excerpt_is_cut_at_a_character_boundary() -> None:
     assert excerpt("Internet mati.\nTolong dibantu.") == ["Internet mati.", "Tolong dibantu."]
     many = excerpt("\n".join(f"baris {i}" for i in range(40)))
     assert many[-2] == "baris 24" and many[-1].startswith("[… ") and len(many) == 26
+
+
+def test_the_ticket_json_is_what_json_dumps_with_indent_writes() -> None:
+    """indented_json gives json.dumps(..., ensure_ascii=False, indent=2) byte for byte on flat ticket fields."""
+    rng = random.Random(3)
+    values: list[object] = [None, True, False, 0, 17, "", "plain", 'quo"te\\back\nline\u2028', "é ünï 漢字 \x00\x1f"]
+    assert indented_json({}) == json.dumps({}, ensure_ascii=False, indent=2)
+    for _ in range(500):
+        fields: dict[str, object] = {}
+        for k in range(rng.randint(1, 8)):
+            pick = rng.random()
+            if pick < 0.3:
+                fields[f"k{k}é"] = [rng.choice(values[3:]) for _ in range(rng.randint(0, 3))]
+            else:
+                fields[f"key_{k}"] = rng.choice(values)
+        assert indented_json(fields) == json.dumps(fields, ensure_ascii=False, indent=2)

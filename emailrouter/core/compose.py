@@ -280,6 +280,21 @@ def ticket_fields(case: Case) -> dict[str, object]:
     }
 
 
+def indented_json(fields: dict[str, object]) -> str:
+    """`json.dumps(fields, ensure_ascii=False, indent=2)` for a flat mapping (values: strings, numbers, booleans,
+    None, lists of those), each value encoded at C speed (with `indent` json runs its encoder in Python)."""
+    if not fields:
+        return "{}"
+    items = []
+    for key, value in fields.items():
+        if isinstance(value, list) and value:
+            shown = "[\n" + ",\n".join("    " + json.dumps(v, ensure_ascii=False) for v in value) + "\n  ]"
+        else:
+            shown = json.dumps(value, ensure_ascii=False)
+        items.append(f"  {json.dumps(key, ensure_ascii=False)}: {shown}")
+    return "{\n" + ",\n".join(items) + "\n}"
+
+
 def compose_ticket(case: Case, index: int, action: OpenTicket, c: Composer) -> tuple[EmailMessage, str]:
     unit = c.units[action.unit]
     fields = ticket_fields(case)
@@ -292,7 +307,7 @@ def compose_ticket(case: Case, index: int, action: OpenTicket, c: Composer) -> t
         shown = ", ".join(map(str, value)) if isinstance(value, list) else ("" if value is None else value)
         lines.append(f"{key.replace('_', ' ').capitalize() + ':':<24}{shown}")
     headline = "\n".join(lines) + "\n\nThe customer has been sent this reference number."
-    ticket_json = json.dumps(fields, ensure_ascii=False, indent=2).encode()
+    ticket_json = indented_json(fields).encode()
     mime.mixed(
         msg,
         [
