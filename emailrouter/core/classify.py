@@ -117,6 +117,8 @@ class Text:
 
     def written(self, start: int, stop: int) -> str:
         """The customer's words at positions start..stop (a slang token standing for several words once)."""
+        if stop - start == 1 and 0 <= start < len(self.tokens.words):
+            return self.tokens.words[start]
         words = self.tokens.words[start:stop]
         return " ".join(w for i, w in enumerate(words) if i == 0 or w != words[i - 1])
 

@@ -103,7 +103,7 @@ def new(headers: list[tuple[str, str]]) -> EmailMessage:
 def add(msg: Message, headers: list[tuple[str, str]]) -> None:
     """Append these headers, each checked by the policy. Unlike `msg[name] = value` (which looks through every
     header already there for a duplicate), no duplicate check: the caller gives each header once."""
-    if all(type(value) is str and type(name) is str for name, value in headers):
+    if set(map(type, itertools.chain.from_iterable(headers))) == {str}:  # plain strings only (at C speed)
         every = "".join(itertools.chain.from_iterable(headers))
         if "\r" not in every and "\n" not in every:  # the usual case: what the policy stores, checked in one pass
             msg._headers.extend(headers)  # type: ignore[attr-defined]
