@@ -7,6 +7,7 @@ re-derived from config/signals.yaml by hand.
 from __future__ import annotations
 
 import dataclasses
+import json
 import random
 import re
 from datetime import UTC, datetime, timedelta
@@ -440,3 +441,17 @@ def test_a_regex_tried_only_where_a_match_can_start_finds_what_finditer_finds(pa
         text = "".join(rng.choice(pieces) for _ in range(rng.randint(0, 30)))
         found = [(m.start(), m.group(0)) for m in signal._regex_matches(text)]
         assert found == [(m.start(), m.group(0)) for m in signal.regex.finditer(text)], text  # type: ignore[union-attr]
+
+
+def test_a_signal_passed_over_before_matching_would_have_matched_nothing(signals: Signals) -> None:
+    """Over the corpus texts, every signal that the quick test says cannot match finds no match indeed."""
+    root = Path(__file__).resolve().parent.parent / "corpus" / "train"
+    texts = [json.loads(line) for line in (root / "a.jsonl").read_text(encoding="utf-8").splitlines()[:400]]
+    passed_over = 0
+    for item in texts:
+        prepared = signals.prepare(item["subject"], item["text"])
+        for signal in (*signals.intent_signals, *signals.hard_signals):
+            if signal._trigger is not None and not signal._may_match(prepared):
+                passed_over += 1
+                assert signal._matches(prepared) == [], (signal.name, item["id"])
+    assert passed_over > 1_000

@@ -495,6 +495,7 @@ class Signal:
     _index: dict[str, tuple[Phrase, ...]] = field(init=False, repr=False, compare=False)
     _firsts: frozenset[str] = field(init=False, repr=False, compare=False)
     _exact: tuple[Phrase, ...] = field(init=False, repr=False, compare=False)
+    _exact_firsts: frozenset[str] = field(init=False, repr=False, compare=False)  # their first words, normal form
     # the phrases that match by roots again, by where they can start: the first two roots, or the one root
     _by_pair: dict[tuple[str, str], tuple[Phrase, ...]] = field(init=False, repr=False, compare=False)
     _pair_keys: frozenset[tuple[str, str]] = field(init=False, repr=False, compare=False)
@@ -532,6 +533,7 @@ class Signal:
         object.__setattr__(self, "_by_word", by_word)
         object.__setattr__(self, "_word_keys", frozenset(by_word))
         object.__setattr__(self, "_exact", tuple(p for p in self.phrases if p.forms[2] and p.by == 1))
+        object.__setattr__(self, "_exact_firsts", frozenset(p.forms[1][0] for p in self._exact))
         pattern = self.regex.pattern if self.regex is not None else ""
         unbounded = None
         if pattern.startswith("(?:\\b") and _no_top_level_branch(pattern[3:-1]):  # one regex: (?:\b...)
@@ -576,6 +578,28 @@ class Signal:
             else:
                 pos = start + 1
 
+    def _may_match(self, text: Text) -> bool:
+        """False when _matches finds nothing for certain: no keyword in the text, no phrase's first root (or
+        first two roots, or for a phrase in normal form its first word) there, no word of each list of `near`."""
+        present = text.any_set if self.roots else text.plain_set
+        if self.keywords and not self.keywords.isdisjoint(present):
+            return True
+        if self._word_keys and not self._word_keys.isdisjoint(text.root_set):
+            return True
+        if (
+            self._pair_keys
+            and not self._firsts.isdisjoint(text.root_set)
+            and not self._pair_keys.isdisjoint(text.root_pairs)
+        ):
+            return True
+        if self._exact_firsts and not self._exact_firsts.isdisjoint(text.normal_set):
+            return True
+        near = self.near
+        if near is None:
+            return False
+        near_present = text.any_set if near.roots else text.plain_set
+        return not near.first.isdisjoint(near_present) and not near.second.isdisjoint(near_present)
+
     def match(self, text: Text) -> tuple[str, ...]:
         """The terms that made this signal fire (empty: it did not)."""
         return tuple(term for term, _ in self._matches(text)[:MAX_MATCHES_SHOWN])
@@ -586,6 +610,8 @@ class Signal:
             return None  # the usual case: none of its words is in the text
         if self._second is not None and self._second.isdisjoint(text.any_set):
             return None
+        if self._trigger is not None and not self._may_match(text):
+            return None  # none of its keywords, phrases or pairs of near words can match
         if (self.requires and self.requires.isdisjoint(fired)) or not self.unless.isdisjoint(fired):
             return None
         matches = self._matches(text)
