@@ -19,7 +19,7 @@ import argparse
 import hashlib
 import json
 import sys
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from email.header import Header
 from pathlib import Path
@@ -30,14 +30,13 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import pipeline as bench  # noqa: E402
 
-from emailrouter import mime  # noqa: E402
-from emailrouter.classify import Contact  # noqa: E402
-from emailrouter.config import Config, load_config  # noqa: E402
-from emailrouter.explain import as_json, as_text, outcome  # noqa: E402
-from emailrouter.pipeline import Routing, no_history, route  # noqa: E402
+from emailrouter.config.loader import Config, load_config  # noqa: E402
+from emailrouter.core import mime  # noqa: E402
+from emailrouter.core.classify import Contact  # noqa: E402
+from emailrouter.core.explain import as_json, as_text, outcome  # noqa: E402
+from emailrouter.core.pipeline import NO_MEMORY, Memory, Routing, route  # noqa: E402
 
 NOW = datetime(2026, 11, 29, 10, 30, tzinfo=UTC)
-History = Callable[[str, datetime], Sequence[Contact]]
 SENDERS = [
     *bench.SENDERS,
     "Budi Santoso <budi.santoso@gmail.com>",
@@ -50,17 +49,10 @@ SENDERS = [
 INTENTS = ("fault", "information", "request", "unknown")
 
 
-def _history(i: int) -> History:
-    """Earlier contacts for some senders: none, one, or three about varying intents (history signals)."""
+def _history(i: int) -> Memory:
+    """Earlier contacts for some senders: none, one, three or five about varying intents (history signals)."""
     count = (0, 0, 1, 3, 5)[i % 5]
-    if not count:
-        return no_history
-    contacts = [Contact(NOW - timedelta(days=1 + k * 2), INTENTS[(i + k) % 4]) for k in range(count)]
-
-    def history(sender: str, since: datetime) -> Sequence[Contact]:
-        return [c for c in contacts if c.at >= since]
-
-    return history
+    return Memory(tuple(Contact(NOW - timedelta(days=1 + k * 2), INTENTS[(i + k) % 4]) for k in range(count)))
 
 
 def _corpus_mail(i: int, subject: str, text: str) -> bytes:
@@ -111,15 +103,15 @@ def _corpus_mail(i: int, subject: str, text: str) -> bytes:
     )
 
 
-def mails() -> Iterator[tuple[str, bytes, History]]:
+def mails() -> Iterator[tuple[str, bytes, Memory]]:
     """(name, raw mail, history) for every mail checked."""
     for seed, count in ((2026, 3000), (7, 1000)):
         for i, (_, raw) in enumerate(bench.corpus(count, seed)):
-            yield f"bench-{seed}-{i}", raw, _history(i) if seed == 7 else no_history
+            yield f"bench-{seed}-{i}", raw, _history(i) if seed == 7 else NO_MEMORY
     for n, path in enumerate(sorted((ROOT / "tests" / "data").rglob("*.eml"))):
         raw = path.read_bytes()
         name = str(path.relative_to(ROOT))
-        yield name, raw, no_history
+        yield name, raw, NO_MEMORY
         yield name + "+history", raw, _history(n % 4 + 2)
     i = 0
     for path in sorted((ROOT / "corpus").rglob("*.jsonl")):

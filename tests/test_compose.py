@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from emailrouter.config.loader import Config, load_config
 from emailrouter.core.compose import (
     EXCERPT_BYTES,
     assert_safe_headers,
@@ -18,7 +19,6 @@ from emailrouter.core.compose import (
     excerpt,
     indented_json,
 )
-from emailrouter.config.loader import Config, load_config
 from emailrouter.core.errors import ComposeError
 from emailrouter.core.pipeline import Routing, route
 from tests.broken_template import CALM_MAIL, URGENT_MAIL, break_template
