@@ -14,7 +14,6 @@ failure unit.
 from __future__ import annotations
 
 import functools
-import hashlib
 import itertools
 import json
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ from email.utils import format_datetime
 from emailrouter.core import mime
 from emailrouter.core.combine import hard_summary, hard_why, output_rows
 from emailrouter.core.errors import ComposeError
+from emailrouter.core.ids import our_message_id
 from emailrouter.core.model import (
     Action,
     Classification,
@@ -87,8 +87,8 @@ _shown = functools.lru_cache(maxsize=1024)(repr)  # of an action (the table's ac
 
 def message_id(case: Case, index: int, action: Action, router: RouterIdentity) -> str:
     """Deterministic: the same mail, rule and action always get the same Message-ID."""
-    key = f"{case.decision.reference}\0{case.decision.rule}\0{index}\0{_shown(action)}".encode()
-    return f"<er.{hashlib.sha256(key).hexdigest()[:24]}.{action.type}@{router.domain}>"
+    seed = f"{case.decision.reference}\0{case.decision.rule}\0{index}\0{_shown(action)}"
+    return our_message_id(seed, action.type, router.domain)
 
 
 def _customer(view: MessageView) -> str:
@@ -428,14 +428,14 @@ def compose_failure_notice(
     now: datetime,
 ) -> EmailMessage:
     """Tell the human queue that a message could not be delivered; the undelivered message is attached."""
-    digest = hashlib.sha256(f"failure\0{undelivered_id}".encode()).hexdigest()[:24]
+    seed = f"failure\0{undelivered_id}"
     msg = mime.new(
         [
             ("From", mime.address(router.name, router.address)),
             ("To", mime.address(unit.name["en"], unit.address)),
             ("Subject", mime.text(f"[DELIVERY FAILED] {kind} to {', '.join(recipients)}")),
             ("Date", format_datetime(now)),
-            ("Message-ID", f"<er.{digest}.failure@{router.domain}>"),
+            ("Message-ID", our_message_id(seed, "failure", router.domain)),
             ("Auto-Submitted", "auto-generated"),
         ]
     )
@@ -464,14 +464,14 @@ def compose_render_failure_notice(
     It names the mail (Message-ID, sender, subject), the rule, the template and the reason (file and line);
     Reply-To is the customer, so an agent can answer by hand. The Message-ID is derived from the reply's,
     so composing the notice again for the same mail gives the same message."""
-    digest = hashlib.sha256(f"render-failure\0{failure.message_id}".encode()).hexdigest()[:24]
+    seed = f"render-failure\0{failure.message_id}"
     language = "English" if failure.language == "en" else "Indonesian"
     headers = [
         ("From", mime.address(router.name, router.address)),
         ("To", mime.address(unit.name["en"], unit.address)),
         ("Subject", mime.text(f"[REPLY NOT SENT] template {failure.template}: {_subject(view)}")),
         ("Date", format_datetime(now)),
-        ("Message-ID", f"<er.{digest}.failure@{router.domain}>"),
+        ("Message-ID", our_message_id(seed, "failure", router.domain)),
         ("Auto-Submitted", "auto-generated"),
         ("X-EmailRouter-Rule", mime.text(rule)),
         ("X-EmailRouter-Reference", reference),
@@ -506,14 +506,14 @@ def compose_render_failure_notice(
 
 def compose_report(router: RouterIdentity, to: str, subject: str, body: str, now: datetime) -> EmailMessage:
     """The daily report to a supervisor: plain text, readable in any mail client."""
-    digest = hashlib.sha256(f"report\0{to}\0{subject}".encode()).hexdigest()[:24]
+    seed = f"report\0{to}\0{subject}"
     msg = mime.new(
         [
             ("From", mime.address(router.name, router.address)),
             ("To", mime.address("", to)),
             ("Subject", mime.text(subject)),
             ("Date", format_datetime(now)),
-            ("Message-ID", f"<er.{digest}.report@{router.domain}>"),
+            ("Message-ID", our_message_id(seed, "report", router.domain)),
             ("Auto-Submitted", "auto-generated"),
         ]
     )
@@ -536,14 +536,14 @@ def compose_quarantine_notice(
 ) -> EmailMessage:
     """Tell the failure unit that a mail could not be handled at all (a stage broke on it): which mail, where
     it waits (flagged $Quarantined), why, and the original attached when it is not too large."""
-    digest = hashlib.sha256(f"quarantine\0{mailbox}\0{uid}\0{message_id}".encode()).hexdigest()[:24]
+    seed = f"quarantine\0{mailbox}\0{uid}\0{message_id}"
     msg = mime.new(
         [
             ("From", mime.address(router.name, router.address)),
             ("To", mime.address(unit.name["en"], unit.address)),
             ("Subject", mime.text(f"[QUARANTINED] mail from {clean_line(sender)[:200]}: {clean_line(subject)[:200]}")),
             ("Date", format_datetime(now)),
-            ("Message-ID", f"<er.{digest}.failure@{router.domain}>"),
+            ("Message-ID", our_message_id(seed, "failure", router.domain)),
             ("Auto-Submitted", "auto-generated"),
         ]
     )

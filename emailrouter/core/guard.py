@@ -45,6 +45,7 @@ from email.parser import HeaderParser
 from email.policy import compat32
 from functools import lru_cache
 
+from emailrouter.core.ids import is_our_message_id, kind_of
 from emailrouter.core.model import MessageView, Outgoing, Reply, Suppressed
 
 # Monitoring and alerting systems that write plain mail (no Auto-Submitted, no Precedence). Exact local
@@ -188,11 +189,6 @@ def _robot_matcher(patterns: tuple[str, ...]) -> re.Pattern[str] | None:
     if not patterns:
         return None
     return re.compile("|".join(f"(?:{fnmatch.translate(p.lower())})" for p in patterns), re.IGNORECASE)
-
-
-def is_our_message_id(message_id: str | None, domain: str) -> bool:
-    pattern = rf"<er\.[0-9a-f]{{24}}\.\w+@{re.escape(domain)}>"
-    return bool(message_id) and re.fullmatch(pattern, message_id or "", re.I) is not None
 
 
 def replies_to_ours(view: MessageView, router_address: str) -> bool:
@@ -438,7 +434,7 @@ def bounced_recipients(view: MessageView, router_address: str) -> list[str]:
 
     Superseded by `bounce_reports`, which keeps each recipient with the Message-IDs the report quotes."""
     reports = bounce_reports(view, router_address)
-    return sorted({r.recipient for r in reports if any(".reply@" in m.lower() for m in r.message_ids)})
+    return sorted({r.recipient for r in reports if any(kind_of(m) == "reply" for m in r.message_ids)})
 
 
 def limit_replies(
