@@ -1,47 +1,30 @@
 """The daemon's part of emailrouter.yaml, described once: keys, types, defaults, limits and help texts.
 
-The loader validates with these models and `emailrouter schema config` prints their JSON Schema, so
-the two cannot drift. A model is the file as written (`give_up_after_hours`, `at: "03:30"`);
-settings.py turns a valid one into the frozen objects the service uses.
-
-`validate()` maps each pydantic error's location to the line of that key (yamlfile's LineDict and
-LineList remember lines) and reports `file:line: key: reason`, every error at once. Rules across keys
-(password or oauth2, a relay login needs a password, mailbox names unique) are validators here too;
-they run before the fields are checked and report through the validation context, so a bad field
-never hides them (pydantic skips a model's "after" validators once a field failed).
+The loader validates with these models (validation.py maps every error to file:line: key) and
+`emailrouter schema config` prints their JSON Schema, so the two cannot drift. A model is the file as
+written (`give_up_after_hours`, `at: "03:30"`); settings.py turns a valid one into the frozen objects
+the service uses, whose defaults are these.
 
 An optional key may be left out; written with nothing after it, it is an error, never "the default".
-Explicit zeros mean zero where zero makes sense and are refused where it does not (see README).
+An explicit 0 means zero where zero makes sense and is refused where it does not (the descriptions
+say which; README, "Configuration").
 """
 
 from __future__ import annotations
 
 import ipaddress
-import re
-from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import timedelta
-from typing import Annotated, Any, Literal, TypeVar, get_args, get_origin
+from typing import Annotated, Any, Literal, get_args
 
-from pydantic import (
-    AfterValidator,
-    BaseModel,
-    BeforeValidator,
-    ConfigDict,
-    Field,
-    ValidationError,
-    ValidationInfo,
-    model_validator,
-)
-from pydantic.json_schema import GenerateJsonSchema, JsonSchemaValue
-from pydantic_core import PydanticCustomError, core_schema
+from pydantic import AfterValidator, BeforeValidator, ConfigDict, Field, ValidationInfo, model_validator
+from pydantic_core import PydanticCustomError
 
 from emailrouter.config.credentials import SECRET_KINDS, OAuth2Token
-from emailrouter.config.yamlfile import LineDict, LineList, Reader, describe
+from emailrouter.config.validation import Maybe, NotBlank, Section, cross, says
+from emailrouter.config.yamlfile import describe
 from emailrouter.core.guard import LoopPolicy
 from emailrouter.core.pipeline import MAX_MESSAGE_BYTES
 
-T = TypeVar("T")
 Security = Literal["tls", "starttls", "plain"]
 SECURITIES: tuple[Security, ...] = get_args(Security)
 IMAP_PORTS = {"tls": 993, "starttls": 143, "plain": 143}
@@ -51,79 +34,34 @@ MIB = 1024 * 1024
 _LOOP = LoopPolicy()
 _HOUR = timedelta(hours=1)
 _SECRET_FORMS = ", ".join("{" + kind + ": ...}" for kind in SECRET_KINDS)
-CROSS_CHECKS = "cross_checks"  # the validation context's list for problems across keys
 
 
-class Section(BaseModel):
-    """Strict: a number is not a string, `1` is not `true`, and an unknown key is an error."""
+# --------------------------------------------------------------------------- values
 
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, regex_engine="python-re")
-
-
-# --------------------------------------------------------------------------- building blocks
-
-PATTERN_MESSAGES: dict[str, str] = {}  # pattern -> what is wrong when a value does not match it
-
-
-def _says(pattern: str, message: str) -> dict[str, Any]:
-    """Register what the loader says when `pattern` does not match; editors get the same sentence."""
-    PATTERN_MESSAGES[pattern] = message
-    return {"patternErrorMessage": f"{message[0].upper()}{message[1:]}."}
-
-
-NOT_BLANK = r"\S"
 MAILBOX_NAME = r"^[A-Za-z0-9_.-]+$"
 IMAP_KEYWORD = r'^[^\s()\]{%*"\\]+$'
 HH_MM = r"^([01]?\d|2[0-3]):[0-5]\d$"
 MAIL_ADDRESS = r"^[^@\s]+@[^@\s]+\.[^@\s]+$"
 
-NotBlank = Annotated[str, Field(pattern=NOT_BLANK, json_schema_extra=_says(NOT_BLANK, "must not be empty"))]
 MailboxName = Annotated[
-    str, Field(pattern=MAILBOX_NAME, json_schema_extra=_says(MAILBOX_NAME, "use letters, digits, _ . - only"))
+    str, Field(pattern=MAILBOX_NAME, json_schema_extra=says(MAILBOX_NAME, "use letters, digits, _ . - only"))
 ]
 ImapKeyword = Annotated[
     str,
     Field(
         pattern=IMAP_KEYWORD,
-        json_schema_extra=_says(IMAP_KEYWORD, 'not a valid IMAP keyword (no spaces or ( ) ] { % * " \\)'),
+        json_schema_extra=says(IMAP_KEYWORD, 'not a valid IMAP keyword (no spaces or ( ) ] { % * " \\)'),
     ),
 ]
-Clock = Annotated[str, Field(pattern=HH_MM, json_schema_extra=_says(HH_MM, "expected HH:MM"))]
-MailAddress = Annotated[str, Field(pattern=MAIL_ADDRESS, json_schema_extra=_says(MAIL_ADDRESS, "not an email address"))]
+Clock = Annotated[str, Field(pattern=HH_MM, json_schema_extra=says(HH_MM, "expected HH:MM"))]
+MailAddress = Annotated[str, Field(pattern=MAIL_ADDRESS, json_schema_extra=says(MAIL_ADDRESS, "not an email address"))]
 Port = Annotated[int, Field(ge=1, le=65535)]
-
-
-def _given(value: Any) -> Any:
-    if value is None:
-        raise PydanticCustomError("empty", "empty: give a value or leave the key out")
-    return value
-
-
-# An optional key: left out, it is None (or its default); written empty, it is an error.
-Maybe = Annotated[T | None, BeforeValidator(_given)]
 
 
 def hours_and_minutes(at: str) -> tuple[int, int]:
     """ "07:05" -> (7, 5), for a value that matched HH_MM."""
     hour, minute = at.split(":")
     return int(hour), int(minute)
-
-
-def _cross(info: ValidationInfo, node: Any, key: str, reason: str, *, at: str | None = None) -> None:
-    """A problem across keys of `node`, named `key` and shown at the line of `at` (else of the node).
-    Validated outside the loader (no context), the problem is an ordinary validation error."""
-    found = info.context.get(CROSS_CHECKS) if isinstance(info.context, dict) else None
-    if found is None:
-        raise PydanticCustomError("cross_check", reason)
-    found.append(CrossProblem(node, key, at, reason))
-
-
-@dataclass(frozen=True)
-class CrossProblem:
-    node: Any
-    key: str
-    at: str | None
-    reason: str
 
 
 # --------------------------------------------------------------------------- secrets
@@ -240,7 +178,7 @@ class Mailbox(Section):
     @classmethod
     def _login(cls, data: Any, info: ValidationInfo) -> Any:
         if isinstance(data, dict) and "password" not in data and "oauth2" not in data:
-            _cross(info, data, "password", "missing: give password ({env|file|credential|command: ...}) or oauth2")
+            cross(info, data, "password", "missing: give password ({env|file|credential|command: ...}) or oauth2")
         return data
 
 
@@ -271,7 +209,7 @@ class Smtp(Section):
     @classmethod
     def _login(cls, data: Any, info: ValidationInfo) -> Any:
         if isinstance(data, dict) and data.get("username") and "password" not in data:
-            _cross(info, data, "password", "username given without a password", at="username")
+            cross(info, data, "password", "username given without a password", at="username")
         return data
 
 
@@ -396,7 +334,7 @@ class DaemonSettings(Section):
             name = item.get("name") if isinstance(item, dict) else None
             if isinstance(name, str):
                 if name in names:
-                    _cross(info, item, "name", f"mailbox name {name!r} is used twice", at="name")
+                    cross(info, item, "name", f"mailbox name {name!r} is used twice", at="name")
                 names.add(name)
         return data
 
@@ -435,153 +373,3 @@ def parse_listen(value: str) -> tuple[str, int]:
         raise ValueError(f"metrics: listen {value!r}: the port must be a number from 1 to 65535")
     loopback_host(host)
     return host, int(port_text)
-
-
-# --------------------------------------------------------------------------- validation: errors -> file:line: key
-
-M = TypeVar("M", bound=BaseModel)
-
-_EXPECTED = {
-    "string_type": "a string",
-    "int_type": "a whole number",
-    "float_type": "a number",
-    "bool_type": "true or false",
-    "model_type": "a mapping",
-    "model_attributes_type": "a mapping",
-    "dict_type": "a mapping",
-    "list_type": "a list",
-}
-
-
-def validate(model: type[M], node: LineDict, r: Reader, path: str = "") -> M | None:
-    """`node` as a `model`, or None with every problem recorded in `r` (file:line: key: reason)."""
-    crossed: list[CrossProblem] = []
-    result: M | None = None
-    found = Reader(r.file, [])
-    try:
-        result = model.model_validate(node, context={CROSS_CHECKS: crossed})
-    except ValidationError as exc:
-        for error in exc.errors(include_url=False):
-            loc = tuple(error["loc"])
-            line_key = None if error["type"] == "missing" else loc[-1] if loc else None
-            found.fail(_walk(node, loc[:-1]), line_key, _join(path, loc), _reason(model, error, loc))
-    paths = dict(_paths(node, path)) if crossed else {}
-    for problem in crossed:
-        found.fail(problem.node, problem.at, f"{paths[id(problem.node)]}.{problem.key}".lstrip("."), problem.reason)
-    r.problems.extend(sorted(found.problems, key=lambda p: p.line or 0))  # in the order of the file
-    return result if not found.problems else None
-
-
-def _reason(model: type[BaseModel], error: Any, loc: tuple[Any, ...]) -> str:
-    kind, ctx, value = error["type"], error.get("ctx") or {}, error.get("input")
-    if kind == "missing":
-        return "missing"
-    if kind == "extra_forbidden":
-        owner = _model_at(model, loc[:-1])
-        return f"unknown key (expected one of: {', '.join(sorted(owner.model_fields) if owner else ())})"
-    if kind in _EXPECTED:
-        return f"expected {_EXPECTED[kind]}, got {describe(value)}"
-    if kind == "literal_error":
-        return f"expected one of {', '.join(_QUOTED.findall(ctx['expected']))}, got {value!r}"
-    if kind == "string_pattern_mismatch":
-        return f"{PATTERN_MESSAGES.get(ctx['pattern'], 'not allowed')}, got {value!r}"
-    if kind in ("greater_than_equal", "greater_than", "less_than_equal"):
-        return _bound(kind, ctx)
-    message = str(error["msg"])
-    return message if kind in _OURS else message[:1].lower() + message[1:]
-
-
-_QUOTED = re.compile(r"'([^']*)'")
-_OURS = {"empty", "secret_empty", "secret_literal", "secret_type", "secret_kinds", "listen", "cross_check"}
-
-
-def _bound(kind: str, ctx: dict[str, Any]) -> str:
-    if kind == "greater_than_equal":
-        return f"must be {ctx['ge']:g} or more"
-    if kind == "greater_than":
-        return f"must be more than {ctx['gt']:g}"
-    return f"must be {ctx['le']:g} or less"
-
-
-def _walk(node: Any, loc: tuple[Any, ...]) -> Any:
-    for part in loc:
-        inside = part in node if isinstance(node, dict) else isinstance(part, int) and part < len(node)
-        if not isinstance(node, dict | list) or not inside:
-            break
-        node = node[part]
-    return node
-
-
-def _join(path: str, loc: tuple[Any, ...]) -> str:
-    out = path
-    for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out
-
-
-def _paths(node: Any, path: str) -> Iterator[tuple[int, str]]:
-    """(id, key path) of every mapping and list under `node`."""
-    yield id(node), path
-    if isinstance(node, LineDict):
-        for key, value in node.items():
-            yield from _paths(value, f"{path}.{key}" if path else key)
-    elif isinstance(node, LineList):
-        for i, value in enumerate(node):
-            yield from _paths(value, f"{path}[{i}]")
-
-
-def _model_at(model: type[BaseModel], loc: tuple[Any, ...]) -> type[BaseModel] | None:
-    """The model class that describes the mapping at `loc`."""
-    kind: Any = model
-    for part in loc:
-        kind = _bare(kind)
-        if isinstance(part, int):
-            kind = get_args(kind)[0] if get_origin(kind) is list else None
-        elif isinstance(kind, type) and issubclass(kind, BaseModel) and part in kind.model_fields:
-            kind = kind.model_fields[part].annotation
-        else:
-            return None
-    kind = _bare(kind)
-    return kind if isinstance(kind, type) and issubclass(kind, BaseModel) else None
-
-
-def _bare(kind: Any) -> Any:
-    """Without Annotated[...] and `| None`."""
-    while True:
-        if get_origin(kind) is Annotated:
-            kind = get_args(kind)[0]
-        elif (args := get_args(kind)) and type(None) in args and get_origin(kind) is not list:
-            kind = next(a for a in args if a is not type(None))
-        else:
-            return kind
-
-
-# --------------------------------------------------------------------------- JSON Schema
-
-
-class _Generator(GenerateJsonSchema):
-    def nullable_schema(self, schema: core_schema.NullableSchema) -> JsonSchemaValue:
-        """An optional key may be left out, never written as null."""
-        return self.generate_inner(schema["schema"])
-
-
-def json_schema(model: type[BaseModel]) -> dict[str, Any]:
-    """The model's JSON Schema (draft 2020-12), with definitions inlined and pydantic's titles left out."""
-    raw = model.model_json_schema(schema_generator=_Generator)
-    definitions = raw.pop("$defs", {})
-
-    def inline(node: Any) -> Any:
-        if isinstance(node, dict):
-            if "$ref" in node:
-                node = {**definitions[node["$ref"].rsplit("/", 1)[1]], **{k: v for k, v in node.items() if k != "$ref"}}
-            return {
-                k: inline(v)
-                for k, v in node.items()
-                if not (k == "title" and isinstance(v, str)) and not (k == "default" and v is None)
-            }
-        if isinstance(node, list):
-            return [inline(v) for v in node]
-        return node
-
-    out: dict[str, Any] = inline(raw)
-    return out

@@ -27,8 +27,8 @@ from emailrouter.config.models import (
     hours_and_minutes,
     loopback_host,
     parse_listen,
-    validate,
 )
+from emailrouter.config.validation import validate
 from emailrouter.config.yamlfile import LineDict, Reader
 from emailrouter.core.guard import LoopPolicy
 from emailrouter.core.pipeline import MAX_MESSAGE_BYTES
