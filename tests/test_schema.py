@@ -15,8 +15,10 @@ import yaml
 
 from emailrouter.config.credentials import SECRET_KINDS
 from emailrouter.config.loader import load_config
+from emailrouter.config.models import DaemonSettings
 from emailrouter.config.schema import DOMAIN_PATTERN, SCHEMAS, main_schema, rules_schema, signals_schema
 from emailrouter.config.settings import SECURITIES
+from emailrouter.config.validation import json_schema
 from emailrouter.core.decide import HIT_POLICIES
 from emailrouter.core.directory import DomainTable
 from emailrouter.core.errors import ConfigError
@@ -122,6 +124,13 @@ MISTAKES: list[tuple[str, str, Edit, Path_]] = [
         ("segmentation",),
     ),
     ("config", "housekeeping at 25:00", _set(("housekeeping",), {"at": "25:00"}), ("housekeeping", "at")),
+    ("config", "batch_size 0", _set(("mailboxes", 0, "batch_size"), 0), ("mailboxes", 0, "batch_size")),
+    ("config", "keep_days 0", _set(("housekeeping",), {"keep_days": 0}), ("housekeeping", "keep_days")),
+    ("config", "a timer of 0 seconds", _set(("delivery",), {"outbox_interval": 0}), ("delivery", "outbox_interval")),
+    ("config", "an empty folder name", _set(("mailboxes", 0, "folder"), ""), ("mailboxes", 0, "folder")),
+    ("config", "a port as a string", _set(("smtp", "port"), "587"), ("smtp", "port")),
+    ("config", "reports without daily_to", _set(("reports",), {"at": "07:00"}), ("reports",)),
+    ("config", "misspelt metrics key", _set(("metrics",), {"listen_on": "127.0.0.1:9464"}), ("metrics",)),
     ("config", "reference prefix in lower case", _set(("router", "reference_prefix"), "er"), ("router",)),
     (
         "signals",
@@ -190,6 +199,20 @@ ACCEPTED: list[tuple[str, str, Edit]] = [
             housekeeping={"keep_days": 30, "at": "4:05"},
             loop_protection={"reply_window_hours": 12, "replies_per_hour": 1, "bounce_block_days": 7.5},
             limits={"max_message_mb": 10},
+        ),
+    ),
+    (
+        "config",
+        "the daily report and metrics",
+        lambda doc: doc.update(reports={"daily_to": "supervisor@cc.example.co.id"}, metrics={"listen": "[::1]:9464"}),
+    ),
+    (
+        "config",
+        "zeros that mean zero",
+        lambda doc: doc.update(
+            loop_protection={"reply_window_hours": 0, "replies_per_hour": 0, "bounce_block_days": 0},
+            delivery={"give_up_after_hours": 0},
+            limits={"quarantine_notices_per_hour": 0},
         ),
     ),
     ("rules", "hit policy collect", _set(("hit_policy",), "collect")),
@@ -401,3 +424,84 @@ def test_schema_command_prints_each_schema(capsys: pytest.CaptureFixture[str]) -
     for name in ("config", "rules", "signals"):
         assert main(["schema", name]) == 0
         assert json.loads(capsys.readouterr().out)["$id"].endswith(f"/{name}.json")
+
+
+# --------------------------------------------------------------------------- one description: the models
+
+
+def test_the_daemon_part_is_the_models_schema() -> None:
+    """Every daemon section of the main schema is generated from models.DaemonSettings, not written by hand."""
+    generated = json_schema(DaemonSettings)["properties"]
+    schema = main_schema()
+    assert {key: schema["properties"][key] for key in DaemonSettings.model_fields} == generated
+    assert set(generated) == {
+        "mailboxes", "smtp", "state", "delivery", "housekeeping", "loop_protection", "limits", "reports", "metrics",
+    }  # fmt: skip
+
+
+def test_the_schemas_defaults_are_the_loaders(config_copy: Path) -> None:
+    """The defaults an editor shows are the values the loader uses when a key is left out."""
+    settings = load_config(config_copy).settings
+    daemon = main_schema()["properties"]
+    loop = daemon["loop_protection"]["properties"]
+    assert loop["replies_per_hour"]["default"] == settings.loop.replies_per_hour
+    assert loop["reply_window_hours"]["default"] * 3600 == settings.loop.reply_window.total_seconds()
+    assert daemon["delivery"]["properties"]["give_up_after_hours"]["default"] * 3600 == settings.delivery.give_up_after
+    assert daemon["housekeeping"]["properties"]["keep_days"]["default"] == settings.housekeeping.keep_days
+    assert daemon["limits"]["properties"]["quarantine_notices_per_hour"]["default"] == 20
+
+
+README = ROOT / "README.md"
+MAIN_KEYS = set(main_schema()["properties"])
+
+
+def _readme_examples() -> Iterator[tuple[int, str, Any]]:
+    """(line, kind, data) of every ```yaml block in the README; kind says which schema describes it."""
+    text = README.read_text(encoding="utf-8")
+    for match in re.finditer(r"^ *```yaml\n(.*?)^ *```", text, re.M | re.S):
+        line = text.count("\n", 0, match.start()) + 1
+        data = yaml.safe_load(match[1])
+        if data is None:
+            kind = "comment"
+        elif isinstance(data, dict) and set(data) <= MAIN_KEYS:
+            kind = "config"
+        elif isinstance(data, list) and all({"id", "actions"} <= set(item) for item in data):
+            kind = "rules"
+        elif isinstance(data, list) and all({"name", "weight"} <= set(item) for item in data):
+            kind = "signals"
+        elif isinstance(data, list) and all({"message", "expect"} <= set(item) for item in data):
+            kind = "rule test"  # config/tests/*.yaml: read by `emailrouter test`, which has no schema
+        else:
+            kind = "unknown"
+        yield line, kind, data
+
+
+def test_every_readme_yaml_example_is_one_the_schemas_know() -> None:
+    """Each YAML example in the README is a main-file section, a row, a signal, a rule test or a comment,
+    and the documented daemon sections (reports and metrics included) are among them."""
+    examples = list(_readme_examples())
+    assert [(line, kind) for line, kind, _ in examples if kind == "unknown"] == []
+    shown = {key for _, kind, data in examples if kind == "config" for key in data}
+    assert {"reports", "metrics", "mailboxes", "smtp", "state", "delivery", "housekeeping"} <= shown
+
+
+@pytest.mark.parametrize(
+    ("kind", "data"),
+    [pytest.param(kind, data, id=f"README.md:{line} {kind}") for line, kind, data in _readme_examples()],
+)
+def test_every_readme_example_validates(config_copy: Path, kind: str, data: Any) -> None:
+    """A documented example passes its schema (in the shipped file, for a main-file section), and the loader
+    takes a main-file section too: the editor never flags what the README tells ops to write."""
+    if kind == "config":
+        doc = {**_shipped("config"), **data}
+        assert [e.message for e in _errors("config", doc)] == []
+        config_copy.write_text(yaml.safe_dump(doc, allow_unicode=True), encoding="utf-8")
+        load_config(config_copy)
+    elif kind == "rules":
+        assert [e.message for e in _errors("rules", {"rows": data})] == []
+    elif kind == "signals":
+        doc = _shipped("signals")
+        doc["intent"]["signals"] = data
+        assert [e.message for e in _errors("signals", doc)] == []
+    else:
+        assert kind in ("comment", "rule test")

@@ -1,15 +1,14 @@
 """JSON Schemas (draft 2020-12) for the YAML files ops edit, for validation-as-you-type in editors.
 
 `emailrouter schema config|rules|signals` prints them; yaml-language-server (VS Code's YAML extension and
-others) then flags mistakes while the file is being written. The schemas mirror what `config.py` and
-`settings.py` accept, with every enumeration taken from the code's own constants, so they cannot drift.
+others) then flags mistakes while the file is being written. The daemon's part of the main file
+(mailboxes, smtp, state, delivery, housekeeping, loop_protection, limits, reports, metrics) is generated
+from the models the loader validates with (models.py), so it cannot drift. The routing part and
+rules.yaml / signals.yaml are still written out here, with every enumeration taken from the code's own
+constants; tests/test_schema.py holds them to what the loader accepts.
 
 A schema sees one file at a time: whether a unit key, segment code or template name exists, whether a
 name is used twice, and whether the last row has no conditions is `emailrouter check`'s job.
-
-Where the loader reads `value or default`, an explicitly empty string (or `batch_size: 0`) silently means
-the default; the schema treats that as the mistake it almost certainly is. The same goes for a secret
-key left empty (`password:`), which the loader lets through and the daemon cannot use.
 """
 
 from __future__ import annotations
@@ -18,20 +17,12 @@ import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, get_args, get_type_hints
 
-from emailrouter.config.credentials import SECRET_KINDS
 from emailrouter.config.loader import _ADDRESS, _KEY, _MATCHERS
-from emailrouter.config.settings import (
-    IMAP_PORTS,
-    SECURITIES,
-    SMTP_PORTS,
-    DeliveryConfig,
-    HousekeepingConfig,
-    MailboxConfig,
-    Settings,
-)
+from emailrouter.config.models import DaemonSettings
+from emailrouter.config.validation import NOT_BLANK, json_schema
 from emailrouter.core.decide import HIT_POLICIES
 from emailrouter.core.facts import FACTS, Fact
-from emailrouter.core.guard import DEFAULT_ROBOT_SENDERS, LoopPolicy
+from emailrouter.core.guard import DEFAULT_ROBOT_SENDERS
 from emailrouter.core.model import ACTION_KINDS, ACTIONS, INTENTS, LANGUAGES, UNKNOWN_SEGMENT
 from emailrouter.core.model import RECORD_TAG as RECORD_TAG_BODY
 from emailrouter.core.normalise import STEMMERS
@@ -52,13 +43,9 @@ SEGMENT_CODE = r"^[A-Z]{2,10}$"
 UNIT_KEY = _KEY.pattern
 ADDRESS = _ADDRESS.pattern
 TEMPLATE_NAME = r"^[A-Za-z0-9_-]+$"  # the <name> of templates/<name>.<lang>.txt
-MAILBOX_NAME = r"^[A-Za-z0-9_.-]+$"
 FACT_SEGMENT = rf"^(?:[A-Z]{{2,10}}|{re.escape(UNKNOWN_SEGMENT)})$"
 RECORD_TAG = rf"^{RECORD_TAG_BODY}$"
 REFERENCE_PREFIX = r"^[A-Z0-9]{1,10}$"
-IMAP_KEYWORD = r'^[^\s()\]{%*"\\]+$'
-HH_MM = r"^([01]?\d|2[0-3]):[0-5]\d$"
-NOT_BLANK = r"\S"
 ONE_WORD = r"^\s*\S+\s*$"
 _LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 # directory.DomainTable.parse_pattern: strip, lower-case, optional "*.", then a domain of at most 253 characters
@@ -69,13 +56,10 @@ ROBOT_SENDER = r"^[^\s@]+@[^\s@]+$"  # guard.robot_sender_problem; "matches ever
 PATTERN_MESSAGES = {
     SEGMENT_CODE: "Segment codes are 2-10 capital letters.",
     UNIT_KEY: "Letters, digits, _ and - only.",  # also TEMPLATE_NAME
-    MAILBOX_NAME: "Letters, digits, _ . and - only.",
     FACT_SEGMENT: f"A segment code (2-10 capital letters) or {UNKNOWN_SEGMENT}.",
     ADDRESS: "Not an email address.",
     RECORD_TAG: "A tag of lower-case letters, digits, _ and -, starting with a letter (at most 31).",
     REFERENCE_PREFIX: "Use 1-10 capital letters or digits.",
-    IMAP_KEYWORD: 'Not a valid IMAP keyword (no spaces or ( ) ] { % * " \\).',
-    HH_MM: "Expected a time of day as HH:MM.",
     NOT_BLANK: "Must not be empty.",
     ONE_WORD: "Keywords are single words; put word sequences under phrases.",
     DOMAIN_PATTERN: "Not a domain (example.com) or wildcard domain (*.example.com).",
@@ -96,7 +80,6 @@ def _literal(owner: type, field: str) -> tuple[str, ...]:
 
 
 TRUST_REQUIRE = _literal(TrustPolicy, "require")
-PROCESSED = _literal(MailboxConfig, "processed")
 SIGNAL_INTENTS = INTENTS[:3]  # what a signal may count toward; "unknown" is what is left when none wins
 
 
@@ -184,44 +167,7 @@ def _localised(description: str) -> Schema:
     }
 
 
-_SECRET_HELP = {
-    "env": "The environment variable of this name.",
-    "file": "The first line of this file (relative paths: next to emailrouter.yaml).",
-    "credential": "A systemd credential: $CREDENTIALS_DIRECTORY/NAME (LoadCredential=).",
-    "command": "The first line this command prints (run without a shell, like mbsync's PassCmd).",
-}
-
-
-def _secret(description: str) -> Schema:
-    forms = ", ".join(f"{{{kind}: ...}}" for kind in SECRET_KINDS)
-    return {
-        "description": f"{description} Never the secret itself: one of {forms}.",
-        "type": "object",
-        "properties": {kind: _string(_SECRET_HELP.get(kind, kind), pattern=NOT_BLANK) for kind in SECRET_KINDS},
-        "additionalProperties": False,
-        "minProperties": 1,
-        "maxProperties": 1,
-    }
-
-
 # --------------------------------------------------------------------------- emailrouter.yaml
-
-_SECURITY_HELP = {
-    "tls": "Implicit TLS from the first byte (the default).",
-    "starttls": "Plain connection upgraded with STARTTLS.",
-    "plain": "No encryption at all (emailrouter warns at start-up).",
-}
-
-
-def _endpoint(server: str, ports: Mapping[str, int]) -> Schema:
-    by_security = ", ".join(f"{security} {port}" for security, port in ports.items())
-    return {
-        "host": _string(f"{server} server host name."),
-        "port": _integer(f"{server} port; the default depends on security: {by_security}."),
-        "security": _enum(SECURITIES, "How the connection is protected.", _SECURITY_HELP, default=SECURITIES[0]),
-        "timeout": _number("Seconds to wait for the server before giving up (default 30).", default=30),
-        "ca_file": _string("PEM file of CA certificates to verify the server with instead of the system's."),
-    }
 
 
 def _router() -> Schema:
@@ -357,156 +303,6 @@ def _units() -> Schema:
     }
 
 
-def _mailbox() -> Schema:
-    return _object(
-        "An IMAP mailbox the daemon reads. Give password or oauth2.",
-        {
-            "name": _string(
-                "Short unique name, used in logs and metrics: letters, digits, _ . -", pattern=MAILBOX_NAME
-            ),
-            **_endpoint("IMAP", IMAP_PORTS),
-            "username": _string("IMAP login name."),
-            "password": _secret("IMAP password."),
-            "oauth2": _object(
-                "Log in with an XOAUTH2 access token instead of a password.",
-                {
-                    "token": _secret("Where the access token comes from (usually a command that refreshes it)."),
-                    "lifetime": _number(
-                        "Seconds a token is used before it is read again (default 3000).", default=3000
-                    ),
-                },
-                required=["token"],
-            ),
-            "folder": _string("The folder to read (default INBOX).", default="INBOX"),
-            "processed": _enum(
-                PROCESSED,
-                "How a handled mail is marked on the server.",
-                {"keyword": "Set the keyword (and \\Seen); the mail stays.", "move": "Move it to move_to."},
-                default=PROCESSED[0],
-            ),
-            "keyword": _string(
-                "IMAP keyword set on handled mail with processed: keyword (default $Routed).",
-                pattern=IMAP_KEYWORD,
-                default="$Routed",
-            ),
-            "move_to": _string("Folder handled mail goes to with processed: move (default Routed).", default="Routed"),
-            "poll_interval": _number("Seconds between checks for new mail (default 60).", default=60),
-            "idle": _boolean("Use IMAP IDLE to hear of new mail at once (default true).", default=True),
-            "batch_size": _integer("Mails fetched per round, 1 or more (default 200).", minimum=1, default=200),
-        },
-        required=["name", "host", "username"],
-        anyOf=[{"required": ["password"]}, {"required": ["oauth2"]}],
-    )
-
-
-def _smtp() -> Schema:
-    return _object(
-        "The relay every outgoing mail is handed to.",
-        {
-            **_endpoint("SMTP", SMTP_PORTS),
-            "data_timeout": _number(
-                "Seconds to wait for the relay's answer to the end of a message (default 600, RFC 5321);"
-                " after that the send counts as uncertain: a customer reply is not sent again.",
-                default=600,
-            ),
-            "username": _string("SMTP login name; leave out for a relay that needs no login."),
-            "password": _secret("SMTP password; needed with username."),
-        },
-        required=["host"],
-        **_if({"properties": {"username": {"minLength": 1}}, "required": ["username"]}, then=["password"]),
-    )
-
-
-def _daemon_settings() -> Schema:
-    delivery = DeliveryConfig()
-    housekeeping = HousekeepingConfig()
-    loop = LoopPolicy()
-    max_mb = Settings.max_message_bytes / (1024 * 1024)
-    return {
-        "mailboxes": _list("IMAP mailboxes the daemon (`emailrouter run`) reads.", _mailbox()),
-        "smtp": _smtp(),
-        "state": _object(
-            "Where the daemon keeps what it has done.",
-            {
-                "path": _string(
-                    "SQLite file; $VARIABLES are expanded, relative paths are next to emailrouter.yaml"
-                    " (default: $STATE_DIRECTORY/emailrouter.sqlite3)."
-                )
-            },
-        ),
-        "delivery": _object(
-            "Retrying mail the relay did not take.",
-            {
-                "retry_initial": _number(
-                    f"Seconds before the first retry (default {delivery.retry_initial:g}).",
-                    default=delivery.retry_initial,
-                ),
-                "retry_max": _number(
-                    f"Longest wait between retries, in seconds (default {delivery.retry_max:g}).",
-                    default=delivery.retry_max,
-                ),
-                "give_up_after_hours": _number(
-                    f"After this many hours a temporary failure counts as permanent"
-                    f" (default {delivery.give_up_after / 3600:g}).",
-                    default=delivery.give_up_after / 3600,
-                ),
-                "outbox_interval": _number(
-                    f"Seconds between looks at the outbox (default {delivery.outbox_interval:g}).",
-                    default=delivery.outbox_interval,
-                ),
-            },
-        ),
-        "housekeeping": _object(
-            "Daily clean-up of the state file.",
-            {
-                "keep_days": _integer(
-                    f"Days a handled mail's record is kept (default {housekeeping.keep_days}).",
-                    default=housekeeping.keep_days,
-                ),
-                "at": _string(
-                    f"Time of day, HH:MM (default {housekeeping.hour:02}:{housekeeping.minute:02}).",
-                    pattern=HH_MM,
-                    default=f"{housekeeping.hour:02}:{housekeeping.minute:02}",
-                ),
-            },
-        ),
-        "loop_protection": _object(
-            "Limits on automatic replies, per customer address.",
-            {
-                "reply_window_hours": _number(
-                    "The same reply template to the same address at most once in this many hours"
-                    f" (default {loop.reply_window.total_seconds() / 3600:g}).",
-                    default=loop.reply_window.total_seconds() / 3600,
-                ),
-                "replies_per_hour": _integer(
-                    f"At most this many automatic replies to one address per hour (default {loop.replies_per_hour}).",
-                    default=loop.replies_per_hour,
-                ),
-                "bounce_block_days": _number(
-                    "No automatic reply to an address whose earlier reply bounced within this many days"
-                    f" (default {loop.bounce_block.days}).",
-                    default=loop.bounce_block.days,
-                ),
-            },
-        ),
-        "limits": _object(
-            "Hostile input.",
-            {
-                "max_message_mb": _number(
-                    f"A larger mail is not analysed; it goes to router.failures_to with a note (default {max_mb:g}).",
-                    default=max_mb,
-                ),
-                "quarantine_notices_per_hour": _integer(
-                    "At most this many notices an hour tell router.failures_to about quarantined mail; the rest are"
-                    " only logged and counted (default 20).",
-                    default=20,
-                    minimum=0,
-                ),
-            },
-        ),
-    }
-
-
 def main_schema() -> dict[str, Any]:
     """The schema of the main file, emailrouter.yaml."""
     return _document(
@@ -521,7 +317,7 @@ def main_schema() -> dict[str, Any]:
             "trust": _trust(),
             "guard": _guard(),
             "units": _units(),
-            **_daemon_settings(),
+            **json_schema(DaemonSettings)["properties"],
         },
         required=["router", "files", "segmentation", "trust", "units"],
     )
