@@ -248,3 +248,58 @@ def test_missing_config_file_is_a_clear_error(tmp_path: Path, capsys: pytest.Cap
     """A config path that does not exist gives exit 1 and names the file."""
     assert main(["check", "-c", str(tmp_path / "nope.yaml")]) == 1
     assert f"{tmp_path / 'nope.yaml'}: file not found" in capsys.readouterr().err
+
+
+def test_every_problem_of_the_routing_part_is_listed_with_its_line(config_copy: Path) -> None:
+    """Shape mistakes (from the model) and cross-references (hand-written) in the main file are all listed at
+    once, each at its own line and key, with the wording check always used."""
+    _edit(config_copy, "  reference_prefix: ER\n", "  reference_prefix: er\n")
+    _edit(config_copy, "  failures_to: human_queue\n", "  failures_to: human_queu\n")
+    _edit(config_copy, "    DES: Digital Enterprise", "    des: Digital Enterprise")
+    _edit(config_copy, '    - match: "*.mil.id"\n      segment: DGS', '    - match: "@mil.id"\n      segment: DGS')
+    _edit(config_copy, "    - match: gmail.com\n      segment: DCS", "    - match: gmail.com\n      segment: DXS")
+    _edit(config_copy, "    - match: yahoo.com\n", "    - match: hotmail.com\n")
+    _edit(config_copy, "  authserv_id: mx.cc.example.co.id\n", "")
+    _edit(config_copy, "  dcs_unit:\n    address: dcs-care@cc.example.co.id", "  dcs unit:\n    address: dcs-care")
+    _edit(config_copy, "    next_steps:\n      id: Tim kami", "    next_step:\n      id: Tim kami")
+    at = {needle: _line_of(config_copy, needle) for needle in (
+        "reference_prefix: er", "failures_to: human_queu", "des: Digital", '@mil.id', "segment: DXS",
+        "- match: live.com", "require: dmarc", "dcs unit:", "address: dcs-care", "next_step:",
+    )}  # fmt: skip
+    problems = _problems(config_copy)
+    expected = [
+        f"{at['reference_prefix: er']}: router.reference_prefix: use 1-10 capital letters or digits, got 'er'",
+        f"{at['des: Digital']}: segmentation.segments.des: segment codes are 2-10 capital letters, got 'des'",
+        f"{at['@mil.id']}: segmentation.domain_rules[1].match: not a domain or *.domain: '@mil.id'",
+        f"{at['require: dmarc']}: trust.authserv_id: missing",  # a mapping's line is its first key's
+        f"{at['dcs unit:']}: units.dcs unit: unit keys may use letters, digits, _ and - only, got 'dcs unit'",
+        f"{at['address: dcs-care']}: units.dcs unit.address: not an email address: 'dcs-care'",
+        f"{at['address: dcs-care']}: units.dcs unit.next_steps: missing",
+        f"{at['next_step:']}: units.dcs unit.next_step: unknown key (expected one of: address, name, next_steps)",
+        f"{at['failures_to: human_queu']}: router.failures_to: unknown unit 'human_queu' (known: account_managers,",
+        f"{at['segment: DXS']}: segmentation.domain_rules[2].segment: unknown segment 'DXS' (known: des, DGS, DBS,"
+        " DCS)",
+        # the second hotmail.com, the rule just above live.com
+        f"{at['- match: live.com'] - 2}: segmentation.domain_rules[7].match: 'hotmail.com' is listed twice",
+    ]
+    for line in expected:
+        assert any(p.startswith(f"{config_copy}:{line}") for p in problems), (line, problems)
+
+
+def test_the_main_file_schema_is_the_loaders_model() -> None:
+    """`emailrouter schema config` is routing.MainFile's schema: the loader and the editor read one description."""
+    from emailrouter.config.routing import MainFile
+    from emailrouter.config.schema import main_schema
+    from emailrouter.config.validation import json_schema
+
+    generated = json_schema(MainFile)
+    schema = main_schema()
+    assert schema["properties"] == generated["properties"]
+    assert schema["required"] == ["router", "files", "segmentation", "trust", "units"]
+
+
+def test_an_empty_router_name_is_an_error_not_the_default(config_copy: Path) -> None:
+    """`name: ""` under router used to mean "emailrouter"; now it is a problem naming the key."""
+    _edit(config_copy, "  name: Contact Centre Email Router\n", '  name: ""\n')
+    line = _line_of(config_copy, 'name: ""')
+    assert f"{config_copy}:{line}: router.name: must not be empty, got ''" in _problems(config_copy)

@@ -16,7 +16,8 @@ import yaml
 from emailrouter.config.credentials import SECRET_KINDS
 from emailrouter.config.loader import load_config
 from emailrouter.config.models import DaemonSettings
-from emailrouter.config.schema import DOMAIN_PATTERN, SCHEMAS, main_schema, rules_schema, signals_schema
+from emailrouter.config.routing import DOMAIN_PATTERN
+from emailrouter.config.schema import SCHEMAS, main_schema, rules_schema, signals_schema
 from emailrouter.config.settings import SECURITIES
 from emailrouter.config.validation import json_schema
 from emailrouter.core.decide import HIT_POLICIES

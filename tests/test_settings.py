@@ -220,7 +220,7 @@ def test_every_problem_of_the_daemon_part_is_listed_with_its_line(config_copy: P
          " move_to, name, oauth2, password, poll_interval, port, processed, security, timeout, username)"),
         (14, "smtp.password", "username given without a password"),
         (16, "housekeeping.at", "expected HH:MM, got '25:00'"),
-        (18, "reports.daily_to", "not an email address, got 'nobody'"),
+        (18, "reports.daily_to", "not an email address: 'nobody'"),
     ]  # fmt: skip
 
 

@@ -15,12 +15,16 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+from pydantic import BaseModel, ValidationError
+
+from emailrouter.config import routing
 from emailrouter.config.modelfile import load_model
-from emailrouter.config.settings import Settings, read_settings
+from emailrouter.config.settings import Settings, settings_of
 from emailrouter.config.slang import make_normaliser, read_slang
 from emailrouter.config.templates import load_templates
+from emailrouter.config.validation import CROSS_CHECKS, validate
 from emailrouter.config.yamlfile import LineDict, LineList, Reader, describe, load_yaml
 from emailrouter.core.classify import PLAIN, HistoryRule, Near, Phrase, Question, Signal, Signals, fold
 from emailrouter.core.combine import CombineSettings
@@ -30,7 +34,7 @@ from emailrouter.core.errors import ConfigError, Problem
 from emailrouter.core.facts import BY_NAME as FACTS
 from emailrouter.core.facts import NAMES as FACT_NAMES
 from emailrouter.core.facts import allowed_values
-from emailrouter.core.guard import DEFAULT_GUARD, GuardPolicy, robot_sender_problem
+from emailrouter.core.guard import DEFAULT_GUARD, GuardPolicy
 from emailrouter.core.model import (
     ACTION_KINDS,
     INTENTS,
@@ -61,10 +65,7 @@ from emailrouter.core.textmodel import ModelError, TextModel
 from emailrouter.core.trust import TrustPolicy
 from emailrouter.core.verify import verify
 
-_ADDRESS = re.compile(
-    r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)+$"
-)
-_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
+_KEY = re.compile(routing.UNIT_KEY)
 DEFAULT_CONFIG_PATHS = (Path("config/emailrouter.yaml"), Path("/etc/emailrouter/emailrouter.yaml"))
 
 
@@ -109,134 +110,90 @@ def find_config(explicit: str | None) -> Path:
 
 
 # --------------------------------------------------------------------------- main file
+# Its shape is routing.MainFile's (validated once in load_config); what one file's shape cannot say
+# is checked here, on the nodes as read, so every line is known: unknown segments, a domain listed
+# twice, trust missing or switched off.
+
+M = TypeVar("M", bound=BaseModel)
+_SEGMENT_CODE = re.compile(routing.SEGMENT_CODE)
+_FAILURES_TO = routing.Router.model_fields["failures_to"].default
 
 
-def _router(r: Reader, doc: LineDict) -> RouterIdentity | None:
-    node = r.get(doc, "router", "", LineDict)
-    if node is None:
+def _valid(model: type[M], value: Any) -> M | None:
+    """`value` as `model` if it is valid; its problems were reported by the whole file's validation."""
+    try:
+        return model.model_validate(value, context={CROSS_CHECKS: []})
+    except ValidationError:
         return None
-    r.known_keys(node, "router", {"address", "name", "reference_prefix", "failures_to"})
-    address = r.get(node, "address", "router", str)
-    name = r.get(node, "name", "router", str, required=False) or "emailrouter"
-    prefix = r.get(node, "reference_prefix", "router", str, required=False) or "ER"
-    if address is not None and not _ADDRESS.match(address):
-        r.fail(node, "address", "router.address", f"not an email address: {address!r}")
+
+
+def _router(main: routing.MainFile | None, doc: LineDict) -> RouterIdentity | None:
+    router = main.router if main is not None else _valid(routing.Router, doc.get("router"))
+    if router is None:
         return None
-    if not re.fullmatch(r"[A-Z0-9]{1,10}", prefix):
-        r.fail(node, "reference_prefix", "router.reference_prefix", "use 1-10 capital letters or digits")
-    failures_to = r.get(node, "failures_to", "router", str, required=False) or "human_queue"
-    return RouterIdentity(address, name, prefix, failures_to) if address else None
+    return RouterIdentity(router.address, router.name, router.reference_prefix, router.failures_to)
 
 
-def _guard(r: Reader, doc: LineDict) -> GuardPolicy:
+def _guard(main: routing.MainFile | None, doc: LineDict) -> GuardPolicy:
     """guard: robot_senders, glob patterns on the sender's address; the list replaces the default one."""
-    node = r.get(doc, "guard", "", LineDict, required=False)
-    if node is None:
+    guard = main.guard if main is not None else _valid(routing.Guard, doc.get("guard", {}))
+    if guard is None:
         return DEFAULT_GUARD
-    r.known_keys(node, "guard", {"robot_senders"})
-    senders = r.get(node, "robot_senders", "guard", LineList, required=False)
-    if senders is None:
-        return DEFAULT_GUARD
-    patterns: list[str] = []
-    for i, path, item in r.items(senders, "guard.robot_senders"):
-        problem = robot_sender_problem(item) if isinstance(item, str) else f"expected a string, got {describe(item)}"
-        if problem is not None:
-            r.fail(senders, i, path, problem)
-        elif item.lower() not in patterns:
-            patterns.append(item.lower())
-    return GuardPolicy(tuple(patterns))
+    return GuardPolicy(tuple(dict.fromkeys(pattern.lower() for pattern in guard.robot_senders)))
 
 
-def _localised(r: Reader, node: LineDict, key: str, path: str) -> dict[str, str] | None:
-    """A text given once for every language, or as {id: ..., en: ...}."""
-    value = node.get(key)
-    full = f"{path}.{key}"
-    if isinstance(value, str):
-        return {lang: value for lang in LANGUAGES}
-    if isinstance(value, LineDict):
-        out: dict[str, str] = {}
-        for lang in LANGUAGES:
-            text = r.get(value, lang, full, str)
-            if text is not None:
-                out[lang] = text
-        r.known_keys(value, full, set(LANGUAGES))
-        return out if len(out) == len(LANGUAGES) else None
-    r.fail(
-        node,
-        key if key in node else None,
-        full,
-        "missing"
-        if value is None
-        else f"expected a string or a mapping of {'/'.join(LANGUAGES)}, got {describe(value)}",
-    )
-    return None
+def _units(main: routing.MainFile | None, doc: LineDict) -> dict[str, Unit]:
+    """The units; with problems elsewhere in the file, the valid ones (so rules.yaml is still checked)."""
+    if main is not None:
+        found = main.units
+    else:
+        node = doc.get("units")
+        found = {}
+        for key, value in node.items() if isinstance(node, LineDict) else ():
+            if _KEY.match(key) and (unit := _valid(routing.Unit, value)) is not None:
+                found[key] = unit
+    return {
+        key: Unit(key, unit.address, unit.name.by_language(), unit.next_steps.by_language())
+        for key, unit in found.items()
+    }
 
 
-def _units(r: Reader, doc: LineDict) -> dict[str, Unit]:
-    node = r.get(doc, "units", "", LineDict)
-    units: dict[str, Unit] = {}
-    if node is None:
-        return units
-    for key, value in node.items():
-        path = f"units.{key}"
-        if not _KEY.match(key):
-            r.fail(node, key, path, "unit keys may use letters, digits, _ and - only")
-            continue
-        if not isinstance(value, LineDict):
-            r.fail(node, key, path, f"expected a mapping with address, name, next_steps, got {describe(value)}")
-            continue
-        r.known_keys(value, path, {"address", "name", "next_steps"})
-        address = r.get(value, "address", path, str)
-        if address is not None and not _ADDRESS.match(address):
-            r.fail(value, "address", f"{path}.address", f"not an email address: {address!r}")
-            address = None
-        name = _localised(r, value, "name", path)
-        next_steps = _localised(r, value, "next_steps", path)
-        if address and name and next_steps:
-            units[key] = Unit(key, address, name, next_steps)
-    return units
+def _known_segment(r: Reader, node: Any, key: str | int, path: str, value: Any, segments: dict[str, str]) -> bool:
+    """Whether `value`, where a segment code goes, is one of `segments`; a well-formed unknown code is a problem
+    (a malformed one already is)."""
+    if not isinstance(value, str) or value in segments:
+        return isinstance(value, str)
+    if _SEGMENT_CODE.match(value):
+        r.fail(node, key, path, f"unknown segment {value!r} (known: {', '.join(segments)})")
+    return False
 
 
-def _segmentation(r: Reader, doc: LineDict, directory: Directory) -> SegmentRules | None:
-    node = r.get(doc, "segmentation", "", LineDict)
-    if node is None:
-        return None
-    r.known_keys(node, "segmentation", {"segments", "default", "domain_rules"})
-    segments: dict[str, str] = {}
-    seg_node = r.get(node, "segments", "segmentation", LineDict)
-    for code, text in (seg_node or {}).items():
-        if not re.fullmatch(r"[A-Z]{2,10}", code):
-            r.fail(seg_node, code, f"segmentation.segments.{code}", "segment codes are 2-10 capital letters")
-        segments[code] = str(text)
-    default = r.get(node, "default", "segmentation", str)
-    if default is not None and segments and default not in segments:
-        r.fail(node, "default", "segmentation.default", f"unknown segment {default!r} (known: {', '.join(segments)})")
+def _segmentation(r: Reader, main: routing.MainFile | None, doc: LineDict, directory: Directory) -> SegmentRules | None:
+    node = doc.get("segmentation")
+    node = node if isinstance(node, LineDict) else LineDict()
+    codes = node.get("segments")
+    segments = {str(code): str(text) for code, text in codes.items()} if isinstance(codes, LineDict) else {}
+    if segments and "default" in node:
+        _known_segment(r, node, "default", "segmentation.default", node["default"], segments)
     table: DomainTable[DomainRule] = DomainTable()
-    rules = r.get(node, "domain_rules", "segmentation", LineList, required=False) or LineList()
-    for i, path, item in r.items(rules, "segmentation.domain_rules"):
+    rules = node.get("domain_rules")
+    for i, item in enumerate(rules if isinstance(rules, LineList) else ()):
         if not isinstance(item, LineDict):
-            r.fail(rules, i, path, f"expected a mapping with match and segment, got {describe(item)}")
             continue
-        r.known_keys(item, path, {"match", "segment"})
-        match = r.get(item, "match", path, str)
-        seg = r.get(item, "segment", path, str)
-        if seg is not None and seg not in segments:
-            r.fail(item, "segment", f"{path}.segment", f"unknown segment {seg!r} (known: {', '.join(segments)})")
-            seg = None
-        parsed = DomainTable.parse_pattern(match) if match is not None else None
-        if match is not None and parsed is None:
-            r.fail(item, "match", f"{path}.match", f"not a domain or *.domain: {match!r}")
-        if parsed and seg and not table.add(parsed[0], parsed[1], DomainRule(match or "", seg, item.line)):
+        path, match, seg = f"segmentation.domain_rules[{i}]", item.get("match"), item.get("segment")
+        known = _known_segment(r, item, "segment", f"{path}.segment", seg, segments)
+        parsed = DomainTable.parse_pattern(match) if isinstance(match, str) else None
+        if parsed and known and not table.add(parsed[0], parsed[1], DomainRule(str(match), str(seg), item.line)):
             r.fail(item, "match", f"{path}.match", f"{match!r} is listed twice")
-    trust = _trust(r, doc, set(segments))
-    if not segments or default is None:
+    trust = _trust(r, main, doc, segments)
+    shape = main.segmentation if main is not None else _valid(routing.Segmentation, doc.get("segmentation"))
+    if shape is None or shape.default not in segments:
         return None
-    return SegmentRules(segments, default, table, r.file, directory, trust)
+    return SegmentRules(segments, shape.default, table, r.file, directory, trust)
 
 
-def _trust(r: Reader, doc: LineDict, segments: set[str]) -> TrustPolicy:
-    node = r.get(doc, "trust", "", LineDict, required=False)
-    if node is None:
+def _trust(r: Reader, main: routing.MainFile | None, doc: LineDict, segments: dict[str, str]) -> TrustPolicy:
+    if "trust" not in doc:
         r.fail(
             doc,
             None,
@@ -245,9 +202,8 @@ def _trust(r: Reader, doc: LineDict, segments: set[str]) -> TrustPolicy:
             " or switch the check off with trust.enabled: false",
         )
         return TrustPolicy(enabled=False)
-    r.known_keys(node, "trust", {"enabled", "authserv_id", "require", "privileged"})
-    enabled = r.get(node, "enabled", "trust", bool, required=False)
-    if enabled is False:
+    node = doc["trust"]
+    if isinstance(node, LineDict) and node.get("enabled") is False:
         r.fail(
             node,
             "enabled",
@@ -256,19 +212,14 @@ def _trust(r: Reader, doc: LineDict, segments: set[str]) -> TrustPolicy:
             warning=True,
         )
         return TrustPolicy(enabled=False)
-    authserv = r.get(node, "authserv_id", "trust", str)
-    require = r.get(node, "require", "trust", str, required=False) or "dmarc"
-    if require not in ("dmarc", "aligned"):
-        r.fail(node, "require", "trust.require", f"expected dmarc or aligned, got {require!r}")
-    privileged_node = r.get(node, "privileged", "trust", LineList, required=False)
-    privileged = (
-        frozenset(str(v) for v in privileged_node)
-        if privileged_node is not None
-        else frozenset({"DES", "DGS", "DBS"} & segments)
-    )
-    for bad in sorted(privileged - segments):
-        r.fail(node, "privileged", "trust.privileged", f"unknown segment {bad!r}")
-    return TrustPolicy(True, authserv or "", "aligned" if require == "aligned" else "dmarc", privileged)
+    privileged = node.get("privileged") if isinstance(node, LineDict) else None
+    for value in sorted({v for v in privileged if isinstance(v, str)}) if isinstance(privileged, LineList) else ():
+        _known_segment(r, node, "privileged", "trust.privileged", value, segments)
+    trust = main.trust if main is not None else _valid(routing.Trust, node)
+    if trust is None:
+        return TrustPolicy(enabled=False)
+    chosen = frozenset(trust.privileged) if trust.privileged is not None else TrustPolicy().privileged & set(segments)
+    return TrustPolicy(True, trust.authserv_id or "", trust.require, chosen)
 
 
 # --------------------------------------------------------------------------- signals file
@@ -840,34 +791,14 @@ def load_config(path: str | Path, *, directory: str | Path | None = None, model:
             problems.append(Problem(display, 1, "", "expected a mapping at the top level"))
         raise ConfigError(problems)
     r = Reader(display, problems)
-    r.known_keys(
-        doc,
-        "",
-        {
-            "router",
-            "files",
-            "segmentation",
-            "units",
-            "mailboxes",
-            "smtp",
-            "state",
-            "delivery",
-            "housekeeping",
-            "trust",
-            "loop_protection",
-            "limits",
-            "reports",
-            "metrics",
-            "guard",
-        },
-    )
+    main = validate(routing.MainFile, doc, r)  # the whole file's shape; every problem in it is reported here
     base = path.parent
-    files = r.get(doc, "files", "", LineDict) or LineDict()
-    r.known_keys(files, "files", {"rules", "signals", "directory", "templates"})
+    files = doc.get("files")
+    files = files if isinstance(files, LineDict) else LineDict()
 
     def file_path(key: str) -> tuple[Path, str] | None:
-        name = r.get(files, key, "files", str)
-        if name is None:
+        name = files.get(key)
+        if not isinstance(name, str) or not name.strip():
             return None
         p = base / name
         if not p.exists():  # named where it is configured, not only as a path
@@ -875,23 +806,20 @@ def load_config(path: str | Path, *, directory: str | Path | None = None, model:
             return None
         return p, str(p)
 
-    router = _router(r, doc)
-    guard = _guard(r, doc)
-    units = _units(r, doc)
-    settings = read_settings(r, doc, base)
-    declared_units = doc.get("units")
-    if (
-        router is not None
-        and units
-        and router.failures_to not in units
-        and not (isinstance(declared_units, LineDict) and router.failures_to in declared_units)
-    ):
-        node = doc.get("router")
+    router = _router(main, doc)
+    guard = _guard(main, doc)
+    units = _units(main, doc)
+    settings = settings_of(main, base)
+    node = doc.get("router")
+    failures_to = node.get("failures_to", _FAILURES_TO) if isinstance(node, LineDict) else None
+    declared_units = doc.get("units")  # a declared but invalid unit is reported once, at its definition
+    broken = isinstance(declared_units, LineDict) and failures_to in declared_units
+    if isinstance(failures_to, str) and failures_to.strip() and units and failures_to not in units and not broken:
         r.fail(
             node,
             "failures_to" if isinstance(node, LineDict) and "failures_to" in node else None,
             "router.failures_to",
-            f"unknown unit {router.failures_to!r} (known: {', '.join(sorted(units))})",
+            f"unknown unit {failures_to!r} (known: {', '.join(sorted(units))})",
         )
 
     # the directory first: segmentation needs it
@@ -904,7 +832,7 @@ def load_config(path: str | Path, *, directory: str | Path | None = None, model:
         if dir_text is not None:
             digest.update(dir_text.encode())
             customer_directory = load_directory(dir_text, dir_file[1], segments, problems)
-    segmentation = _segmentation(r, doc, customer_directory)
+    segmentation = _segmentation(r, main, doc, customer_directory)
 
     templates = TemplateSet(str(base), {})
     if (tpl := file_path("templates")) is not None:

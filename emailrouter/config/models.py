@@ -50,11 +50,11 @@ ImapKeyword = Annotated[
     str,
     Field(
         pattern=IMAP_KEYWORD,
-        json_schema_extra=says(IMAP_KEYWORD, 'not a valid IMAP keyword (no spaces or ( ) ] { % * " \\)'),
+        json_schema_extra=says(IMAP_KEYWORD, 'not a valid IMAP keyword (no spaces or ( ) ] { % * " \\):'),
     ),
 ]
 Clock = Annotated[str, Field(pattern=HH_MM, json_schema_extra=says(HH_MM, "expected HH:MM"))]
-MailAddress = Annotated[str, Field(pattern=MAIL_ADDRESS, json_schema_extra=says(MAIL_ADDRESS, "not an email address"))]
+MailAddress = Annotated[str, Field(pattern=MAIL_ADDRESS, json_schema_extra=says(MAIL_ADDRESS, "not an email address:"))]
 Port = Annotated[int, Field(ge=1, le=65535)]
 
 

@@ -1,11 +1,10 @@
 """JSON Schemas (draft 2020-12) for the YAML files ops edit, for validation-as-you-type in editors.
 
 `emailrouter schema config|rules|signals` prints them; yaml-language-server (VS Code's YAML extension and
-others) then flags mistakes while the file is being written. The daemon's part of the main file
-(mailboxes, smtp, state, delivery, housekeeping, loop_protection, limits, reports, metrics) is generated
-from the models the loader validates with (models.py), so it cannot drift. The routing part and
-rules.yaml / signals.yaml are still written out here, with every enumeration taken from the code's own
-constants; tests/test_schema.py holds them to what the loader accepts.
+others) then flags mistakes while the file is being written. The main file's schema is generated from
+the models the loader validates with (routing.MainFile, which holds models.DaemonSettings), so it
+cannot drift. rules.yaml and signals.yaml are still written out here, with every enumeration taken
+from the code's own constants; tests/test_schema.py holds them to what the loader accepts.
 
 A schema sees one file at a time: whether a unit key, segment code or template name exists, whether a
 name is used twice, and whether the last row has no conditions is `emailrouter check`'s job.
@@ -15,18 +14,16 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any, get_args, get_type_hints
+from typing import Any
 
-from emailrouter.config.loader import _ADDRESS, _KEY, _MATCHERS
-from emailrouter.config.models import DaemonSettings
+from emailrouter.config import routing
+from emailrouter.config.loader import _MATCHERS
 from emailrouter.config.validation import NOT_BLANK, json_schema
 from emailrouter.core.decide import HIT_POLICIES
 from emailrouter.core.facts import FACTS, Fact
-from emailrouter.core.guard import DEFAULT_ROBOT_SENDERS
 from emailrouter.core.model import ACTION_KINDS, ACTIONS, INTENTS, LANGUAGES, UNKNOWN_SEGMENT
 from emailrouter.core.model import RECORD_TAG as RECORD_TAG_BODY
 from emailrouter.core.normalise import STEMMERS
-from emailrouter.core.trust import TrustPolicy
 
 Schema = dict[str, Any]
 
@@ -37,33 +34,21 @@ CHECK = (
     " run `emailrouter check`."
 )
 
-# Patterns the loader applies (config.py, settings.py, directory.py, templates.py), in a form both Python and
-# ECMA-262 (the editors' regex dialect) read the same way.
-SEGMENT_CODE = r"^[A-Z]{2,10}$"
-UNIT_KEY = _KEY.pattern
-ADDRESS = _ADDRESS.pattern
+# Patterns the loader applies to rules.yaml and signals.yaml, in a form both Python and ECMA-262 (the
+# editors' regex dialect) read the same way.
+UNIT_KEY = routing.UNIT_KEY
 TEMPLATE_NAME = r"^[A-Za-z0-9_-]+$"  # the <name> of templates/<name>.<lang>.txt
 FACT_SEGMENT = rf"^(?:[A-Z]{{2,10}}|{re.escape(UNKNOWN_SEGMENT)})$"
 RECORD_TAG = rf"^{RECORD_TAG_BODY}$"
-REFERENCE_PREFIX = r"^[A-Z0-9]{1,10}$"
 ONE_WORD = r"^\s*\S+\s*$"
-_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
-# directory.DomainTable.parse_pattern: strip, lower-case, optional "*.", then a domain of at most 253 characters
-DOMAIN_PATTERN = rf"^\s*(?:\*\.)?(?=\S{{1,253}}\s*$)(?:{_LABEL}\.)*{_LABEL}\s*$"
-ROBOT_SENDER = r"^[^\s@]+@[^\s@]+$"  # guard.robot_sender_problem; "matches every sender" is check's job
 
 # what editors say when a pattern does not match (yaml-language-server's patternErrorMessage)
 PATTERN_MESSAGES = {
-    SEGMENT_CODE: "Segment codes are 2-10 capital letters.",
     UNIT_KEY: "Letters, digits, _ and - only.",  # also TEMPLATE_NAME
     FACT_SEGMENT: f"A segment code (2-10 capital letters) or {UNKNOWN_SEGMENT}.",
-    ADDRESS: "Not an email address.",
     RECORD_TAG: "A tag of lower-case letters, digits, _ and -, starting with a letter (at most 31).",
-    REFERENCE_PREFIX: "Use 1-10 capital letters or digits.",
     NOT_BLANK: "Must not be empty.",
     ONE_WORD: "Keywords are single words; put word sequences under phrases.",
-    DOMAIN_PATTERN: "Not a domain (example.com) or wildcard domain (*.example.com).",
-    ROBOT_SENDER: "A glob on the whole address, local@domain, without spaces (monit@*, *icinga*@*).",
 }
 
 # signals that may combine in one entry (config._signal); every other matcher stands alone
@@ -71,15 +56,8 @@ COMBINABLE_MATCHERS = ("keywords", "phrases", "near")
 HARD_ONLY_MATCHERS = ("history",)
 
 _JSON_TYPES: dict[type, str] = {str: "string", bool: "boolean", int: "integer", float: "number"}
-_LANGUAGE_NAMES = {"id": "Indonesian", "en": "English"}
 
 
-def _literal(owner: type, field: str) -> tuple[str, ...]:
-    """The values of a `Literal[...]` field of a dataclass."""
-    return tuple(str(v) for v in get_args(get_type_hints(owner)[field]))
-
-
-TRUST_REQUIRE = _literal(TrustPolicy, "require")
 SIGNAL_INTENTS = INTENTS[:3]  # what a signal may count toward; "unknown" is what is left when none wins
 
 
@@ -133,194 +111,24 @@ def _object(description: str, properties: Schema, required: Iterable[str] = (), 
     return schema
 
 
-def _if(condition: Schema, *, then: Sequence[str] = (), otherwise: Sequence[str] = ()) -> Schema:
-    """Keys required when `condition` holds (`then`) or when it does not (`otherwise`)."""
-    out: Schema = {"if": condition}
-    if then:
-        out["then"] = {"required": list(then)}
-    if otherwise:
-        out["else"] = {"required": list(otherwise)}
-    return out
-
-
 def _document(name: str, title: str, description: str, properties: Schema, required: Iterable[str]) -> Schema:
     body = _object(f"{description} {CHECK}", properties, required)
     return {"$schema": DIALECT, "$id": f"{BASE_ID}{name}.json", "title": title, **body}
 
 
-def _segment(description: str) -> Schema:
-    return _string(description, pattern=SEGMENT_CODE)
-
-
-def _localised(description: str) -> Schema:
-    languages = ", ".join(f"{lang} ({_LANGUAGE_NAMES.get(lang, lang)})" for lang in LANGUAGES)
-    return {
-        "description": f"{description} One text for every language, or one per language: {languages}.",
-        "anyOf": [
-            {"type": "string"},
-            _object(
-                "The text in each language.",
-                {lang: _string(f"In {_LANGUAGE_NAMES.get(lang, lang)}.") for lang in LANGUAGES},
-                required=LANGUAGES,
-            ),
-        ],
-    }
-
-
 # --------------------------------------------------------------------------- emailrouter.yaml
 
 
-def _router() -> Schema:
-    return _object(
-        "Who the router is when it writes mail.",
-        {
-            "address": _string(
-                "From: address of every forward, reply, escalation and ticket request.", pattern=ADDRESS
-            ),
-            "name": _string("Display name next to that address (default emailrouter).", default="emailrouter"),
-            "reference_prefix": _string(
-                "Ticket references look like PREFIX-7K3QX2PA: 1-10 capital letters or digits (default ER).",
-                pattern=REFERENCE_PREFIX,
-                default="ER",
-            ),
-            "failures_to": _string(
-                "Key of the unit told when a message cannot be delivered or analysed (default human_queue).",
-                pattern=UNIT_KEY,
-                default="human_queue",
-            ),
-        },
-        required=["address"],
-    )
-
-
-def _files() -> Schema:
-    return _object(
-        "The other files the router reads, relative to the folder of emailrouter.yaml.",
-        {
-            "rules": _string("The decision table (what to do), e.g. rules.yaml."),
-            "signals": _string("Words and weights for intent and hard complaints, e.g. signals.yaml."),
-            "directory": _string("The customer directory CSV (who is who), e.g. customers.csv."),
-            "templates": _string("Folder of reply templates, <name>.<language>.txt."),
-        },
-        required=["rules", "signals", "directory", "templates"],
-    )
-
-
-def _segmentation() -> Schema:
-    return _object(
-        "Which segment a sender belongs to. Precedence: directory address > account number in the mail"
-        " > directory domain > a domain rule > the default.",
-        {
-            "segments": {
-                "description": "The segment codes that exist (2-10 capital letters), each with a description"
-                " for people. Rules, directory rows and domain rules may only use these.",
-                "type": "object",
-                "minProperties": 1,
-                "propertyNames": _pattern(SEGMENT_CODE),
-                "additionalProperties": {"description": "What this segment is, for people."},
-            },
-            "default": _segment("The segment used when nothing else matched; one of segments."),
-            "domain_rules": _list(
-                "Sender domains and their segment. The most specific match wins; a directory entry beats these.",
-                _object(
-                    "One domain rule.",
-                    {
-                        "match": _string(
-                            '"example.com" matches exactly that domain; "*.go.id" matches go.id and every subdomain.',
-                            pattern=DOMAIN_PATTERN,
-                        ),
-                        "segment": _segment("The segment of senders from that domain; one of segments."),
-                    },
-                    required=["match", "segment"],
-                ),
-            ),
-        },
-        required=["segments", "default"],
-    )
-
-
-def _trust() -> Schema:
-    default = TrustPolicy()
-    return _object(
-        "Sender trust: a privileged segment claimed by a sender's address or domain only counts when OUR"
-        " receiving mail server authenticated the sender (its Authentication-Results header).",
-        {
-            "enabled": _boolean(
-                "false switches the check off; `check` then warns that anyone can forge a customer's From: address.",
-                default=default.enabled,
-            ),
-            "authserv_id": _string(
-                "The authserv-id our receiving mail server writes in Authentication-Results; headers from other"
-                " servers are ignored. Required unless enabled is false."
-            ),
-            "require": _enum(
-                TRUST_REQUIRE,
-                "What counts as authenticated.",
-                {"dmarc": "dmarc=pass.", "aligned": "dmarc=pass, or dkim/spf=pass aligned with the From: domain."},
-                default=default.require,
-            ),
-            "privileged": _list(
-                f"Segments that need an authenticated sender (default: those of {', '.join(sorted(default.privileged))}"
-                " that exist).",
-                _segment("A segment code from segmentation.segments."),
-            ),
-        },
-        **_if({"properties": {"enabled": {"const": False}}, "required": ["enabled"]}, otherwise=["authserv_id"]),
-    )
-
-
-def _guard() -> Schema:
-    return _object(
-        "What else counts as automated mail (never answered automatically; the table decides what else"
-        " happens to it). Headers, reports and system senders are recognised without configuration.",
-        {
-            "robot_senders": _list(
-                "Senders that are robots, such as monitoring systems: glob patterns on the whole address, any"
-                " case (* any characters, ? one). The list replaces the default one:"
-                f" {', '.join(DEFAULT_ROBOT_SENDERS)}.",
-                _string("A pattern such as monit@* or *icinga*@*.", pattern=ROBOT_SENDER),
-                default=list(DEFAULT_ROBOT_SENDERS),
-            ),
-        },
-    )
-
-
-def _units() -> Schema:
-    return {
-        "description": "The mailboxes the router sends to, by key (letters, digits, _ and -). Rules refer to"
-        " units by key; `check` verifies every reference.",
-        "type": "object",
-        "propertyNames": _pattern(UNIT_KEY),
-        "additionalProperties": _object(
-            "A unit: its address, and what customers are told about it in replies.",
-            {
-                "address": _string("Where mail for this unit is sent.", pattern=ADDRESS),
-                "name": _localised("The unit's name as customers see it."),
-                "next_steps": _localised("What happens next, as told to customers."),
-            },
-            required=["address", "name", "next_steps"],
-        ),
-    }
-
-
 def main_schema() -> dict[str, Any]:
-    """The schema of the main file, emailrouter.yaml."""
-    return _document(
-        "config",
-        "emailrouter configuration (emailrouter.yaml)",
-        "The main emailrouter file: identity, files, segmentation, trust, units and the daemon's settings."
-        " Paths are relative to this file's folder.",
-        {
-            "router": _router(),
-            "files": _files(),
-            "segmentation": _segmentation(),
-            "trust": _trust(),
-            "guard": _guard(),
-            "units": _units(),
-            **json_schema(DaemonSettings)["properties"],
-        },
-        required=["router", "files", "segmentation", "trust", "units"],
-    )
+    """The schema of the main file, emailrouter.yaml: generated from routing.MainFile, the loader's own model."""
+    schema = json_schema(routing.MainFile)
+    schema["description"] = f"{schema['description']} {CHECK}"
+    return {
+        "$schema": DIALECT,
+        "$id": f"{BASE_ID}config.json",
+        "title": "emailrouter configuration (emailrouter.yaml)",
+        **schema,
+    }
 
 
 # --------------------------------------------------------------------------- rules.yaml

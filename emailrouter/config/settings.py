@@ -28,8 +28,6 @@ from emailrouter.config.models import (
     loopback_host,
     parse_listen,
 )
-from emailrouter.config.validation import validate
-from emailrouter.config.yamlfile import LineDict, Reader
 from emailrouter.core.guard import LoopPolicy
 from emailrouter.core.pipeline import MAX_MESSAGE_BYTES
 
@@ -46,7 +44,7 @@ __all__ = [
     "SmtpConfig",
     "loopback_host",
     "parse_listen",
-    "read_settings",
+    "settings_of",
 ]
 
 _DELIVERY, _HOUSEKEEPING, _LIMITS = models.Delivery(), models.Housekeeping(), models.Limits()
@@ -141,14 +139,9 @@ class Settings:
         return out
 
 
-def read_settings(r: Reader, doc: LineDict, base: Path) -> Settings:
-    """The daemon's settings; everything is optional for `check` and `explain`. Problems go to `r`."""
-    node = LineDict()
-    node.line = doc.line
-    for key in DaemonSettings.model_fields:
-        if key in doc:
-            node[key], node.lines[key] = doc[key], doc.lines[key]
-    model = validate(DaemonSettings, node, r)
+def settings_of(model: DaemonSettings | None, base: Path) -> Settings:
+    """The daemon's settings from the validated main file (relative paths from `base`); the defaults for
+    None (a file with problems, which is never used)."""
     return _settings(model if model is not None else DaemonSettings(), base)
 
 

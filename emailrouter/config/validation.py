@@ -39,10 +39,16 @@ class Section(BaseModel):
 PATTERN_MESSAGES: dict[str, str] = {}  # pattern -> what is wrong when a value does not match it
 
 
+def _editor_message(pattern: str) -> dict[str, str]:
+    message = PATTERN_MESSAGES.get(pattern, "").rstrip(":")
+    return {"patternErrorMessage": f"{message[0].upper()}{message[1:]}."} if message else {}
+
+
 def says(pattern: str, message: str) -> dict[str, Any]:
-    """Register what the loader says when `pattern` does not match; editors get the same sentence."""
+    """Register what the loader says when `pattern` does not match; editors get the same sentence. The loader
+    adds the value: "not an email address:" gives "not an email address: 'x'", else ", got 'x'" follows."""
     PATTERN_MESSAGES[pattern] = message
-    return {"patternErrorMessage": f"{message[0].upper()}{message[1:]}."}
+    return _editor_message(pattern)
 
 
 NOT_BLANK = r"\S"
@@ -100,6 +106,8 @@ def validate(model: type[M], node: LineDict, r: Reader, path: str = "") -> M | N
     except ValidationError as exc:
         for error in exc.errors(include_url=False):
             loc = tuple(error["loc"])
+            if loc and loc[-1] == "[key]":  # the key of a mapping itself, such as a unit's key
+                loc = loc[:-1]
             line_key = None if error["type"] == "missing" else loc[-1] if loc else None
             found.fail(_walk(node, loc[:-1]), line_key, _join(path, loc), _reason(model, error, loc))
     paths = dict(_paths(node, path)) if crossed else {}
@@ -121,7 +129,10 @@ def _reason(model: type[BaseModel], error: Any, loc: tuple[Any, ...]) -> str:
     if kind == "literal_error":
         return f"expected one of {', '.join(_QUOTED.findall(ctx['expected']))}, got {value!r}"
     if kind == "string_pattern_mismatch":
-        return f"{PATTERN_MESSAGES.get(ctx['pattern'], 'not allowed')}, got {value!r}"
+        message = PATTERN_MESSAGES.get(ctx["pattern"], "not allowed")
+        return f"{message} {value!r}" if message.endswith(":") else f"{message}, got {value!r}"
+    if kind == "too_short":
+        return "must not be empty"
     if kind in ("greater_than_equal", "greater_than", "less_than_equal"):
         return _bound(kind, ctx)
     message = str(error["msg"])
@@ -173,6 +184,8 @@ def _model_at(model: type[BaseModel], loc: tuple[Any, ...]) -> type[BaseModel] |
         kind = _bare(kind)
         if isinstance(part, int):
             kind = get_args(kind)[0] if get_origin(kind) is list else None
+        elif get_origin(kind) is dict:
+            kind = get_args(kind)[1]
         elif isinstance(kind, type) and issubclass(kind, BaseModel) and part in kind.model_fields:
             kind = kind.model_fields[part].annotation
         else:
@@ -210,6 +223,13 @@ def json_schema(model: type[BaseModel]) -> dict[str, Any]:
         if isinstance(node, dict):
             if "$ref" in node:
                 node = {**definitions[node["$ref"].rsplit("/", 1)[1]], **{k: v for k, v in node.items() if k != "$ref"}}
+            if len(keys := node.get("patternProperties", {})) == 1:  # constrained keys: no other key is allowed
+                (pattern, value), rest = (
+                    next(iter(keys.items())),
+                    {k: v for k, v in node.items() if k != "patternProperties"},
+                )
+                names = {"pattern": pattern, **_editor_message(pattern)}
+                node = {**rest, "propertyNames": names, "additionalProperties": value}
             return {
                 k: inline(v)
                 for k, v in node.items()
