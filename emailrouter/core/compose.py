@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from email.message import EmailMessage
 from email.utils import format_datetime
+from typing import assert_never
 
 from emailrouter.core import mime
 from emailrouter.core.combine import hard_summary, hard_why, output_rows
@@ -388,29 +389,33 @@ def _compose(case: Case, composer: Composer) -> tuple[list[Outgoing], list[Suppr
     failed: list[RenderFailure] = []
     for index, action in enumerate(case.decision.actions):
         msg: EmailMessage
-        if isinstance(action, Record):
-            continue  # nothing to send
-        if isinstance(action, Reply):
-            if case.view.sender is None:
-                suppressed.append(Suppressed(action.type, f"no usable sender address: {case.view.sender_problem}"))
-                continue
-            try:
-                msg, subject = compose_reply(case, index, action, composer)
-                assert_safe_headers(msg)
-            except ComposeError as exc:  # a template error (with file and line) or an unsafe header
-                lang = case.classification.language
-                mid = message_id(case, index, action, composer.router)
-                failed.append(RenderFailure(action, action.template, lang, str(exc), mid))
-                continue
-            to = case.view.sender.address
-        else:
-            if isinstance(action, Forward):
+        match action:  # every action of the registry (model.ACTIONS): mypy checks the match is exhaustive
+            case Record():
+                continue  # nothing to send
+            case Reply():
+                if case.view.sender is None:
+                    suppressed.append(Suppressed(action.type, f"no usable sender address: {case.view.sender_problem}"))
+                    continue
+                try:
+                    msg, subject = compose_reply(case, index, action, composer)
+                    assert_safe_headers(msg)
+                except ComposeError as exc:  # a template error (with file and line) or an unsafe header
+                    lang = case.classification.language
+                    mid = message_id(case, index, action, composer.router)
+                    failed.append(RenderFailure(action, action.template, lang, str(exc), mid))
+                    continue
+                to = case.view.sender.address
+            case Forward():
                 msg, subject = compose_forward(case, index, action, composer)
-            elif isinstance(action, Escalate):
+                to = composer.units[action.unit].address
+            case Escalate():
                 msg, subject = compose_escalation(case, index, action, composer)
-            else:
+                to = composer.units[action.unit].address
+            case OpenTicket():
                 msg, subject = compose_ticket(case, index, action, composer)
-            to = composer.units[action.unit].address
+                to = composer.units[action.unit].address
+            case _:
+                assert_never(action)
         assert_safe_headers(msg)
         out.append(Outgoing(action, msg, (to,), subject, str(msg["Message-ID"])))
     return out, suppressed, failed
