@@ -1,4 +1,9 @@
-"""Intent and hard-complaint classification from weighted, YAML-defined signals. Pure."""
+"""Intent and hard-complaint classification from weighted, YAML-defined signals. Pure.
+
+Over 400 lines: a signal's matching (words as written, normal and root forms, phrases, near, regexes,
+questions), its trace and the index that skips signals with nothing to match are one unit: each fast
+path must find exactly what the plain matcher finds, and is tested against it in the same module.
+"""
 
 from __future__ import annotations
 

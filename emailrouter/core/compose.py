@@ -9,6 +9,10 @@ machine may predate the standard library's own guard).
 A reply whose template fails on this mail does not take the rest of the plan with it: `compose` returns
 the other messages and a `RenderFailure` for the reply, and `compose_render_failure_notice` tells the
 failure unit.
+
+Over 400 lines: one builder per action (forward, escalation, ticket, reply) and per notice (failure,
+render failure, quarantine, report), all over the same summary and header helpers; split apart they
+would each need those helpers back.
 """
 
 from __future__ import annotations

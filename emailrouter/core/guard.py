@@ -31,6 +31,10 @@ What counts as automated, and why (the rules of Zammad, Dovecot Pigeonhole's vac
 of ours (its In-Reply-To/References hold a Message-ID we generated): relays add it to people's replies.
 `X-Auto-Response-Suppress` is the sender asking *us* not to send auto-responses; Outlook and Exchange
 put it on mail people write too, so it does not make a mail automated (see `auto_reply_refused`).
+
+Over 400 lines: loop protection is one stage with one question (may this mail be answered, and by
+whom?); its parts (automated senders, bounce reports and what they quote, reply limits) share the
+header reading and are tested together.
 """
 
 from __future__ import annotations

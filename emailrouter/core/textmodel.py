@@ -47,6 +47,9 @@ digit runs -> `0`, runs of one letter -> that letter once (`lemottt`, `lemott` -
 deliberately the model's own and does not follow the ops-editable slang map: a change to that map
 must not silently change what a trained model sees. A model of another feature version is refused
 (train it again).
+
+Over 400 lines: features, inference, the explanation of a verdict and the safe file format change
+together (a feature added is a field of the file, a step of inference and a line of the explanation).
 """
 
 from __future__ import annotations
