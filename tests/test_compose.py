@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import email
 import json
+import re
 import random
 from email.message import EmailMessage
 from email.policy import default
@@ -147,6 +148,16 @@ def test_ticket_request_and_acknowledgement_share_the_reference(config: Config) 
     assert "Dear NOC Team" in _text(ack)
 
 
+def test_the_ticket_text_says_yes_no_and_none_as_the_summary_does(config: Config) -> None:
+    """The ticket's text fields read like the summary below them: `no`, `(none)`, never `False` or a blank."""
+    routing = route(DES_FAULT_EN, config, NOW)
+    text = _text(_reparse(_by_type(routing, "ticket")).get_body(("plain",)))
+    assert re.search(r"^Hard complaint:\s+no$", text, re.M)
+    assert re.search(r"^Accounts:\s+4001234$", text, re.M)
+    assert "False" not in text and not re.search(r":\s*$", text.split("\n\n")[0], re.M)
+    assert "The customer has been sent this reference number." in text
+
+
 def test_message_ids_are_deterministic_and_distinct(config: Config) -> None:
     """Composing the same mail twice gives the same Message-IDs; each action has its own."""
     first = [str(o.message["Message-ID"]) for o in route(HARD_DCS, config, NOW).outgoing]
@@ -163,6 +174,9 @@ def test_no_reply_without_a_usable_sender(config: Config) -> None:
     assert [o.action.type for o in routing.outgoing] == ["forward"]
     assert routing.outgoing[0].to == ("email-triage@cc.example.co.id",)
     assert "Reply-To" not in routing.outgoing[0].message
+    text = _text(_reparse(routing.outgoing[0].message).get_body(("plain",)))
+    assert "Reply to this mail to answer the customer" not in text
+    assert "there is no one to reply to" in text
 
 
 @pytest.mark.parametrize(

@@ -235,10 +235,13 @@ def compose_forward(case: Case, index: int, action: Forward, c: Composer) -> tup
     unit = c.units[action.unit]
     subject = f"{_tags(case)} {_subject(case.view)}"
     msg = _agent_message(case, index, action, c, unit, subject)
-    headline = (
-        f"emailrouter forwarded this customer mail to {unit.name['en']} "
-        f"(rule {case.decision.rule}). Reply to this mail to answer the customer."
+    answer = (
+        "Reply to this mail to answer the customer."
+        if case.view.sender is not None
+        else f"It has no usable sender address ({case.view.sender_problem}): there is no one to reply to;"
+        " see the original attached."
     )
+    headline = f"emailrouter forwarded this customer mail to {unit.name['en']} (rule {case.decision.rule}). {answer}"
     mime.mixed(msg, [mime.text_part(summary(case, c.units, headline)), mime.message_part(case.view.raw)])
     return msg, subject
 
@@ -300,6 +303,15 @@ def indented_json(fields: dict[str, object]) -> str:
     return "{\n" + ",\n".join(items) + "\n}"
 
 
+def _field_text(value: object) -> str:
+    """A ticket field as the text part shows it, in the words of the summary below it (yes/no, (none))."""
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, list):
+        return ", ".join(map(str, value)) or "(none)"
+    return "(none)" if value is None or value == "" else str(value)
+
+
 def compose_ticket(case: Case, index: int, action: OpenTicket, c: Composer) -> tuple[EmailMessage, str]:
     unit = c.units[action.unit]
     fields = ticket_fields(case)
@@ -309,9 +321,13 @@ def compose_ticket(case: Case, index: int, action: OpenTicket, c: Composer) -> t
     for key, value in fields.items():
         if key == "summary":
             continue
-        shown = ", ".join(map(str, value)) if isinstance(value, list) else ("" if value is None else value)
-        lines.append(f"{key.replace('_', ' ').capitalize() + ':':<24}{shown}")
-    headline = "\n".join(lines) + "\n\nThe customer has been sent this reference number."
+        lines.append(f"{key.replace('_', ' ').capitalize() + ':':<24}{_field_text(value)}")
+    told = (
+        "The customer has been sent this reference number."
+        if any(isinstance(a, Reply) for a in case.decision.actions) and case.view.sender is not None
+        else "No reply went to the customer with this reference number."
+    )
+    headline = "\n".join(lines) + "\n\n" + told
     ticket_json = indented_json(fields).encode()
     mime.mixed(
         msg,
