@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import email
 import json
-import re
 import random
+import re
 from email.message import EmailMessage
 from email.policy import default
 from pathlib import Path
