@@ -265,8 +265,7 @@ class Service:
         listen = self.router.config.settings.metrics_listen
         if listen is not None:  # off unless configured; a taken port fails the start rather than run blind
             self._metrics_server = MetricsServer(self.router.metrics, listen[0], listen[1], self._health)
-            self._metrics_server.start()
-            log.info("metrics_listening", url=self._metrics_server.url)
+            self._metrics_server.start()  # logs metrics_listening, once
         self._schedule(self.router.config)
         watchdog = asyncio.create_task(self._watchdog()) if self.notifier.enabled else None
         log.info(

@@ -21,11 +21,13 @@ from imapclient.imapclient import SocketTimeout
 
 from emailrouter.config.settings import MailboxConfig
 from emailrouter.core.errors import MailboxError
+from emailrouter.service.health import backoff
 from emailrouter.service.smtp import tls_context
 
 log = structlog.get_logger(__name__)
 IDLE_REISSUE = 25 * 60  # RFC 2177: re-issue IDLE at least every 29 minutes
 IDLE_KEEPALIVE = 5.0  # seconds between checks of the IDLE socket (and of the stop flag)
+IDLE_RETRY_MAX = 60.0  # seconds between attempts to get an IDLE connection back, at the most
 
 
 @dataclass(frozen=True)
@@ -178,7 +180,7 @@ def watch_idle(config: MailboxConfig, on_new_mail: Callable[[], None], stop: thr
     Falls back silently (returns) when the server does not offer IDLE; the poller's interval then
     does the work. Reconnects with backoff after network errors until `stop` is set.
     """
-    backoff = 1.0
+    failures = 0
     while not stop.is_set():
         mailbox = ImapMailbox(config)
         try:
@@ -188,8 +190,9 @@ def watch_idle(config: MailboxConfig, on_new_mail: Callable[[], None], stop: thr
                 log.info("idle_unsupported", mailbox=config.name)
                 return
             client.idle()
+            log.info("idle_active", mailbox=config.name, folder=config.folder)  # new mail now wakes its poll
             started = time.monotonic()
-            backoff = 1.0
+            failures = 0
             while not stop.is_set():
                 responses = client.idle_check(timeout=IDLE_KEEPALIVE)
                 if any(len(r) > 1 and r[1] in (b"EXISTS", b"RECENT") for r in responses):
@@ -202,7 +205,7 @@ def watch_idle(config: MailboxConfig, on_new_mail: Callable[[], None], stop: thr
             client.idle_done()
         except (TimeoutError, MailboxError, IMAPClientError, OSError) as exc:
             log.warning("idle_connection_lost", mailbox=config.name, error=f"{type(exc).__name__}: {exc}")
-            stop.wait(backoff)
-            backoff = min(backoff * 2, 60.0)
+            failures += 1
+            stop.wait(backoff(failures, 1.0, IDLE_RETRY_MAX))
         finally:
             mailbox.close()

@@ -358,7 +358,7 @@ def test_daemon_idle_reload_and_sigterm(tmp_path: Path, dovecot: Dovecot, sink: 
         proc = start_daemon(path, stdout=out, stderr=subprocess.STDOUT, env=env)
     try:
         _wait(lambda: '"event": "imap_connected"' in log_file.read_text(), 20, "the first connection")
-        time.sleep(1.0)  # the IDLE watcher connects too
+        _wait(lambda: '"event": "idle_active"' in log_file.read_text(), 20, "the IDLE watcher saying it is active")
         started = time.monotonic()
         dovecot.append("router", "INBOX", (DATA / "dcs-fault-outlook-en.eml").read_bytes())
         _wait(lambda: sink.count >= 2, 15, "the first mail at the sink")
