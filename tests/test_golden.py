@@ -19,7 +19,7 @@ from emailrouter.config.loader import Config, load_config
 from emailrouter.core.pipeline import route
 from tests.conftest import CONFIG_DIR, NOW, eml
 
-GOLDEN = Path(__file__).parent / "data" / "golden"
+GOLDEN = Path(__file__).parent / "golden"  # not under data/: replay and the fixture tests read every .eml there
 HARD_DCS = eml(
     'From: "Budi Santoso" <budi.santoso@gmail.com>',
     "To: cs@cc.example.co.id",
