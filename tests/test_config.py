@@ -303,3 +303,34 @@ def test_an_empty_router_name_is_an_error_not_the_default(config_copy: Path) -> 
     _edit(config_copy, "  name: Contact Centre Email Router\n", '  name: ""\n')
     line = _line_of(config_copy, 'name: ""')
     assert f"{config_copy}:{line}: router.name: must not be empty, got ''" in _problems(config_copy)
+
+
+def test_rules_shape_and_cross_checks_are_listed_together_in_file_order(config_copy: Path) -> None:
+    """A bad type, an unknown fact and an unknown unit in one row are each reported, in the order of the file."""
+    rules = config_copy.parent / "rules.yaml"
+    _edit(rules, "      - forward: dbs_unit", "      - forward: dbs_unti")
+    text = rules.read_text()
+    row = text.index("      - forward: dbs_unti")
+    when = text.rindex("    when:", 0, row)
+    rules.write_text(f"{text[:when]}    when: {{hard: 'yes', weekday: monday}}\n    old_when:{text[when + 9 :]}")
+    problems = [p.split(": ", 1)[1] for p in _problems(config_copy) if p.startswith(str(rules))]
+    expected = [
+        "rows[3].when.hard: expected true or false, got str 'yes'",
+        "rows[3].when.weekday: unknown fact (known: segment, segment_source, intent, hard, language, "
+        "has_attachments, automated)",
+        "rows[3].old_when: unknown key (expected one of: actions, description, id, when)",
+    ]
+    assert problems[:3] == expected, problems
+    assert any(p.startswith("rows[3].actions[1].forward: unknown unit 'dbs_unti'") for p in problems), problems
+
+
+def test_an_action_of_two_kinds_or_none_says_which_kinds_exist(config_copy: Path) -> None:
+    """An action with no kind, or with a unit beside a forward, is named at its line with what is allowed."""
+    rules = config_copy.parent / "rules.yaml"
+    _edit(rules, "      - forward: dbs_unit", "      - forward: dbs_unit\n        unit: dbs_unit\n      - {}")
+    problems = _problems(config_copy)
+    line = _line_of(rules, "forward: dbs_unit")
+    assert f"{rules}:{line}: rows[3].actions[1]: unit goes with reply only, not with forward" in problems, problems
+    assert f"{rules}:{line + 2}: rows[3].actions[2]: give exactly one of forward, escalate, ticket, reply, record" in (
+        problems
+    ), problems

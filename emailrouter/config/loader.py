@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from emailrouter.config import routing
+from emailrouter.config import routing, rules
 from emailrouter.config.modelfile import load_model
 from emailrouter.config.settings import Settings, settings_of
 from emailrouter.config.slang import make_normaliser, read_slang
@@ -28,18 +28,16 @@ from emailrouter.config.validation import CROSS_CHECKS, validate
 from emailrouter.config.yamlfile import LineDict, LineList, Reader, describe, load_yaml
 from emailrouter.core.classify import PLAIN, HistoryRule, Near, Phrase, Question, Signal, Signals, fold
 from emailrouter.core.combine import CombineSettings
-from emailrouter.core.decide import HIT_POLICIES, Row, Table
+from emailrouter.core.decide import Row, Table
 from emailrouter.core.directory import Directory, DomainTable, load_directory
 from emailrouter.core.errors import ConfigError, Problem
 from emailrouter.core.facts import BY_NAME as FACTS
-from emailrouter.core.facts import NAMES as FACT_NAMES
 from emailrouter.core.facts import allowed_values
 from emailrouter.core.guard import DEFAULT_GUARD, GuardPolicy
 from emailrouter.core.model import (
     ACTION_KINDS,
     INTENTS,
     LANGUAGES,
-    RECORD_TAG,
     Action,
     Escalate,
     Forward,
@@ -609,36 +607,25 @@ def _signals(r: Reader, doc: LineDict, model_file: bool = True) -> Signals | Non
 
 
 # --------------------------------------------------------------------------- rules file
+# Its shape is rules.RulesFile's (validated once in _table); what the file alone cannot say is checked
+# here, on the rows whose shape is valid: values of facts, units and templates that exist, row ids
+# used twice, the catch-all last row (and, in load_config, shadowed rows).
 
 
 def _action(
     r: Reader,
-    item: Any,
+    item: LineDict,
     path: str,
+    shape: Any,
     units: dict[str, Unit],
     templates: TemplateSet,
     unitless: Callable[[str], TemplateRenderError | None] = lambda _: None,
     broken_units: frozenset[str] = frozenset(),
 ) -> Action | None:
-    if not isinstance(item, LineDict):
-        r.fail(item, None, path, f"expected a mapping such as 'forward: UNIT', got {describe(item)}")
-        return None
-    kinds = [k for k in ACTION_KINDS if k in item]
-    if len(kinds) != 1:
-        r.fail(item, None, path, f"give exactly one of {', '.join(ACTION_KINDS)}")
-        return None
-    kind = kinds[0]
+    kind = next(k for k in ACTION_KINDS if getattr(shape, k) is not None)
+    target: str = getattr(shape, kind)
     if kind == "record":
-        r.known_keys(item, path, {"record"})
-        tag = r.get(item, "record", path, str)
-        if tag is None or not re.fullmatch(RECORD_TAG, tag):
-            r.fail(item, "record", f"{path}.record", "a tag of lower-case letters, digits, _ and -")
-            return None
-        return Record(tag)
-    r.known_keys(item, path, {kind, "unit"} if kind == "reply" else {kind})
-    target = r.get(item, kind, path, str)
-    if target is None:
-        return None
+        return Record(target)
 
     def unit_ok(key: str, field: str) -> bool:
         if key in broken_units:  # declared but invalid: its own error is reported once, at its definition
@@ -658,7 +645,7 @@ def _action(
             files = ", ".join(templates.file_of(target, lang) for lang in missing)
             r.fail(item, "reply", f"{path}.reply", f"unknown template {target!r}: missing {files}")
             return None
-        unit = r.get(item, "unit", path, str, required=False)
+        unit: str | None = shape.unit
         if unit is not None and not unit_ok(unit, "unit"):
             return None
         if unit is None and (failure := unitless(target)) is not None:
@@ -682,6 +669,36 @@ def _action(
     return OpenTicket(target)
 
 
+def _when(r: Reader, node: Any, path: str, allowed: dict[str, set[Any]]) -> dict[str, frozenset[Any]] | None:
+    """The row's conditions, each value one the fact can take; a fact or value of the wrong type was reported
+    with the file's shape."""
+    if node is None:
+        return {}
+    if not isinstance(node, LineDict):
+        return None
+    when: dict[str, frozenset[Any]] = {}
+    ok = True
+    for fact, value in node.items():
+        values = list(value) if isinstance(value, LineList) else [value]
+        if fact not in allowed or not values or any(type(v) is not FACTS[fact].kind for v in values):
+            ok = False
+            continue
+        bad = [v for v in values if v not in allowed[fact]]
+        if bad:
+            known = ", ".join(str(v).lower() if isinstance(v, bool) else str(v) for v in sorted(allowed[fact], key=str))
+            wrong = bad[0]
+            hint = (
+                f"; segment codes are upper-case: {wrong.upper()}"
+                if fact == "segment" and isinstance(wrong, str) and wrong.upper() in allowed[fact]
+                else ""
+            )
+            r.fail(node, fact, f"{path}.when.{fact}", f"unknown value {wrong!r} (known: {known}){hint}")
+            ok = False
+            continue
+        when[fact] = frozenset(values)
+    return when if ok else None
+
+
 def _table(
     r: Reader,
     doc: LineDict,
@@ -691,84 +708,64 @@ def _table(
     unitless: Callable[[str], TemplateRenderError | None] = lambda _: None,
     broken_units: frozenset[str] = frozenset(),
 ) -> Table | None:
-    r.known_keys(doc, "", {"hit_policy", "rows"})
-    policy = r.get(doc, "hit_policy", "", str, required=False) or "first"
-    if policy not in HIT_POLICIES:
-        r.fail(doc, "hit_policy", "hit_policy", f"unknown hit policy {policy!r} (known: {', '.join(HIT_POLICIES)})")
-    rows_node = r.get(doc, "rows", "", LineList)
-    if rows_node is None:
-        return None
-    if not rows_node:
-        r.fail(doc, "rows", "rows", "the table has no rows")
+    """The decision table, or None with every problem of the file recorded in `r`, in the order of the file."""
+    found = Reader(r.file, [])
+    try:
+        return _rows(found, doc, segments, units, templates, unitless, broken_units)
+    finally:
+        r.problems.extend(sorted(found.problems, key=lambda p: p.line or 0))
+
+
+def _rows(
+    r: Reader,
+    doc: LineDict,
+    segments: set[str],
+    units: dict[str, Unit],
+    templates: TemplateSet,
+    unitless: Callable[[str], TemplateRenderError | None],
+    broken_units: frozenset[str],
+) -> Table | None:
+    shape = validate(rules.RulesFile, doc, r)  # the whole file's shape; every problem in it is reported here
+    rows_node = doc.get("rows")
+    if not isinstance(rows_node, LineList):
         return None
     allowed = {name: set(values) for name, values in allowed_values(sorted(segments)).items()}
-    rows: list[Row] = []
+    built: list[Row] = []
     ids: dict[str, int] = {}
-    ok = True
-    for i, path, item in r.items(rows_node, "rows"):
+    for _, path, item in r.items(rows_node, "rows"):
         if not isinstance(item, LineDict):
-            r.fail(rows_node, i, path, f"expected a mapping with id, when, actions, got {describe(item)}")
-            ok = False
             continue
-        r.known_keys(item, path, {"id", "description", "when", "actions"})
-        row_id = r.get(item, "id", path, str)
-        if row_id is not None:
-            if row_id in ids:
-                r.fail(item, "id", f"{path}.id", f"row id {row_id!r} is used twice (first at line {ids[row_id]})")
+        # each part is checked on its own, so one bad part of a row does not hide the problems of another
+        row_id = item.get("id")
+        if isinstance(row_id, str) and row_id in ids:
+            r.fail(item, "id", f"{path}.id", f"row id {row_id!r} is used twice (first at line {ids[row_id]})")
+        elif isinstance(row_id, str):
             ids[row_id] = item.lines["id"]
-        when_node = r.get(item, "when", path, LineDict, required=False) or LineDict()
-        when: dict[str, frozenset[Any]] = {}
-        for fact, value in when_node.items():
-            full = f"{path}.when.{fact}"
-            if fact not in FACTS:
-                r.fail(when_node, fact, full, f"unknown fact (known: {', '.join(FACT_NAMES)})")
-                ok = False
-                continue
-            values = list(value) if isinstance(value, LineList) else [value]
-            bad = [v for v in values if v not in allowed[fact] or type(v) is not FACTS[fact].kind]
-            if bad or not values:
-                known = ", ".join(
-                    str(v).lower() if isinstance(v, bool) else str(v) for v in sorted(allowed[fact], key=str)
-                )
-                wrong = bad[0] if bad else value
-                hint = (
-                    f"; segment codes are upper-case: {wrong.upper()}"
-                    if fact == "segment" and isinstance(wrong, str) and wrong.upper() in allowed[fact]
-                    else ""
-                )
-                r.fail(when_node, fact, full, f"unknown value {wrong!r} (known: {known}){hint}")
-                ok = False
-                continue
-            when[fact] = frozenset(values)
-        actions_node = r.get(item, "actions", path, LineList)
-        actions: list[Action] = []
-        for _, apath, aitem in r.items(actions_node or LineList(), f"{path}.actions"):
-            action = _action(r, aitem, apath, units, templates, unitless, broken_units)
-            if action is None:
-                ok = False
-            else:
-                actions.append(action)
-        if actions_node is not None and not actions_node:
-            r.fail(item, "actions", f"{path}.actions", "a row needs at least one action")
-            ok = False
-        if row_id is None or actions_node is None:
-            ok = False
-            continue
-        rows.append(
-            Row(row_id, r.get(item, "description", path, str, required=False) or "", when, tuple(actions), item.line)
-        )
-    if rows and rows[-1].when:
-        last = rows_node[-1]
+        when = _when(r, item.get("when"), path, allowed)
+        actions_node = item.get("actions")
+        actions = [
+            _action(r, aitem, apath, action, units, templates, unitless, broken_units)
+            if isinstance(aitem, LineDict) and (action := _valid(rules.Action, aitem)) is not None
+            else None
+            for _, apath, aitem in r.items(
+                actions_node if isinstance(actions_node, LineList) else LineList(), f"{path}.actions"
+            )
+        ]
+        row = _valid(rules.Row, item)
+        if row is not None and when is not None and all(a is not None for a in actions):
+            built.append(Row(row.id, row.description or "", when, tuple(a for a in actions if a), item.line))
+    last = rows_node[-1] if rows_node else None
+    if isinstance(last, LineDict) and isinstance(last.get("when"), LineDict) and last["when"]:
         r.fail(
             last,
             "when",
             f"rows[{len(rows_node) - 1}].when",
             "the last row must have no conditions, so that it catches every mail (no mail is ever dropped)",
         )
-        ok = False
-    if not ok or policy not in HIT_POLICIES:
         return None
-    return Table(policy, tuple(rows), r.file)
+    if shape is None or len(built) != len(rows_node) or len({row.id for row in built}) != len(built):
+        return None
+    return Table(shape.hit_policy, tuple(built), r.file)
 
 
 # --------------------------------------------------------------------------- everything

@@ -1,10 +1,11 @@
 """JSON Schemas (draft 2020-12) for the YAML files ops edit, for validation-as-you-type in editors.
 
 `emailrouter schema config|rules|signals` prints them; yaml-language-server (VS Code's YAML extension and
-others) then flags mistakes while the file is being written. The main file's schema is generated from
-the models the loader validates with (routing.MainFile, which holds models.DaemonSettings), so it
-cannot drift. rules.yaml and signals.yaml are still written out here, with every enumeration taken
-from the code's own constants; tests/test_schema.py holds them to what the loader accepts.
+others) then flags mistakes while the file is being written. The main file's and the decision table's
+schemas are generated from the models the loader validates with (routing.MainFile, which holds
+models.DaemonSettings; rules.RulesFile), so they cannot drift. signals.yaml's is still written out
+here, with every enumeration taken from the code's own constants; tests/test_schema.py holds it to
+what the loader accepts.
 
 A schema sees one file at a time: whether a unit key, segment code or template name exists, whether a
 name is used twice, and whether the last row has no conditions is `emailrouter check`'s job.
@@ -12,17 +13,13 @@ name is used twice, and whether the last row has no conditions is `emailrouter c
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
-from emailrouter.config import routing
+from emailrouter.config import routing, rules
 from emailrouter.config.loader import _MATCHERS
 from emailrouter.config.validation import NOT_BLANK, json_schema
-from emailrouter.core.decide import HIT_POLICIES
-from emailrouter.core.facts import FACTS, Fact
-from emailrouter.core.model import ACTION_KINDS, ACTIONS, INTENTS, LANGUAGES, UNKNOWN_SEGMENT
-from emailrouter.core.model import RECORD_TAG as RECORD_TAG_BODY
+from emailrouter.core.model import INTENTS, LANGUAGES
 from emailrouter.core.normalise import STEMMERS
 
 Schema = dict[str, Any]
@@ -34,19 +31,12 @@ CHECK = (
     " run `emailrouter check`."
 )
 
-# Patterns the loader applies to rules.yaml and signals.yaml, in a form both Python and ECMA-262 (the
-# editors' regex dialect) read the same way.
-UNIT_KEY = routing.UNIT_KEY
-TEMPLATE_NAME = r"^[A-Za-z0-9_-]+$"  # the <name> of templates/<name>.<lang>.txt
-FACT_SEGMENT = rf"^(?:[A-Z]{{2,10}}|{re.escape(UNKNOWN_SEGMENT)})$"
-RECORD_TAG = rf"^{RECORD_TAG_BODY}$"
+# Patterns the loader applies to signals.yaml, in a form both Python and ECMA-262 (the editors' regex
+# dialect) read the same way.
 ONE_WORD = r"^\s*\S+\s*$"
 
 # what editors say when a pattern does not match (yaml-language-server's patternErrorMessage)
 PATTERN_MESSAGES = {
-    UNIT_KEY: "Letters, digits, _ and - only.",  # also TEMPLATE_NAME
-    FACT_SEGMENT: f"A segment code (2-10 capital letters) or {UNKNOWN_SEGMENT}.",
-    RECORD_TAG: "A tag of lower-case letters, digits, _ and -, starting with a letter (at most 31).",
     NOT_BLANK: "Must not be empty.",
     ONE_WORD: "Keywords are single words; put word sequences under phrases.",
 }
@@ -54,8 +44,6 @@ PATTERN_MESSAGES = {
 # signals that may combine in one entry (config._signal); every other matcher stands alone
 COMBINABLE_MATCHERS = ("keywords", "phrases", "near")
 HARD_ONLY_MATCHERS = ("history",)
-
-_JSON_TYPES: dict[type, str] = {str: "string", bool: "boolean", int: "integer", float: "number"}
 
 
 SIGNAL_INTENTS = INTENTS[:3]  # what a signal may count toward; "unknown" is what is left when none wins
@@ -133,81 +121,17 @@ def main_schema() -> dict[str, Any]:
 
 # --------------------------------------------------------------------------- rules.yaml
 
-_HIT_POLICY_HELP = {
-    "first": "The first row whose conditions all hold decides (top to bottom).",
-    "unique": "Like first, but `check` refuses two rows that can match the same mail.",
-    "collect": "Every matching row adds its actions (in table order, no duplicates).",
-}
-_ACTION_PATTERNS = {"reply": TEMPLATE_NAME, "record": RECORD_TAG}
-
-
-def _fact_value(fact: Fact) -> Schema:
-    value: Schema = {"type": _JSON_TYPES[fact.kind]}
-    if fact.name == "segment":
-        value.update(_pattern(FACT_SEGMENT))
-    elif fact.enum and fact.kind is str:
-        value["enum"] = list(fact.values(()))
-    return value
-
-
-def _when() -> Schema:
-    facts: Schema = {}
-    for fact in FACTS:
-        value = _fact_value(fact)
-        facts[fact.name] = {
-            "description": f"{fact.help} A list means any of these.",
-            "anyOf": [value, {"type": "array", "minItems": 1, "items": value}],
-        }
-    return _object(
-        "Conditions; all must hold. A fact left out matches anything. The last row must have none"
-        " (it catches every mail no other row took; `check` verifies it).",
-        facts,
-    )
-
-
-def _action() -> Schema:
-    kinds: Schema = {
-        action.type: _string(action.help, pattern=_ACTION_PATTERNS.get(action.type, UNIT_KEY)) for action in ACTIONS
-    }
-    kinds["unit"] = _string("With reply: the unit (key) the reply tells the customer about.", pattern=UNIT_KEY)
-    return _object(
-        f"One action: exactly one of {', '.join(ACTION_KINDS)}.",
-        kinds,
-        oneOf=[{"required": [kind]} for kind in ACTION_KINDS],
-        dependentRequired={"unit": ["reply"]},
-    )
-
 
 def rules_schema() -> dict[str, Any]:
-    """The schema of the decision table, rules.yaml."""
-    return _document(
-        "rules",
-        "emailrouter decision table (rules.yaml)",
-        "Rows of conditions and actions. The last row must have no conditions, so no mail is ever dropped.",
-        {
-            "hit_policy": _enum(
-                HIT_POLICIES,
-                f"How rows combine (default {HIT_POLICIES[0]}).",
-                _HIT_POLICY_HELP,
-                default=HIT_POLICIES[0],
-            ),
-            "rows": _list(
-                "The rows, top to bottom.",
-                _object(
-                    "One row: when all its conditions hold, its actions run.",
-                    {
-                        "id": _string("Unique row id, shown in logs, forwards and `explain`."),
-                        "description": _string("What the row is for, for people."),
-                        "when": _when(),
-                        "actions": _list("What to do, in this order; at least one.", _action(), minItems=1),
-                    },
-                    required=["id", "actions"],
-                ),
-                minItems=1,
-            ),
-        },
-        required=["rows"],
-    )
+    """The schema of the decision table, rules.yaml: generated from rules.RulesFile, the loader's own model."""
+    schema = json_schema(rules.RulesFile)
+    schema["description"] = f"{schema['description']} {CHECK}"
+    return {
+        "$schema": DIALECT,
+        "$id": f"{BASE_ID}rules.json",
+        "title": "emailrouter decision table (rules.yaml)",
+        **schema,
+    }
 
 
 # --------------------------------------------------------------------------- signals.yaml
