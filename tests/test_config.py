@@ -334,3 +334,18 @@ def test_an_action_of_two_kinds_or_none_says_which_kinds_exist(config_copy: Path
     assert f"{rules}:{line + 2}: rows[3].actions[2]: give exactly one of forward, escalate, ticket, reply, record" in (
         problems
     ), problems
+
+
+def test_signals_sections_list_every_problem_with_line_and_key(config_copy: Path) -> None:
+    """An unknown language, english_min 0 and a misspelt key in language: are each named; 0 is not taken as 1."""
+    signals = config_copy.parent / "signals.yaml"
+    _edit(
+        signals,
+        "language:\n  default: id\n  english_min: 3\n",
+        "language:\n  default: fr\n  english_min: 0\n  spanish: [el]\n",
+    )
+    line = _line_of(signals, "default: fr")
+    problems = _problems(config_copy)
+    assert f"{signals}:{line}: language.default: unknown language 'fr' (known: id, en)" in problems, problems
+    assert f"{signals}:{line + 1}: language.english_min: must be 1 or more" in problems, problems
+    assert any(p.startswith(f"{signals}:{line + 2}: language.spanish: unknown key") for p in problems), problems

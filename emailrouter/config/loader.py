@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from emailrouter.config import routing, rules
+from emailrouter.config import routing, rules, signals
 from emailrouter.config.modelfile import load_model
 from emailrouter.config.settings import Settings, settings_of
 from emailrouter.config.slang import make_normaliser, read_slang
@@ -41,14 +41,13 @@ from emailrouter.core.model import (
     Action,
     Escalate,
     Forward,
-    Language,
     OpenTicket,
     Record,
     Reply,
     RouterIdentity,
     Unit,
 )
-from emailrouter.core.normalise import STEMMERS, WORD, Normaliser, Stem
+from emailrouter.core.normalise import WORD, Normaliser
 from emailrouter.core.normalise import Settings as NormaliseSettings
 from emailrouter.core.pipeline import RoutingConfig
 from emailrouter.core.segment import DomainRule, SegmentRules
@@ -431,30 +430,17 @@ def _model(r: Reader, doc: LineDict, load: bool = True) -> tuple[TextModel | Non
     combine = CombineSettings()
     node = r.get(doc, "combine", "", LineDict, required=False)
     if node is not None:
-        fields = {f.name for f in dataclasses.fields(CombineSettings)}
-        r.known_keys(node, "combine", fields)
-        values: dict[str, float] = {}
-        for key in sorted(fields & set(node)):
-            value = r.get(node, key, "combine", float)
-            if value is None:
-                continue
-            if key.endswith("threshold") and not 0 <= value <= 1:
-                r.fail(node, key, f"combine.{key}", "a probability: between 0 and 1")
-            elif key.endswith("model_weight") and value <= 0:
-                r.fail(node, key, f"combine.{key}", "must be more than 0 (to use the signals alone, leave out model:)")
-            elif value < 0:
-                r.fail(node, key, f"combine.{key}", "must be 0 or more")
-            values[key] = value
-        combine = CombineSettings(**values)
+        if (shape := validate(signals.Combine, node, r, "combine")) is not None:
+            combine = shape.settings()
         if "model" not in doc:
             r.fail(doc, "combine", "combine", "has no effect without a model: section", warning=True)
     model_node = r.get(doc, "model", "", LineDict, required=False)
     if model_node is None or not load:
         return None, combine
-    r.known_keys(model_node, "model", {"file"})
-    name = r.get(model_node, "file", "model", str)
-    if name is None:
+    model_file = validate(signals.ModelFile, model_node, r, "model")
+    if model_file is None:
         return None, combine
+    name = model_file.file
     path = Path(r.file).parent / name
     try:
         return load_model(path), combine
@@ -490,28 +476,15 @@ def _normalise(r: Reader, doc: LineDict) -> Normaliser:
     node = r.get(doc, "normalise", "", LineDict, required=False)
     if node is None:
         return PLAIN
-    r.known_keys(node, "normalise", {"slang", "stem", "min_stem_length", "elongation", "reduplication"})
-    stem_value = node.get("stem", "sastrawi")
-    if isinstance(stem_value, bool):  # stem: true / false
-        stem_value = "sastrawi" if stem_value else "none"
-    stem: Stem = "none"
-    for known in STEMMERS:
-        if stem_value == known:
-            stem = known
-    if stem_value not in STEMMERS:
-        r.fail(node, "stem", "normalise.stem", f"unknown stemmer {stem_value!r} (known: {', '.join(STEMMERS)})")
-    min_length = r.get(node, "min_stem_length", "normalise", int, required=False)
-    if min_length is not None and min_length < 1:
-        r.fail(node, "min_stem_length", "normalise.min_stem_length", "must be 1 or more")
-    elongation = r.get(node, "elongation", "normalise", bool, required=False)
-    reduplication = r.get(node, "reduplication", "normalise", bool, required=False)
+    shape = validate(signals.Normalise, node, r, "normalise") or signals.Normalise()  # defaults if invalid
+    stem = shape.stem
     settings = NormaliseSettings(
         stem=stem,
-        min_stem_length=min_length or NormaliseSettings.min_stem_length,
-        elongation=True if elongation is None else elongation,
-        reduplication=True if reduplication is None else reduplication,
+        min_stem_length=shape.min_stem_length,
+        elongation=shape.elongation,
+        reduplication=shape.reduplication,
     )
-    name = r.get(node, "slang", "normalise", str, required=False)
+    name = shape.slang
     if name is not None:
         path = Path(r.file).parent / name
         text = _read(path, str(path), r.problems)
@@ -556,7 +529,6 @@ def _signals(r: Reader, doc: LineDict, model_file: bool = True) -> Signals | Non
         return None
     r.known_keys(intent, "intent", {"threshold", "margin", "question", "signals"})
     r.known_keys(hard, "hard_complaint", {"threshold", "signals"})
-    r.known_keys(language, "language", {"default", "english_min", "english", "indonesian"})
     normaliser = _normalise(r, doc)
     question = _question(r, intent, normaliser)
     intent_signals = [
@@ -572,22 +544,9 @@ def _signals(r: Reader, doc: LineDict, model_file: bool = True) -> Signals | Non
     threshold = r.get(intent, "threshold", "intent", float)
     margin = r.get(intent, "margin", "intent", float, required=False) or 0.0
     hard_threshold = r.get(hard, "threshold", "hard_complaint", float)
-    default_language = r.get(language, "default", "language", str, required=False) or "id"
-    if default_language not in LANGUAGES:
-        r.fail(
-            language,
-            "default",
-            "language.default",
-            f"unknown language {default_language!r} (known: {', '.join(LANGUAGES)})",
-        )
-    words: dict[str, frozenset[str]] = {}
-    for key in ("english", "indonesian"):
-        values = r.get(language, key, "language", LineList)
-        words[key] = frozenset(str(v).casefold() for v in values or ())
-    english_min = r.get(language, "english_min", "language", int, required=False) or 1
-    if threshold is None or hard_threshold is None or None in intent_signals or None in hard_signals:
+    lang = validate(signals.LanguageSection, language, r, "language")
+    if threshold is None or hard_threshold is None or None in intent_signals or None in hard_signals or lang is None:
         return None
-    lang: Language = "en" if default_language == "en" else "id"
     model, combine = _model(r, doc, model_file)
     return Signals(
         intent_signals=tuple(s for s in intent_signals if s is not None),
@@ -595,10 +554,10 @@ def _signals(r: Reader, doc: LineDict, model_file: bool = True) -> Signals | Non
         intent_margin=margin,
         hard_signals=tuple(s for s in hard_signals if s is not None),
         hard_threshold=hard_threshold,
-        default_language=lang,
-        english_words=words["english"],
-        indonesian_words=words["indonesian"],
-        english_min=english_min,
+        default_language=lang.default,
+        english_words=frozenset(w.casefold() for w in lang.english),
+        indonesian_words=frozenset(w.casefold() for w in lang.indonesian),
+        english_min=lang.english_min,
         model=model,
         combine=combine,
         normaliser=normaliser,

@@ -3,9 +3,10 @@
 `emailrouter schema config|rules|signals` prints them; yaml-language-server (VS Code's YAML extension and
 others) then flags mistakes while the file is being written. The main file's and the decision table's
 schemas are generated from the models the loader validates with (routing.MainFile, which holds
-models.DaemonSettings; rules.RulesFile), so they cannot drift. signals.yaml's is still written out
-here, with every enumeration taken from the code's own constants; tests/test_schema.py holds it to
-what the loader accepts.
+models.DaemonSettings; rules.RulesFile), so they cannot drift; so are signals.yaml's normalise,
+language, model and combine sections (signals.py). Its intent and hard_complaint sections (the signal
+lists) are still written out here, with every enumeration taken from the code's own constants;
+tests/test_schema.py holds them to what the loader accepts.
 
 A schema sees one file at a time: whether a unit key, segment code or template name exists, whether a
 name is used twice, and whether the last row has no conditions is `emailrouter check`'s job.
@@ -16,11 +17,10 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
-from emailrouter.config import routing, rules
+from emailrouter.config import routing, rules, signals
 from emailrouter.config.loader import _MATCHERS
 from emailrouter.config.validation import NOT_BLANK, json_schema
-from emailrouter.core.model import INTENTS, LANGUAGES
-from emailrouter.core.normalise import STEMMERS
+from emailrouter.core.model import INTENTS
 
 Schema = dict[str, Any]
 
@@ -219,28 +219,13 @@ def _signal(intent: bool) -> Schema:
 
 def signals_schema() -> dict[str, Any]:
     """The schema of the classification signals, signals.yaml."""
-    languages = ", ".join(LANGUAGES)
     return _document(
         "signals",
         "emailrouter classification signals (signals.yaml)",
         "Words and weights that decide a mail's intent, whether it is a hard complaint, and its language."
         " Only the subject and what the customer wrote count, never quoted history.",
         {
-            "normalise": _object(
-                "How the text is read before any signal runs: slang, spelling and Indonesian affixes.",
-                {
-                    "slang": _string("The slang table (slang.yaml), relative to signals.yaml."),
-                    "stem": {
-                        "description": "Indonesian affixes: sastrawi (PySastrawi), rules (our own few) or none;"
-                        " true is sastrawi, false none (default sastrawi).",
-                        "enum": [*STEMMERS, True, False],
-                        "default": "sastrawi",
-                    },
-                    "min_stem_length": _integer("Shorter words are never stemmed (default 5).", minimum=1),
-                    "elongation": _boolean('"lemottt" -> "lemot" (default true).', default=True),
-                    "reduplication": _boolean('"berkali2" -> "berkali-kali" (default true).', default=True),
-                },
-            ),
+            "normalise": json_schema(signals.Normalise),
             "intent": _object(
                 f"Intent: {', '.join(SIGNAL_INTENTS)}. The best-scoring intent wins if it reaches threshold and"
                 f" leads the runner-up by margin; otherwise the intent is {INTENTS[-1]}.",
@@ -266,51 +251,12 @@ def signals_schema() -> dict[str, Any]:
                 },
                 required=["threshold", "signals"],
             ),
-            "language": _object(
-                "Language of the reply: English when the customer clearly wrote English, else the default.",
-                {
-                    "default": _enum(LANGUAGES, f"The language when unclear ({languages}; default id).", default="id"),
-                    "english_min": _integer(
-                        "English needs at least this many English words (default 1) and more than Indonesian ones.",
-                        default=1,
-                    ),
-                    "english": _list("English words (whole words, case-insensitive).", {"description": "A word."}),
-                    "indonesian": _list(
-                        "Indonesian words (whole words, case-insensitive).", {"description": "A word."}
-                    ),
-                },
-                required=["english", "indonesian"],
-            ),
-            **_model_sections(),
+            "language": json_schema(signals.LanguageSection),
+            "model": json_schema(signals.ModelFile),
+            "combine": json_schema(signals.Combine),
         },
         required=["intent", "hard_complaint", "language"],
     )
-
-
-def _model_sections() -> Schema:
-    """signals.yaml's `model:` and `combine:` (see emailrouter/combine.py for the arithmetic)."""
-    probability = {"minimum": 0, "maximum": 1}
-    return {
-        "model": _object(
-            "The learned text model next to the signals; leave the section out to decide by the signals alone.",
-            {"file": _string("The model file (JSON, from `emailrouter train`), relative to signals.yaml.")},
-            required=["file"],
-        ),
-        "combine": _object(
-            "How the model's probabilities and the signals' scores combine (each point of signal weight"
-            " multiplies the odds by e^weight).",
-            {
-                "signals_weight": _number("Log-odds per point of intent signal weight (0 or more).", minimum=0),
-                "model_weight": _number("Power of the model's intent probabilities (more than 0).", exclusiveMinimum=0),
-                "threshold": _number("Under this combined confidence the intent is unknown.", **probability),
-                "hard_signals_weight": _number("Log-odds per point of hard-complaint signal weight.", minimum=0),
-                "hard_model_weight": _number(
-                    "Power of the model's hard-complaint log-odds (more than 0).", exclusiveMinimum=0
-                ),
-                "hard_threshold": _number("The combined confidence that makes a mail hard.", **probability),
-            },
-        ),
-    }
 
 
 SCHEMAS: dict[str, Callable[[], dict[str, Any]]] = {
