@@ -107,16 +107,16 @@ def _document(name: str, title: str, description: str, properties: Schema, requi
 # --------------------------------------------------------------------------- emailrouter.yaml
 
 
+def _document_of(model: Any, name: str, title: str) -> dict[str, Any]:
+    """A whole file's schema generated from the loader's own model of it."""
+    schema = json_schema(model)
+    schema["description"] = f"{schema['description']} {CHECK}"
+    return {"$schema": DIALECT, "$id": f"{BASE_ID}{name}.json", "title": title, **schema}
+
+
 def main_schema() -> dict[str, Any]:
     """The schema of the main file, emailrouter.yaml: generated from routing.MainFile, the loader's own model."""
-    schema = json_schema(routing.MainFile)
-    schema["description"] = f"{schema['description']} {CHECK}"
-    return {
-        "$schema": DIALECT,
-        "$id": f"{BASE_ID}config.json",
-        "title": "emailrouter configuration (emailrouter.yaml)",
-        **schema,
-    }
+    return _document_of(routing.MainFile, "config", "emailrouter configuration (emailrouter.yaml)")
 
 
 # --------------------------------------------------------------------------- rules.yaml
@@ -124,14 +124,7 @@ def main_schema() -> dict[str, Any]:
 
 def rules_schema() -> dict[str, Any]:
     """The schema of the decision table, rules.yaml: generated from rules.RulesFile, the loader's own model."""
-    schema = json_schema(rules.RulesFile)
-    schema["description"] = f"{schema['description']} {CHECK}"
-    return {
-        "$schema": DIALECT,
-        "$id": f"{BASE_ID}rules.json",
-        "title": "emailrouter decision table (rules.yaml)",
-        **schema,
-    }
+    return _document_of(rules.RulesFile, "rules", "emailrouter decision table (rules.yaml)")
 
 
 # --------------------------------------------------------------------------- signals.yaml
