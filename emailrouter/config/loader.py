@@ -4,10 +4,11 @@
 table, the signals, the customer directory and the reply templates. It either returns a `Config`
 or raises `ConfigError` listing every problem found.
 
-Over 400 lines: the shapes are pydantic models (models.py, routing.py, rules.py, signals.py); what stays
-here are the cross-checks between files (units, templates, segments, shadowed rows) and the signal lists
-of signals.yaml, whose matchers (words, phrases, near, regexes, history, requires/unless) are not modelled
-yet: each reads the nodes with their lines, so its errors keep naming file, line and key.
+Over 400 lines: every file's shape is a pydantic model (models.py, routing.py, rules.py, signals.py);
+what stays here is what no one file's shape can say, each check on the nodes as read so that it names
+file, line and key: the cross-checks between files (units, templates, segments, shadowed rows), those
+across the signals of signals.yaml (names, requires/unless, regexes, the slang and model files), and the
+turning of each valid shape into the core's objects, for three files.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import functools
 import hashlib
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -30,7 +31,7 @@ from emailrouter.config.settings import Settings, settings_of
 from emailrouter.config.slang import make_normaliser, read_slang
 from emailrouter.config.templates import load_templates
 from emailrouter.config.validation import CROSS_CHECKS, validate
-from emailrouter.config.yamlfile import LineDict, LineList, Reader, describe, load_yaml
+from emailrouter.config.yamlfile import LineDict, LineList, Reader, load_yaml
 from emailrouter.core.classify import PLAIN, HistoryRule, Near, Phrase, Question, Signal, Signals, fold
 from emailrouter.core.combine import CombineSettings
 from emailrouter.core.decide import Row, Table
@@ -41,7 +42,6 @@ from emailrouter.core.facts import allowed_values
 from emailrouter.core.guard import DEFAULT_GUARD, GuardPolicy
 from emailrouter.core.model import (
     ACTION_KINDS,
-    INTENTS,
     LANGUAGES,
     Action,
     Escalate,
@@ -225,228 +225,104 @@ def _trust(r: Reader, main: routing.MainFile | None, doc: LineDict, segments: di
 
 
 # --------------------------------------------------------------------------- signals file
+# Its shape is signals.SignalsFile's (validated once in _signals); what one signal cannot say is checked
+# here, on the nodes as read: names used twice, requires/unless naming a signal above or a group, regexes
+# that compile, and the files it names (slang, model). Then the valid shape becomes the core's Signals.
 
 
-_MATCHERS = ("keywords", "phrases", "near", "regex", "caps_ratio", "exclamation_run", "history")
-_COMBINABLE = {"keywords", "phrases", "near"}  # these may be given together in one signal
-_PLACED = _COMBINABLE  # matchers whose matches stand at a place in the text (so `in_question` can apply)
+def _signal_references(r: Reader, doc: LineDict) -> bool:
+    """Whether every signal's name is its own, what requires/unless name exists above it, and its regexes compile;
+    each signal is checked however the others are (a signal named but malformed still counts as named)."""
+    names: set[str] = set()
+    ok = True
+    for section, groups in (
+        ("intent", set(signals.SIGNAL_INTENTS)),
+        ("hard_complaint", {*signals.SIGNAL_INTENTS, "hard"}),
+    ):
+        node = doc.get(section)
+        items = node.get("signals") if isinstance(node, LineDict) else None
+        for _, path, item in r.items(items if isinstance(items, LineList) else LineList(), f"{section}.signals"):
+            if not isinstance(item, LineDict):
+                continue
+            name = item.get("name")
+            for key in ("requires", "unless"):
+                wanted = item.get(key)
+                for j, want in enumerate(wanted if isinstance(wanted, LineList) else ()):
+                    if isinstance(want, str) and want not in groups and (want not in names or want == name):
+                        known = ", ".join(sorted(groups))
+                        reason = f"unknown signal {want!r}: name a signal above this one, or one of {known}"
+                        r.fail(wanted, j, f"{path}.{key}[{j}]", reason)
+                        ok = False
+            if isinstance(name, str) and name in names:
+                r.fail(item, "name", f"{path}.name", f"signal name {name!r} is used twice")
+                ok = False
+            elif isinstance(name, str):
+                names.add(name)
+            ok = _regexes(r, item.get("regex"), f"{path}.regex") and ok
+    return ok
 
 
-def _signal(
-    r: Reader, item: Any, path: str, group: str | None, names: set[str], normaliser: Normaliser = PLAIN
-) -> Signal | None:
-    if not isinstance(item, LineDict):
-        r.fail(item, None, path, f"expected a mapping, got {describe(item)}")
-        return None
-    allowed = {
-        "name",
-        "weight",
-        "keywords",
-        "phrases",
-        "regex",
-        "caps_ratio",
-        "min_letters",
-        "exclamation_run",
-        "history",
-        "near",
-        "in_question",
-        "requires",
-        "unless",
-        "roots",
-    }
-    if group is None:
-        allowed.add("intent")
-    r.known_keys(item, path, allowed)
-    name = r.get(item, "name", path, str)
-    weight = r.get(item, "weight", path, float)
-    if name is not None:
-        if name in names:
-            r.fail(item, "name", f"{path}.name", f"signal name {name!r} is used twice")
-        names.add(name)
-    if group is None:
-        intent = r.get(item, "intent", path, str)
-        if intent is not None and intent not in INTENTS[:3]:
-            r.fail(item, "intent", f"{path}.intent", f"unknown intent {intent!r} (known: {', '.join(INTENTS[:3])})")
-            intent = None
-        group = intent
-    by_roots = r.get(item, "roots", path, bool, required=False)
-    by_roots = True if by_roots is None else by_roots
-    kinds = [k for k in _MATCHERS if k in item]
-    if not kinds:
-        r.fail(item, None, path, f"no way to match: give one of {', '.join(_MATCHERS)}")
-        return None
-    if len(kinds) > 1 and not set(kinds) <= _COMBINABLE:
-        r.fail(item, kinds[1], path, f"give only one of {', '.join(kinds)} per signal")
-        return None
-    keywords: frozenset[str] = frozenset()
-    phrases: tuple[Phrase, ...] = ()
-    regex = None
-    caps_ratio = None
-    exclamation_run = None
-    history = None
-    near = None
-    min_letters = 0
-    for kind in kinds:
-        full = f"{path}.{kind}"
-        if kind in ("keywords", "phrases", "regex"):
-            values = item[kind]
-            if (
-                not isinstance(values, LineList)
-                or not values
-                or not all(isinstance(v, str) and v.strip() for v in values)
-            ):
-                r.fail(item, kind, full, "expected a non-empty list of strings")
-                return None
-            if kind == "keywords":
-                bad = [v for v in values if len(v.split()) != 1]
-                if bad:
-                    r.fail(item, kind, full, f"keywords are single words; use phrases for {bad[0]!r}")
-                folded = {fold(v) for v in values}
-                normal = {n for v in folded for n in normaliser.normal(v) if len(normaliser.normal(v)) == 1}
-                keywords = frozenset(folded | normal)  # "lemod" also matches what reads as "lemot"
-            elif kind == "phrases":
-                phrases = tuple(Phrase.of(v, normaliser, roots=by_roots) for v in values)
-            else:
-                for j, expr in enumerate(values):
-                    try:
-                        re.compile(expr)
-                    except re.error as exc:
-                        r.fail(values, j, f"{full}[{j}]", f"bad regex {expr!r}: {exc}")
-                        return None
-                    if re.search(r"(?<!\\)[A-Z]", re.sub(r"\\.", "", expr)):
-                        r.fail(
-                            values,
-                            j,
-                            f"{full}[{j}]",
-                            "regexes run on lower-cased text: capitals never match",
-                            warning=True,
-                        )
-                regex = re.compile("|".join(f"(?:{v})" for v in values))
-        elif kind == "near":
-            near = _near(r, item, full, normaliser, by_roots)
-            if near is None:
-                return None
-        elif kind == "history":
-            node = r.get(item, "history", path, LineDict)
-            if node is None:
-                return None
-            if group != "hard":
-                r.fail(item, "history", full, "history signals count toward hard complaints only")
-                return None
-            r.known_keys(node, full, {"previous", "within_days", "same_intent"})
-            previous = r.get(node, "previous", full, int)
-            days = r.get(node, "within_days", full, float)
-            same = r.get(node, "same_intent", full, bool, required=False)
-            if previous is None or days is None:
-                return None
-            if previous < 1 or days <= 0:
-                r.fail(node, None, full, "previous must be 1 or more and within_days more than 0")
-                return None
-            history = HistoryRule(previous, days, True if same is None else same)
-        elif kind == "caps_ratio":
-            caps_ratio = r.get(item, "caps_ratio", path, float)
-            if caps_ratio is not None and not 0 < caps_ratio <= 1:
-                r.fail(item, "caps_ratio", full, "must be between 0 and 1")
-            min_letters = r.get(item, "min_letters", path, int, required=False) or 0
-        else:
-            exclamation_run = r.get(item, "exclamation_run", path, int)
-            if exclamation_run is not None and exclamation_run < 1:
-                r.fail(item, "exclamation_run", full, "must be 1 or more")
-    in_question = r.get(item, "in_question", path, float, required=False)
-    if in_question is not None and not set(kinds) <= _PLACED:
-        r.fail(item, "in_question", f"{path}.in_question", f"only for {', '.join(sorted(_PLACED))} signals")
-    conditions: dict[str, set[str]] = {"requires": set(), "unless": set()}
-    for key, wanted in conditions.items():
-        if key not in item:
+def _regexes(r: Reader, values: Any, path: str) -> bool:
+    ok = True
+    for j, expr in enumerate(values if isinstance(values, LineList) else ()):
+        if not isinstance(expr, str):
             continue
-        node = item[key]
-        groups = {*INTENTS[:3], "hard"} if group == "hard" else set(INTENTS[:3])
-        if not isinstance(node, LineList) or not node or not all(isinstance(v, str) for v in node):
-            r.fail(item, key, f"{path}.{key}", "expected a non-empty list of signal names or intents")
+        try:
+            re.compile(expr)
+        except re.error as exc:
+            r.fail(values, j, f"{path}[{j}]", f"bad regex {expr!r}: {exc}")
+            ok = False
             continue
-        for j, want in enumerate(node):
-            if want not in groups and (want not in names or want == name):
-                r.fail(
-                    node,
-                    j,
-                    f"{path}.{key}[{j}]",
-                    f"unknown signal {want!r}: name a signal above this one, or one of {', '.join(sorted(groups))}",
-                )
-            wanted.add(want)
-    if name is None or weight is None or group is None:
-        return None
+        if re.search(r"(?<!\\)[A-Z]", re.sub(r"\\.", "", expr)):
+            r.fail(values, j, f"{path}[{j}]", "regexes run on lower-cased text: capitals never match", warning=True)
+    return ok
+
+
+def _forms(words: Iterable[str], normaliser: Normaliser) -> frozenset[str]:
+    """The words case-folded, and each one's normal form where that is one word ("lemod" also matches "lemot")."""
+    folded = {fold(w) for w in words}
+    return frozenset(folded | {n for w in folded if len(normal := normaliser.normal(w)) == 1 for n in normal})
+
+
+def _signal(shape: signals.IntentSignal | signals.HardSignal, normaliser: Normaliser) -> Signal:
+    """One valid signal as the core's Signal."""
+    roots = shape.roots
+    near = shape.near
+    history = shape.history if isinstance(shape, signals.HardSignal) else None
     return Signal(
-        name,
-        group,
-        weight,
-        keywords,
-        phrases,
-        regex,
-        caps_ratio,
-        min_letters,
-        exclamation_run,
-        history,
-        near,
-        in_question,
-        frozenset(conditions["requires"]),
-        frozenset(conditions["unless"]),
-        by_roots,
+        shape.name,
+        shape.intent if isinstance(shape, signals.IntentSignal) else "hard",
+        shape.weight,
+        keywords=_forms(shape.keywords or (), normaliser),
+        phrases=tuple(Phrase.of(v, normaliser, roots=roots) for v in shape.phrases or ()),
+        regex=re.compile("|".join(f"(?:{v})" for v in shape.regex)) if shape.regex else None,
+        caps_ratio=shape.caps_ratio,
+        min_letters=shape.min_letters or 0,
+        exclamation_run=shape.exclamation_run,
+        history=HistoryRule(history.previous, history.within_days, history.same_intent) if history else None,
+        near=Near(_forms(near.words, normaliser), _forms(near.with_, normaliser), near.within, near.ordered, roots)
+        if near is not None
+        else None,
+        in_question=shape.in_question,
+        requires=frozenset(shape.requires or ()),
+        unless=frozenset(shape.unless or ()),
+        roots=roots,
     )
 
 
-def _words(r: Reader, node: LineDict, key: str, path: str) -> frozenset[str] | None:
-    """A non-empty list of single words, case-folded."""
-    values = node.get(key)
-    full = f"{path}.{key}"
-    if not isinstance(values, LineList) or not values or not all(isinstance(v, str) and v.strip() for v in values):
-        r.fail(node, key if key in node else None, full, "expected a non-empty list of words")
-        return None
-    for j, v in enumerate(values):
-        if len(v.split()) != 1:
-            r.fail(values, j, f"{full}[{j}]", f"single words only: {v!r}")
-            return None
-    return frozenset(fold(v) for v in values)
-
-
-def _near(r: Reader, item: LineDict, path: str, normaliser: Normaliser, roots: bool = True) -> Near | None:
-    """near: {words: [...], with: [...], within: N, ordered: bool}: a word of each list, at most N words apart."""
-    node = r.get(item, "near", path.rpartition(".")[0], LineDict)
-    if node is None:
-        return None
-    r.known_keys(node, path, {"words", "with", "within", "ordered"})
-    first = _words(r, node, "words", path)
-    second = _words(r, node, "with", path)
-    within = r.get(node, "within", path, int, required=False) or 3
-    ordered = r.get(node, "ordered", path, bool, required=False) or False
-    if within < 1:
-        r.fail(node, "within", f"{path}.within", "must be 1 or more")
-    if first is None or second is None:
-        return None
-
-    def forms(words: frozenset[str]) -> frozenset[str]:
-        return words | {n for w in words for n in normaliser.normal(w) if len(normaliser.normal(w)) == 1}
-
-    return Near(forms(first), forms(second), within, ordered, roots)
-
-
-def _model(r: Reader, doc: LineDict, load: bool = True) -> tuple[TextModel | None, CombineSettings]:
+def _model(
+    r: Reader, doc: LineDict, shape: signals.SignalsFile | None, load: bool = True
+) -> tuple[TextModel | None, CombineSettings]:
     """signals.yaml's `model:` (the learned model's file, relative to signals.yaml) and `combine:`.
     `load=False`: the model file is not read (`train` replaces it, so a stale one must not stop it)."""
-    combine = CombineSettings()
-    node = r.get(doc, "combine", "", LineDict, required=False)
-    if node is not None:
-        if (shape := validate(signals.Combine, node, r, "combine")) is not None:
-            combine = shape.settings()
-        if "model" not in doc:
-            r.fail(doc, "combine", "combine", "has no effect without a model: section", warning=True)
-    model_node = r.get(doc, "model", "", LineDict, required=False)
-    if model_node is None or not load:
-        return None, combine
-    model_file = validate(signals.ModelFile, model_node, r, "model")
+    if "combine" in doc and "model" not in doc:
+        r.fail(doc, "combine", "combine", "has no effect without a model: section", warning=True)
+    combine = shape.combine.settings() if shape is not None and shape.combine is not None else CombineSettings()
+    model_node = doc.get("model")
+    model_file = _valid(signals.ModelFile, model_node) if isinstance(model_node, LineDict) and load else None
     if model_file is None:
         return None, combine
-    name = model_file.file
-    path = Path(r.file).parent / name
+    path = Path(r.file).parent / model_file.file
     try:
         return load_model(path), combine
     except ModelError as exc:
@@ -478,20 +354,18 @@ def _vocabulary(doc: LineDict) -> set[str]:
 
 def _normalise(r: Reader, doc: LineDict) -> Normaliser:
     """signals.yaml's `normalise:` and the slang file it names (relative to signals.yaml)."""
-    node = r.get(doc, "normalise", "", LineDict, required=False)
-    if node is None:
+    node = doc.get("normalise")
+    if not isinstance(node, LineDict):
         return PLAIN
-    shape = validate(signals.Normalise, node, r, "normalise") or signals.Normalise()  # defaults if invalid
-    stem = shape.stem
+    shape = _valid(signals.Normalise, node) or signals.Normalise()  # its problems are the file's; defaults if invalid
     settings = NormaliseSettings(
-        stem=stem,
+        stem=shape.stem,
         min_stem_length=shape.min_stem_length,
         elongation=shape.elongation,
         reduplication=shape.reduplication,
     )
-    name = shape.slang
-    if name is not None:
-        path = Path(r.file).parent / name
+    if shape.slang is not None:
+        path = Path(r.file).parent / shape.slang
         text = _read(path, str(path), r.problems)
         if text is not None:
             slang_doc = load_yaml(text, str(path), r.problems)
@@ -502,72 +376,44 @@ def _normalise(r: Reader, doc: LineDict) -> Normaliser:
     try:
         return make_normaliser(settings, _vocabulary(doc))
     except (ImportError, OSError) as exc:
-        r.fail(node, "stem", "normalise.stem", f"stemmer {stem!r} is not available: {exc}")
+        r.fail(node, "stem", "normalise.stem", f"stemmer {shape.stem!r} is not available: {exc}")
         return make_normaliser(dataclasses.replace(settings, stem="none"), _vocabulary(doc))
 
 
-def _question(r: Reader, intent: LineDict, normaliser: Normaliser) -> Question:
-    """intent.question: the words and phrases that make a sentence a question (besides a "?")."""
-    node = r.get(intent, "question", "intent", LineDict, required=False)
-    if node is None:
-        return Question()
-    r.known_keys(node, "intent.question", {"keywords", "phrases"})
-    keywords = _words(r, node, "keywords", "intent.question") if "keywords" in node else frozenset()
-    phrases: tuple[Phrase, ...] = ()
-    values = node.get("phrases")
-    if values is not None:
-        if not isinstance(values, LineList) or not all(isinstance(v, str) and v.strip() for v in values):
-            r.fail(node, "phrases", "intent.question.phrases", "expected a non-empty list of strings")
-        else:
-            phrases = tuple(Phrase.of(v, normaliser) for v in values)
-    normal = {n for w in keywords or () for n in normaliser.normal(w) if len(normaliser.normal(w)) == 1}
-    return Question(frozenset(keywords or ()) | normal, phrases)
-
-
 def _signals(r: Reader, doc: LineDict, model_file: bool = True) -> Signals | None:
-    names: set[str] = set()
-    r.known_keys(doc, "", {"normalise", "intent", "hard_complaint", "language", "model", "combine"})
-    intent = r.get(doc, "intent", "", LineDict)
-    hard = r.get(doc, "hard_complaint", "", LineDict)
-    language = r.get(doc, "language", "", LineDict)
-    if intent is None or hard is None or language is None:
-        return None
-    r.known_keys(intent, "intent", {"threshold", "margin", "question", "signals"})
-    r.known_keys(hard, "hard_complaint", {"threshold", "signals"})
-    normaliser = _normalise(r, doc)
-    question = _question(r, intent, normaliser)
-    intent_signals = [
-        _signal(r, item, path, None, names, normaliser)
-        for _, path, item in r.items(r.get(intent, "signals", "intent", LineList) or LineList(), "intent.signals")
-    ]
-    hard_signals = [
-        _signal(r, item, path, "hard", names, normaliser)
-        for _, path, item in r.items(
-            r.get(hard, "signals", "hard_complaint", LineList) or LineList(), "hard_complaint.signals"
+    """The signals, or None with every problem of the file recorded in `r`, in the order of the file
+    (those of the files it names, slang and model, after it)."""
+    found = Reader(r.file, [])
+    try:
+        shape = validate(signals.SignalsFile, doc, found)  # the whole file's shape; every problem in it is reported
+        normaliser = _normalise(found, doc)
+        references = _signal_references(found, doc)
+        model, combine = _model(found, doc, shape, model_file)
+        if shape is None or not references:
+            return None
+        intent, hard, language, question = shape.intent, shape.hard_complaint, shape.language, shape.intent.question
+        return Signals(
+            intent_signals=tuple(_signal(s, normaliser) for s in intent.signals),
+            intent_threshold=intent.threshold,
+            intent_margin=intent.margin,
+            hard_signals=tuple(_signal(s, normaliser) for s in hard.signals),
+            hard_threshold=hard.threshold,
+            default_language=language.default,
+            english_words=frozenset(w.casefold() for w in language.english),
+            indonesian_words=frozenset(w.casefold() for w in language.indonesian),
+            english_min=language.english_min,
+            model=model,
+            combine=combine,
+            normaliser=normaliser,
+            question=Question(
+                _forms(question.keywords or (), normaliser),
+                tuple(Phrase.of(v, normaliser) for v in question.phrases or ()),
+            )
+            if question is not None
+            else Question(),
         )
-    ]
-    threshold = r.get(intent, "threshold", "intent", float)
-    margin = r.get(intent, "margin", "intent", float, required=False) or 0.0
-    hard_threshold = r.get(hard, "threshold", "hard_complaint", float)
-    lang = validate(signals.LanguageSection, language, r, "language")
-    if threshold is None or hard_threshold is None or None in intent_signals or None in hard_signals or lang is None:
-        return None
-    model, combine = _model(r, doc, model_file)
-    return Signals(
-        intent_signals=tuple(s for s in intent_signals if s is not None),
-        intent_threshold=threshold,
-        intent_margin=margin,
-        hard_signals=tuple(s for s in hard_signals if s is not None),
-        hard_threshold=hard_threshold,
-        default_language=lang.default,
-        english_words=frozenset(w.casefold() for w in lang.english),
-        indonesian_words=frozenset(w.casefold() for w in lang.indonesian),
-        english_min=lang.english_min,
-        model=model,
-        combine=combine,
-        normaliser=normaliser,
-        question=question,
-    )
+    finally:
+        r.problems.extend(sorted(found.problems, key=lambda p: (p.file != r.file, p.line or 0)))
 
 
 # --------------------------------------------------------------------------- rules file

@@ -123,7 +123,7 @@ def _reason(model: type[BaseModel], error: Any, loc: tuple[Any, ...]) -> str:
         return "missing"
     if kind == "extra_forbidden":
         owner = _model_at(model, loc[:-1])
-        return f"unknown key (expected one of: {', '.join(sorted(owner.model_fields) if owner else ())})"
+        return f"unknown key (expected one of: {', '.join(sorted(_keys(owner)) if owner else ())})"
     if kind in _EXPECTED:
         return f"expected {_EXPECTED[kind]}, got {describe(value)}"
     if kind == "literal_error":
@@ -186,12 +186,17 @@ def _model_at(model: type[BaseModel], loc: tuple[Any, ...]) -> type[BaseModel] |
             kind = get_args(kind)[0] if get_origin(kind) is list else None
         elif get_origin(kind) is dict:
             kind = get_args(kind)[1]
-        elif isinstance(kind, type) and issubclass(kind, BaseModel) and part in kind.model_fields:
-            kind = kind.model_fields[part].annotation
+        elif isinstance(kind, type) and issubclass(kind, BaseModel) and part in _keys(kind):
+            kind = _keys(kind)[part].annotation
         else:
             return None
     kind = _bare(kind)
     return kind if isinstance(kind, type) and issubclass(kind, BaseModel) else None
+
+
+def _keys(model: type[BaseModel]) -> dict[str, Any]:
+    """The model's fields by the key written in the file (its alias, such as near's `with`)."""
+    return {field.alias or name: field for name, field in model.model_fields.items()}
 
 
 def _bare(kind: Any) -> Any:
