@@ -262,20 +262,22 @@ class _Signal(Section):
     @model_validator(mode="before")
     @classmethod
     def _one_way_to_match(cls, data: Any, info: ValidationInfo) -> Any:
+        """Exactly one way to match (keywords, phrases and near may combine); problems are named on the node."""
         if not isinstance(data, dict):
             return data
+        node = data
+        if hard_only := "history" in node and "history" not in cls.model_fields:
+            cross(info, node, "history", "history signals count toward hard complaints only", at="history")
+            data = {k: v for k, v in node.items() if k != "history"}  # reported once, not as an unknown key too
         kinds = [k for k in MATCHERS if k in data]
-        if not kinds:
+        if not kinds and not hard_only:
             raise PydanticCustomError("matcher", f"no way to match: give one of {', '.join(MATCHERS)}")
         if len(kinds) > 1 and not set(kinds) <= set(PLACED):
-            cross(info, data, kinds[1], f"give only one of {', '.join(kinds)} per signal", at=kinds[1])
+            cross(info, node, kinds[1], f"give only one of {', '.join(kinds)} per signal", at=kinds[1])
         if "in_question" in data and not set(kinds) <= set(PLACED):
-            cross(info, data, "in_question", f"only for {', '.join(sorted(PLACED))} signals", at="in_question")
+            cross(info, node, "in_question", f"only for {', '.join(sorted(PLACED))} signals", at="in_question")
         if "min_letters" in data and "caps_ratio" not in data:
-            cross(info, data, "min_letters", "only with caps_ratio", at="min_letters")
-        if "history" in data and "history" not in cls.model_fields:
-            cross(info, data, "history", "history signals count toward hard complaints only", at="history")
-            data = {k: v for k, v in data.items() if k != "history"}  # reported once, not as an unknown key too
+            cross(info, node, "min_letters", "only with caps_ratio", at="min_letters")
         return data
 
 
