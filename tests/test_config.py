@@ -349,3 +349,61 @@ def test_signals_sections_list_every_problem_with_line_and_key(config_copy: Path
     assert f"{signals}:{line}: language.default: unknown language 'fr' (known: id, en)" in problems, problems
     assert f"{signals}:{line + 1}: language.english_min: must be 1 or more" in problems, problems
     assert any(p.startswith(f"{signals}:{line + 2}: language.spanish: unknown key") for p in problems), problems
+
+
+def test_signal_lists_report_every_problem_at_once_with_line_and_key(config_copy: Path) -> None:
+    """Problems of the shape and of the cross-references in different signals of both lists are all named
+    in one `check`, each at its file, line and key, in the order of the file."""
+    signals = config_copy.parent / "signals.yaml"
+    _edit(
+        signals, "    - name: fault_device\n      intent: fault\n", "    - name: fault_device\n      intent: faults\n"
+    )
+    _edit(signals, "        within: 3\n      unless: [fault_outage]", "        within: 3\n      unless: [fault_outag]")
+    _edit(signals, "    - name: refund\n      weight: 2\n", "    - name: refund\n      weight: two\n")
+    _edit(signals, "    - name: masked_profanity", "    - name: insult")
+    _edit(signals, "      exclamation_run: 3", "      exclamation_run: 3\n      keywords: [wah]")
+    problems = _problems(config_copy)
+    expected = [
+        f"{signals}:{_line_of(signals, 'unless: [fault_outag]')}: intent.signals[2].unless[0]: unknown signal"
+        " 'fault_outag': name a signal above this one, or one of fault, information, request",
+        f"{signals}:{_line_of(signals, 'intent: faults')}: intent.signals[4].intent: unknown intent 'faults'"
+        " (known: fault, information, request)",
+        f"{signals}:{_line_of(signals, 'exclamation_run: 3')}: hard_complaint.signals[9].exclamation_run:"
+        " give only one of keywords, exclamation_run per signal",
+        f"{signals}:{_line_of(signals, 'weight: two')}: hard_complaint.signals[12].weight: expected a number,"
+        " got str 'two'",
+    ]
+    assert [p for p in problems if p in expected] == expected, problems
+    assert any(p.endswith(": hard_complaint.signals[17].name: signal name 'insult' is used twice") for p in problems)
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "key", "reason"),
+    [
+        ("  threshold: 2", "  threshold: 0", "intent.threshold", "must be more than 0"),
+        ("  threshold: 4", "  threshold: 0", "hard_complaint.threshold", "must be more than 0"),
+        ("  margin: 1", "  margin: -1", "intent.margin", "must be 0 or more"),
+        ("        within: 4", "        within: 0", "hard_complaint.signals[2].near.within", "must be 1 or more"),
+        ("        previous: 2", "        previous: 0", "signals[6].history.previous", "must be 1 or more"),
+        ("        within_days: 7", "        within_days: 0", "signals[6].history.within_days", "must be more than 0"),
+        ("      caps_ratio: 0.6", "      caps_ratio: 0", "signals[8].caps_ratio", "must be between 0 and 1"),
+        ("      exclamation_run: 3", "      exclamation_run: 0", "signals[9].exclamation_run", "must be 1 or more"),
+    ],
+)  # fmt: skip
+def test_a_zero_where_zero_makes_no_sense_is_refused(
+    config_copy: Path, old: str, new: str, key: str, reason: str
+) -> None:
+    """A threshold, distance, count or share of 0 is refused with the reason, at its line: never read as the default."""
+    signals = config_copy.parent / "signals.yaml"
+    _edit(signals, old, new)
+    line = _line_of(signals, new)
+    problems = _problems(config_copy)
+    assert any(p.startswith(f"{signals}:{line}: ") and f"{key}: {reason}" in p for p in problems), problems
+
+
+def test_zero_and_negative_weights_mean_what_they_say(config_copy: Path) -> None:
+    """A weight of 0 counts nothing (the signal still fires for requires/unless); a negative one counts against."""
+    signals = load_config(config_copy).signals
+    weights = {s.name: s.weight for s in (*signals.intent_signals, *signals.hard_signals)}
+    assert weights["topic"] == 0 and weights["praise"] == 0
+    assert weights["no_ask"] == weights["no_ask_request"] == weights["no_ask_information"] == -3

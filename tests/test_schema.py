@@ -19,6 +19,7 @@ from emailrouter.config.models import DaemonSettings
 from emailrouter.config.routing import DOMAIN_PATTERN
 from emailrouter.config.schema import SCHEMAS, main_schema, rules_schema, signals_schema
 from emailrouter.config.settings import SECURITIES
+from emailrouter.config.signals import SignalsFile
 from emailrouter.config.validation import json_schema
 from emailrouter.core.decide import HIT_POLICIES
 from emailrouter.core.directory import DomainTable
@@ -156,6 +157,39 @@ MISTAKES: list[tuple[str, str, Edit, Path_]] = [
     ("signals", "signal counting toward unknown", _set(("intent", "signals", 0, "intent"), "unknown"), ("intent",)),
     ("signals", "signal without weight", _delete(("intent", "signals", 0, "weight")), ("intent", "signals", 0)),
     ("signals", "misspelt section", _rename(("hard_complaint",), "hard_complaints"), ()),
+    ("signals", "intent threshold 0", _set(("intent", "threshold"), 0), ("intent", "threshold")),
+    ("signals", "hard threshold 0", _set(("hard_complaint", "threshold"), 0), ("hard_complaint", "threshold")),
+    ("signals", "negative margin", _set(("intent", "margin"), -1), ("intent", "margin")),
+    ("signals", "near within 0", _set(("intent", "signals", 2, "near", "within"), 0), ("intent", "signals", 2, "near")),
+    (
+        "signals",
+        "near without with",
+        _delete(("intent", "signals", 2, "near", "with")),
+        ("intent", "signals", 2, "near"),
+    ),
+    ("signals", "near with a misspelt key", _rename(("intent", "signals", 2, "near", "with"), "wth"), ("intent",)),
+    (
+        "signals",
+        "history for the third mail within 0 days",
+        _set(("hard_complaint", "signals", 6, "history", "within_days"), 0),
+        ("hard_complaint", "signals", 6, "history", "within_days"),
+    ),
+    ("signals", "an empty keyword list", _set(("intent", "signals", 0, "keywords"), []), ("intent", "signals", 0)),
+    ("signals", "an empty signal name", _set(("intent", "signals", 0, "name"), " "), ("intent", "signals", 0, "name")),
+    (
+        "signals",
+        "min_letters without caps_ratio",
+        _set(("hard_complaint", "signals", 0, "min_letters"), 5),
+        ("hard_complaint", "signals", 0),
+    ),
+    (
+        "signals",
+        "in_question on a regex signal",
+        _set(("hard_complaint", "signals", 4, "in_question"), 1),
+        ("hard_complaint", "signals", 4),
+    ),
+    ("signals", "requires as a string", _set(("intent", "signals", 2, "requires"), "fault"), ("intent", "signals", 2)),
+    ("signals", "a question phrase of nothing", _set(("intent", "question", "phrases"), [""]), ("intent", "question")),
 ]
 
 # (file, what, edit): edits the loader accepts, so the schema must too
@@ -240,6 +274,14 @@ ACCEPTED: list[tuple[str, str, Edit]] = [
     ("signals", "only defaults in language", _delete(("language", "default"), ("language", "english_min"))),
     ("signals", "no margin", _delete(("intent", "margin"))),
     ("signals", "boundary values", lambda doc: doc["hard_complaint"]["signals"][8].update(caps_ratio=1, min_letters=0)),
+    ("signals", "a weight of 0", _set(("intent", "signals", 0, "weight"), 0)),
+    ("signals", "a negative weight on a hard signal", _set(("hard_complaint", "signals", 0, "weight"), -1.5)),
+    ("signals", "an in_question of 0", _set(("intent", "signals", 0, "in_question"), 0)),
+    ("signals", "near with its defaults", _delete(("intent", "signals", 2, "near", "within"))),
+    ("signals", "no question", _delete(("intent", "question"))),
+    ("signals", "history with its default", _delete(("hard_complaint", "signals", 6, "history", "same_intent"))),
+    ("signals", "roots switched off", _set(("intent", "signals", 0, "roots"), False)),
+    ("signals", "no normalise, model or combine", _delete(("normalise",), ("model",), ("combine",))),
 ]
 
 
@@ -438,6 +480,49 @@ def test_the_daemon_part_is_the_models_schema() -> None:
     assert set(generated) == {
         "mailboxes", "smtp", "state", "delivery", "housekeeping", "loop_protection", "limits", "reports", "metrics",
     }  # fmt: skip
+
+
+def test_the_signals_schema_is_the_models_schema() -> None:
+    """The whole signals schema, the signal lists included, is generated from signals.SignalsFile: nothing by hand."""
+    schema = signals_schema()
+    generated = json_schema(SignalsFile)
+    assert schema["properties"] == generated["properties"]
+    assert schema["required"] == generated["required"] == ["intent", "hard_complaint", "language"]
+    assert set(schema["properties"]) == set(SignalsFile.model_fields)
+
+
+def _signal_properties() -> tuple[set[str], set[str]]:
+    schema = signals_schema()["properties"]
+    return (
+        set(schema["intent"]["properties"]["signals"]["items"]["properties"]),
+        set(schema["hard_complaint"]["properties"]["signals"]["items"]["properties"]),
+    )
+
+
+def test_every_documented_signal_key_and_section_is_in_the_schema() -> None:
+    """Every key the shipped signals.yaml documents in its header (keywords, near, in_question, requires, ...) and
+    every signals.yaml section the README names is one the schema describes, for the right kind of signal."""
+    header = (ROOT / "config" / "signals.yaml").read_text(encoding="utf-8").split("\n\n", 1)[0]
+    documented = {
+        key for match in re.finditer(r"^#   (\w+)(?: \+ (\w+))?:", header, re.M) for key in match.groups() if key
+    }
+    intent, hard = _signal_properties()
+    assert {
+        "keywords",
+        "phrases",
+        "near",
+        "regex",
+        "caps_ratio",
+        "min_letters",
+        "in_question",
+        "requires",
+    } <= documented
+    assert documented - {"history"} <= intent and documented <= hard
+    assert "history" not in intent and "intent" not in hard
+    readme = README.read_text(encoding="utf-8")
+    named = set(re.findall(r"`(\w+):` in signals\.yaml|signals\.yaml (\w+):", readme))
+    sections = {key for pair in named for key in pair if key}
+    assert {"normalise", "combine"} <= sections <= set(signals_schema()["properties"])
 
 
 def test_the_schemas_defaults_are_the_loaders(config_copy: Path) -> None:

@@ -288,6 +288,8 @@ def _signal_schema(hard: bool) -> dict[str, Any]:
         "description": f"One signal: name, weight and exactly one way to match ({', '.join(matchers)});"
         f" only {' and '.join(PLACED)} may be combined.",
         "oneOf": [{"anyOf": [{"required": [m]} for m in PLACED]}, *({"required": [m]} for m in alone)],
+        "dependentRequired": {"min_letters": ["caps_ratio"]},
+        "dependentSchemas": {"in_question": {"not": {"anyOf": [{"required": [m]} for m in alone]}}},
     }
 
 
