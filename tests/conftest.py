@@ -23,6 +23,17 @@ def _fresh_logging() -> Iterator[None]:
     structlog.reset_defaults()
 
 
+@pytest.fixture(autouse=True)
+def _not_a_service(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests resolve the state's place as from a shell on a machine without the service, even when the
+    suite itself runs under systemd (a CI runner's unit sets $INVOCATION_ID) or beside an installed one."""
+    from emailrouter.config import settings
+
+    monkeypatch.delenv("STATE_DIRECTORY", raising=False)
+    monkeypatch.delenv("INVOCATION_ID", raising=False)
+    monkeypatch.setattr(settings, "SERVICE_STATE_DIRECTORY", Path("/nonexistent/emailrouter-tests/var-lib"))
+
+
 @pytest.fixture(scope="session")
 def config() -> Config:
     """The shipped configuration."""

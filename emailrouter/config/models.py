@@ -219,7 +219,8 @@ class State(Section):
     path: Maybe[NotBlank] = Field(
         default=None,
         description="SQLite file; $VARIABLES are expanded, relative paths are next to emailrouter.yaml"
-        " (default: $STATE_DIRECTORY/emailrouter.sqlite3).",
+        " (default: $STATE_DIRECTORY/emailrouter.sqlite3, else /var/lib/emailrouter/ for a service or when it"
+        " exists, else state/ next to emailrouter.yaml; `emailrouter check` prints where).",
     )
 
 

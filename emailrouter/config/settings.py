@@ -35,6 +35,7 @@ __all__ = [
     "IMAP_PORTS",
     "SECURITIES",
     "SMTP_PORTS",
+    "STATE_FILE",
     "DeliveryConfig",
     "Endpoint",
     "HousekeepingConfig",
@@ -42,10 +43,15 @@ __all__ = [
     "ReportConfig",
     "Settings",
     "SmtpConfig",
+    "StateLocation",
     "loopback_host",
     "parse_listen",
     "settings_of",
+    "state_location",
 ]
+
+STATE_FILE = "emailrouter.sqlite3"
+SERVICE_STATE_DIRECTORY = Path("/var/lib/emailrouter")  # the unit's StateDirectory=emailrouter
 
 _DELIVERY, _HOUSEKEEPING, _LIMITS = models.Delivery(), models.Housekeeping(), models.Limits()
 
@@ -117,6 +123,14 @@ class ReportConfig:
 
 
 @dataclass(frozen=True)
+class StateLocation:
+    """Where the state store is, and which step of the rule (see `state_location`) chose it."""
+
+    path: Path
+    reason: str
+
+
+@dataclass(frozen=True)
 class Settings:
     mailboxes: tuple[MailboxConfig, ...]
     smtp: SmtpConfig | None
@@ -129,6 +143,7 @@ class Settings:
     metrics_listen: tuple[str, int] | None = None
     # notices to the failure unit about quarantined mail; the rest are logged
     quarantine_notices_per_hour: int = _LIMITS.quarantine_notices_per_hour
+    state_reason: str = "given"  # which step of `state_location`'s rule chose state_path
 
     def plaintext_warnings(self) -> list[str]:
         out = [
@@ -175,11 +190,36 @@ def _mailbox(m: models.Mailbox, base: Path) -> MailboxConfig:
     )
 
 
-def _state_path(state: models.State, base: Path) -> Path:
-    if state.path is None:
-        return Path(os.environ.get("STATE_DIRECTORY", str(base))) / "emailrouter.sqlite3"
-    path = Path(os.path.expandvars(state.path))
-    return path if path.is_absolute() else base / path
+def state_location(configured: str | None, base: Path) -> StateLocation:
+    """The state store's file: ONE rule for the daemon and every command that reads its state (stats,
+    show, quarantine, the daily report), so a shell finds what the service wrote.
+
+    1. `state.path` in emailrouter.yaml ($VARIABLES expanded from the process's environment; a relative
+       path is next to the file);
+    2. else $STATE_DIRECTORY/emailrouter.sqlite3 (systemd sets it for StateDirectory=; the first of a
+       colon-separated list);
+    3. else, run as a service ($INVOCATION_ID is set: systemd sets it for every process of a unit),
+       /var/lib/emailrouter/emailrouter.sqlite3;
+    4. else (a shell): /var/lib/emailrouter/emailrouter.sqlite3 if /var/lib/emailrouter exists (the
+       service's state directory: `stats` run by hand reads what the service wrote), otherwise
+       state/emailrouter.sqlite3 in the config's folder (a trial or a clone keeps its state with its config).
+    """
+    env = os.environ
+    service_directory = SERVICE_STATE_DIRECTORY
+    if configured is not None:
+        path = Path(os.path.expandvars(configured))
+        return StateLocation(path if path.is_absolute() else base / path, "state.path in the config")
+    if directory := env.get("STATE_DIRECTORY", "").split(":")[0]:
+        return StateLocation(Path(directory) / STATE_FILE, "$STATE_DIRECTORY, set by systemd's StateDirectory=")
+    if env.get("INVOCATION_ID"):
+        reason = "the service default: $INVOCATION_ID is set (run by systemd), $STATE_DIRECTORY is not"
+        return StateLocation(service_directory / STATE_FILE, reason)
+    if os.path.lexists(service_directory):  # a link too (DynamicUser=): unreadable is said when it is opened
+        return StateLocation(service_directory / STATE_FILE, f"{service_directory} exists: the service's folder")
+    return StateLocation(
+        base / "state" / STATE_FILE,
+        f"the default next to the config: no state.path, no $STATE_DIRECTORY, not a service, no {service_directory}",
+    )
 
 
 def _settings(m: DaemonSettings, base: Path) -> Settings:
@@ -189,10 +229,11 @@ def _settings(m: DaemonSettings, base: Path) -> Settings:
             _endpoint(m.smtp, SMTP_PORTS, base), m.smtp.username, _secret(m.smtp.password, base), m.smtp.data_timeout
         )
     d, h, lp = m.delivery, m.housekeeping, m.loop_protection
+    state = state_location(m.state.path, base)
     return Settings(
         mailboxes=tuple(_mailbox(mailbox, base) for mailbox in m.mailboxes),
         smtp=smtp,
-        state_path=_state_path(m.state, base),
+        state_path=state.path,
         delivery=DeliveryConfig(d.retry_initial, d.retry_max, d.give_up_after_hours * 3600, d.outbox_interval),
         housekeeping=HousekeepingConfig(h.keep_days, *hours_and_minutes(h.at)),
         loop=LoopPolicy(
@@ -202,4 +243,5 @@ def _settings(m: DaemonSettings, base: Path) -> Settings:
         report=ReportConfig(m.reports.daily_to, *hours_and_minutes(m.reports.at)) if m.reports is not None else None,
         metrics_listen=parse_listen(m.metrics.listen) if m.metrics is not None else None,
         quarantine_notices_per_hour=m.limits.quarantine_notices_per_hour,
+        state_reason=state.reason,
     )

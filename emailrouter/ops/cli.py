@@ -59,6 +59,10 @@ def cmd_check(args: argparse.Namespace) -> int:
         f"{len(config.signals.intent_signals) + len(config.signals.hard_signals)} signals, "
         f"{len(config.units)} units, {len(config.templates.names)} templates; version {config.version}"
     )
+    from emailrouter.service.statefiles import presence
+
+    state = config.settings.state_path
+    print(f"state: {state}: {presence(state)}; chosen by {config.settings.state_reason}")
     return 0
 
 
@@ -251,15 +255,28 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 
 def _store_of(args: argparse.Namespace) -> tuple[Config, Any] | None:
+    from emailrouter.service.statefiles import presence
     from emailrouter.service.store import Store
 
     config = _load(args)
     if config is None:
         return None
-    if not config.settings.state_path.exists():
-        print(f"error: no state store at {config.settings.state_path} (has the daemon run?)", file=sys.stderr)
+    settings = config.settings
+    if (found := presence(settings.state_path)) != "exists":
+        print(
+            f"error: no state store at {settings.state_path}: {found}; chosen by {settings.state_reason}"
+            " (has the daemon run with this config?)",
+            file=sys.stderr,
+        )
         return None
-    return config, Store(config.settings.state_path)
+    try:
+        store = Store(settings.state_path)
+    except StateError as exc:  # e.g. the service's file, readable by root only
+        print(f"error: {exc}", file=sys.stderr)
+        return None
+    for note in store.notes:
+        print(f"warning: {note}", file=sys.stderr)
+    return config, store
 
 
 def cmd_stats(args: argparse.Namespace) -> int:
@@ -400,9 +417,12 @@ def _single_instance(state_path: Path, what: str = "run") -> Any:
     sending from one state would step on each other. False (after saying why) if another run holds it."""
     import fcntl
 
+    from emailrouter.service import statefiles
+
     try:
-        state_path.parent.mkdir(parents=True, exist_ok=True)
-        handle = open(state_path.with_name(state_path.name + ".lock"), "a")  # noqa: SIM115 - held until exit
+        statefiles.make_folder(state_path.parent)
+        lock = statefiles.open_private(state_path.with_name(state_path.name + ".lock"))
+        handle = open(lock, "a")  # noqa: SIM115 - held until exit
     except OSError as exc:
         raise StateError(f"state store {state_path}: cannot write: {exc.strerror or exc}") from None
     try:
@@ -445,7 +465,7 @@ def build_parser() -> argparse.ArgumentParser:
             "./config/emailrouter.yaml, /etc/emailrouter/emailrouter.yaml)",
         )
 
-    check = sub.add_parser("check", help="validate config, rules, directory and templates")
+    check = sub.add_parser("check", help="validate config, rules, directory and templates; say where the state is")
     with_config(check)
     check.set_defaults(func=cmd_check)
 

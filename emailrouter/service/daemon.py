@@ -336,6 +336,8 @@ def make_router(config: Config, *, dry_run: bool) -> Router:
     for warning in config.settings.plaintext_warnings():
         log.warning("plaintext_connection", detail=warning, hint="credentials and mail cross the network unencrypted")
     store = Store(config.settings.state_path)
+    for note in store.notes:
+        log.warning("state_permissions", detail=note)
     smtp = config.settings.smtp
     transport = SmtpTransport(smtp) if smtp is not None else None
     if transport is None and not dry_run:

@@ -49,6 +49,7 @@ from typing import TYPE_CHECKING, Any, Final, Literal, Protocol, cast, get_args
 
 from emailrouter.core.classify import Contact
 from emailrouter.core.errors import StateError
+from emailrouter.service import statefiles
 
 Outcome = Literal["planned", "done", "duplicate", "automated", "quarantined"]
 """What became of an incoming mail; `planned` while its sends are under way."""
@@ -584,10 +585,11 @@ class SqliteStore:
 
     def __init__(self, path: Path | str) -> None:
         self.path = path
+        self.notes: list[str] = []  # about the files' permissions (statefiles.prepare), for the log or stderr
         self._lock = threading.RLock()
         try:
             if str(path) != ":memory:":
-                Path(path).parent.mkdir(parents=True, exist_ok=True)
+                self.notes = statefiles.prepare(Path(path))
             self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False, timeout=30)
         except (OSError, sqlite3.Error) as exc:
             raise StateError(f"state store {path}: cannot open: {exc}") from None
