@@ -41,6 +41,10 @@ def demo(out: Path, config_path: Path) -> int:
     if not samples:
         print(f"error: no sample mails in {config_path.parent / 'samples'}", file=sys.stderr)
         return 1
+    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / "sent").is_dir())):
+        print(f"error: {out}: exists and is not an earlier demo's output; choose another --out", file=sys.stderr)
+        return 1  # a demo run starts by deleting its folder: never one it did not make
+    print(f"config: {config_path} (sample mails from {config_path.parent / 'samples'})")
     logs.configure("warning", stream=sys.stderr)
     return asyncio.run(_demo(out, config, samples))
 

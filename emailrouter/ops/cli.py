@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 
 SUMMARY = """emailrouter: route a contact centre's customer mail by a decision table ops edit in YAML.
 
-Set up and check:  check, schema, layout, demo
+Set up and check:  init, check, schema, layout, demo
 Try a change:      explain, test, replay, evaluate, train
 Run:               run (the daemon; --once for one pass), quarantine
 Look back:         stats, show
@@ -435,9 +435,16 @@ def _single_instance(state_path: Path, what: str = "run") -> Any:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    from emailrouter.config.shipped import shipped_config
     from emailrouter.demo.run import demo
 
-    return demo(Path(args.out), find_config(args.config))
+    return demo(Path(args.out), Path(args.config) if args.config else shipped_config())
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    from emailrouter.ops.starter import init
+
+    return init(Path(args.directory))
 
 
 def cmd_layout(args: argparse.Namespace) -> int:
@@ -464,6 +471,10 @@ def build_parser() -> argparse.ArgumentParser:
             help="main config file (default: $EMAILROUTER_CONFIG, "
             "./config/emailrouter.yaml, /etc/emailrouter/emailrouter.yaml)",
         )
+
+    init = sub.add_parser("init", help="write a complete, commented starter config into a folder (never overwrites)")
+    init.add_argument("directory", metavar="DIR", help="the folder to write it to, e.g. /etc/emailrouter (created)")
+    init.set_defaults(func=cmd_init)
 
     check = sub.add_parser("check", help="validate config, rules, directory and templates; say where the state is")
     with_config(check)
@@ -555,7 +566,9 @@ def build_parser() -> argparse.ArgumentParser:
     ev.set_defaults(func=cmd_evaluate)
 
     demo = sub.add_parser("demo", help="one full pass over real IMAP and SMTP servers on loopback, with sample mail")
-    with_config(demo)
+    demo.add_argument(
+        "-c", "--config", help="a config with a samples/ folder of mails (default: the one shipped in the package)"
+    )
     demo.add_argument("--out", default="demo-out", help="folder for the state and the sent mail (default: demo-out)")
     demo.set_defaults(func=cmd_demo)
 
