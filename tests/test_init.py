@@ -75,3 +75,15 @@ def test_demo_uses_the_shipped_config_without_c(
     monkeypatch.setattr("emailrouter.demo.run.demo", fake_demo)
     assert cli.main(["demo"]) == 0
     assert seen == [shipped_config()]
+
+
+def test_demo_without_the_demo_extra_says_what_to_install(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Without pymap (the [demo] extra not installed), demo names the extra instead of a traceback."""
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "pymap" else real(name, *a))
+    assert main(["demo"]) == 1
+    assert "need pymap (the demo extra): pip install 'emailrouter[demo]'" in capsys.readouterr().err

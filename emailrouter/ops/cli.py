@@ -435,7 +435,18 @@ def _single_instance(state_path: Path, what: str = "run") -> Any:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    import importlib.util
+
     from emailrouter.config.shipped import shipped_config
+
+    missing = [name for name in ("pymap", "aiosmtpd") if importlib.util.find_spec(name) is None]
+    if missing:
+        print(
+            f"error: the demo's servers need {' and '.join(missing)} (the demo extra):"
+            " pip install 'emailrouter[demo]'",
+            file=sys.stderr,
+        )
+        return 1
     from emailrouter.demo.run import demo
 
     return demo(Path(args.out), Path(args.config) if args.config else shipped_config())
