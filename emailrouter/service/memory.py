@@ -8,12 +8,13 @@ questions (`memory()` is the snapshot `core.pipeline.route` takes) and does the 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from emailrouter.core.classify import Contact
 from emailrouter.core.guard import LoopPolicy
-from emailrouter.core.model import MessageView
-from emailrouter.core.pipeline import Memory
+from emailrouter.core.model import MessageView, Reply
+from emailrouter.core.pipeline import Memory, Routing
 from emailrouter.service.faults import crashpoint
 from emailrouter.service.store import Plan, StateStore
 
@@ -21,6 +22,26 @@ from emailrouter.service.store import Plan, StateStore
 # one fsync for many mails, and the memory held before the commit stays bounded.
 PLAN_BATCH = 50
 PLAN_BATCH_BYTES = 8 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Remembered:
+    """What a routed mail adds to the memory of later ones (a plan's contact, replies and bounces)."""
+
+    contact: tuple[str, str] | None  # (sender, intent); None for automated mail, which is no customer contact
+    replies: list[tuple[str, str]]  # (address, template) of the auto-replies planned
+    bounced: list[str]  # addresses a delivery report proves did not get an auto-reply we sent
+    ignored: list[str]  # addresses a delivery report names without quoting a reply we sent them
+
+
+def remembered(routing: Routing, store: StateStore) -> Remembered:
+    """What the daemon remembers of this mail once its plan is committed (the processor and replay use it)."""
+    view = routing.view
+    contact = (view.sender.address, routing.classification.intent) if view.sender and not routing.automated else None
+    replies = [(to, o.action.template) for o in routing.outgoing if isinstance(o.action, Reply) for to in o.to]
+    bounced = [r.recipient for r in routing.bounced if store.replied_to(r.message_ids, r.recipient)]
+    ignored = sorted({r.recipient for r in routing.bounced} - set(bounced))
+    return Remembered(contact, replies, bounced, ignored)
 
 
 class Batch:

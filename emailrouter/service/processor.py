@@ -27,11 +27,11 @@ from emailrouter.core import mime
 from emailrouter.core.compose import compose_quarantine_notice, compose_render_failure_notice
 from emailrouter.core.dedupe import bytes_hash, content_hash, duplicate_of
 from emailrouter.core.explain import as_json
-from emailrouter.core.model import Record, Reply
+from emailrouter.core.model import Record
 from emailrouter.core.pipeline import Routing, read, route
 from emailrouter.service.faults import crashpoint
 from emailrouter.service.imap import Fetched
-from emailrouter.service.memory import Batch
+from emailrouter.service.memory import Batch, remembered
 from emailrouter.service.metrics import Metrics
 from emailrouter.service.store import MessageKey, Plan, PlannedSend
 
@@ -154,17 +154,22 @@ class Processor:
         sends += self._render_failure_notices(routing, now)
         trace = as_json(routing, str(key), config.version)
         trace["timings"] = {"decide_ms": round((time.perf_counter() - started) * 1000, 3)}
-        contact = (view.sender.address, routing.classification.intent) if view.sender else None
-        if routing.automated:
-            contact = None  # a robot's mail is no customer contact
-        replies = [(to, o.action.template) for o in routing.outgoing if isinstance(o.action, Reply) for to in o.to]
-        bounced = [r.recipient for r in routing.bounced if batch.store.replied_to(r.message_ids, r.recipient)]
-        if len(bounced) < len(routing.bounced):
-            ignored = sorted({r.recipient for r in routing.bounced} - set(bounced))
-            log.warning("bounce_ignored", reason="it quotes no reply we sent to that address", recipients=ignored)
+        kept = remembered(routing, batch.store)
+        if kept.ignored:
+            log.warning("bounce_ignored", reason="it quotes no reply we sent to that address", recipients=kept.ignored)
         rule = routing.decision.rule
         return Plan(
-            key, dedupe, rule, trace, sends, now, contact, record or "done", replies, bounced, content_hash=content
+            key,
+            dedupe,
+            rule,
+            trace,
+            sends,
+            now,
+            kept.contact,
+            record or "done",
+            kept.replies,
+            kept.bounced,
+            content_hash=content,
         )
 
     def _log_decision(self, mailbox: MailboxConfig, routing: Routing, outcome: str, size: int) -> None:
