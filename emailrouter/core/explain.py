@@ -7,7 +7,7 @@ from typing import Any
 
 from emailrouter.core.combine import output_json, output_rows
 from emailrouter.core.model import Reply
-from emailrouter.core.pipeline import Routing
+from emailrouter.core.pipeline import Memory, Routing
 
 # The moment offline evaluations (rule tests, replays) decide at, so their results do not depend on the clock.
 EVALUATION_TIME = datetime(2026, 1, 1, 9, 0, tzinfo=UTC)
@@ -37,8 +37,34 @@ def failure_lines(routing: Routing) -> list[str]:
     return [f"reply {f.template} ({f.language}) not rendered: {f.reason}" for f in routing.failed]
 
 
-def as_json(routing: Routing, file: str, config_version: str) -> dict[str, Any]:
+def memory_json(memory: Memory) -> dict[str, Any]:
+    """What the router remembered about the sender when it decided (explain --history / --state)."""
+    return {
+        "replies": [{"address": a, "template": t, "at": at.isoformat()} for a, t, at in memory.replies],
+        "contacts": [{"intent": c.intent, "at": c.at.isoformat()} for c in memory.contacts],
+        "bounced": [{"address": a, "at": at.isoformat()} for a, at in sorted(memory.bounced.items())],
+    }
+
+
+def memory_lines(memory: Memory, now: datetime) -> list[str]:
+    """The same for people: one line per earlier reply, contact and bounce, with its age."""
+
+    def age(at: datetime) -> str:
+        minutes = int((now - at).total_seconds() // 60)
+        if abs(minutes) < 120:
+            return f"{minutes} min ago"
+        return f"{minutes / 60:.1f} h ago" if abs(minutes) < 48 * 60 else f"{minutes / 1440:.1f} days ago"
+
+    lines = [f"  remembered: reply {t!r} to {a}, {age(at)} ({at:%Y-%m-%d %H:%M %Z})" for a, t, at in memory.replies]
+    lines += [f"  remembered: earlier mail ({c.intent}), {age(c.at)}" for c in memory.contacts]
+    lines += [f"  remembered: {a} bounced an auto-reply, {age(at)}" for a, at in sorted(memory.bounced.items())]
+    return lines or ["  remembered: nothing about this sender"]
+
+
+def as_json(routing: Routing, file: str, config_version: str, memory: Memory | None = None) -> dict[str, Any]:
+    """The trace as one JSON object; with the memory it was routed over, when one was given (`memory`)."""
     view, seg, cls, dec = routing.view, routing.segmentation, routing.classification, routing.decision
+    extra = {"memory": memory_json(memory)} if memory is not None else {}
     return {
         "file": file,
         "message_id": view.message_id,
@@ -73,10 +99,12 @@ def as_json(routing: Routing, file: str, config_version: str) -> dict[str, Any]:
         ],
         "defects": list(view.defects),
         "config_version": config_version,
+        **extra,
     }
 
 
-def as_text(routing: Routing, file: str) -> str:
+def as_text(routing: Routing, file: str, memory: Memory | None = None, now: datetime | None = None) -> str:
+    """The trace for people; with the memory it was routed over (and the moment it was routed at), if given."""
     view, seg, cls, dec = routing.view, routing.segmentation, routing.classification, routing.decision
     sender = view.sender.address if view.sender else f"(none: {view.sender_problem})"
     lines = [
@@ -100,6 +128,8 @@ def as_text(routing: Routing, file: str) -> str:
         )
     for defect in view.defects:
         lines.append(f"  defect:     {defect}")
+    if memory is not None and now is not None:
+        lines.extend(memory_lines(memory, now))
     lines.append(f"  rule:       {dec.rule}")
     for o in routing.outgoing:
         lines.append(f"  -> {o.action.type:<9} to {', '.join(o.to)}: {o.subject}")

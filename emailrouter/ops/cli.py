@@ -6,10 +6,11 @@ and the README's command list are checked against this parser).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -19,7 +20,8 @@ from emailrouter.config.loader import Config, find_config, load_config
 from emailrouter.config.modelfile import save_model
 from emailrouter.core.errors import ConfigError, EmailRouterError, StateError
 from emailrouter.core.explain import as_json, as_text
-from emailrouter.core.pipeline import route
+from emailrouter.core.model import MessageView
+from emailrouter.core.pipeline import NO_MEMORY, Memory, read, route
 
 if TYPE_CHECKING:
     from emailrouter.config.settings import MailboxConfig
@@ -66,11 +68,53 @@ def cmd_check(args: argparse.Namespace) -> int:
     return 0
 
 
+def _memory_source(
+    args: argparse.Namespace, config: Config, now: datetime, stack: contextlib.ExitStack
+) -> tuple[bool, Callable[[MessageView], Memory] | None]:
+    """(ok, what the router remembers about a mail's sender): from --history FILE, from the state store
+    (--state, read the way the daemon's processor reads it; closed with `stack`), or nothing (None).
+    Not ok: said why."""
+    loop = config.settings.loop
+    if args.history:
+        from emailrouter.config.history import load_history
+
+        history, problems = load_history(Path(args.history))
+        for problem in problems:
+            print(f"error: {problem}", file=sys.stderr)
+        if history is None:
+            return False, None
+        return True, lambda view: history.memory(view.sender.address if view.sender else None, now, loop)
+    if args.state:
+        from emailrouter.service.memory import Batch
+        from emailrouter.service.store import Store
+
+        if not config.settings.state_path.exists():
+            print(f"error: no state store at {config.settings.state_path} (has the daemon run?)", file=sys.stderr)
+            return False, None
+        try:
+            store = Store(config.settings.state_path)
+        except StateError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return False, None
+        stack.callback(store.close)
+        batch = Batch(store)  # nothing is planned in it, so nothing is written
+        return True, lambda view: batch.memory(view, now, config.signals.history_days, loop)
+    return True, None
+
+
 def cmd_explain(args: argparse.Namespace) -> int:
     config = _load(args)
     if config is None:
         return 1
     now = datetime.now(UTC)
+    with contextlib.ExitStack() as stack:
+        ok, remember = _memory_source(args, config, now, stack)
+        return _explain(args, config, now, remember) if ok else 1
+
+
+def _explain(
+    args: argparse.Namespace, config: Config, now: datetime, remember: Callable[[MessageView], Memory] | None
+) -> int:
     results = []
     status = 0
     for name in args.files:
@@ -81,15 +125,16 @@ def cmd_explain(args: argparse.Namespace) -> int:
             status = 2
             continue
         try:
-            routing = route(raw, config, now)
+            memory = remember(read(raw, config)) if remember is not None else None
+            routing = route(raw, config, now, memory or NO_MEMORY)
         except Exception as exc:  # a stage broke on this mail: say so, and explain the other files
             print(f"error: {name}: cannot be routed: {type(exc).__name__}: {exc}", file=sys.stderr)
             status = max(status, 1)
             continue
         if args.json:
-            results.append(as_json(routing, name, config.version))
+            results.append(as_json(routing, name, config.version, memory))
         else:
-            print(as_text(routing, name))
+            print(as_text(routing, name, memory, now))
             print()
     if args.json:
         out = results[0] if len(results) == 1 and len(args.files) == 1 else results
@@ -495,6 +540,17 @@ def build_parser() -> argparse.ArgumentParser:
     with_config(explain)
     explain.add_argument("--directory", help="use this customer directory CSV instead of the configured one")
     explain.add_argument("--json", action="store_true", help="one JSON object per file (an array for several)")
+    remembered = explain.add_mutually_exclusive_group()
+    remembered.add_argument(
+        "--history",
+        metavar="FILE",
+        help="what the router remembers about the sender (earlier replies, mails, bounces): a YAML or JSON file",
+    )
+    remembered.add_argument(
+        "--state",
+        action="store_true",
+        help="what the router remembers about the sender, read from the configured state store (read-only)",
+    )
     explain.add_argument("files", nargs="+", metavar="FILE.eml", help="the mails to explain")
     explain.set_defaults(func=cmd_explain)
 
