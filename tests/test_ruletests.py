@@ -125,3 +125,71 @@ def test_a_mail_a_stage_cannot_handle_fails_its_case_not_the_run(
     out = capsys.readouterr().out
     assert "FAIL  breaks" in out and "error: the mail could not be routed: ValueError: a stage broke" in out
     assert "PASS  fine" in out
+
+
+HISTORY_CASES = """\
+- name: the fourth reply within the hour is suppressed
+  message: {from: Budi Santoso <budi.santoso@gmail.com>, subject: Internet mati, body: Internet saya mati.}
+  history:
+    replies:
+      - {template: ticket_ack, ago: 50m}
+      - {template: survey, ago: 30m}
+      - {template: holiday_notice, at: "2026-01-01T15:50:00+07:00"}
+  expect:
+    rule: 1.2.8-dcs-educate-forward
+    actions: [forward:dcs_unit]
+    suppressed: ["reply: budi.santoso@gmail.com already got 3 auto-replies in the last hour"]
+- name: two replies in the hour leave room for a third
+  message: {from: Budi Santoso <budi.santoso@gmail.com>, subject: Internet mati, body: Internet saya mati.}
+  history:
+    replies:
+      - {template: ticket_ack, ago: 50m}
+      - {template: survey, ago: 30m}
+      - {template: holiday_notice, ago: 61m}
+  expect:
+    actions: [reply:education, forward:dcs_unit]
+    suppressed: []
+- name: expects a reply the history suppresses
+  message: {from: Budi Santoso <budi.santoso@gmail.com>, subject: Internet mati, body: Internet saya mati.}
+  history: {replies: [{template: education, ago: 23h}]}
+  expect: {actions: [reply:education, forward:dcs_unit]}
+"""
+
+
+def test_a_case_history_pins_the_reply_limits(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`history:` gives the case the sender's earlier replies: the 4th in the hour is suppressed, the 3rd is not,
+    and a case expecting a reply the history suppresses fails with the difference."""
+    cases = tmp_path / "history.yaml"
+    cases.write_text(HISTORY_CASES)
+    assert main(["test", "-c", CONFIG, str(cases)]) == 1
+    out = capsys.readouterr().out
+    assert "PASS  the fourth reply within the hour is suppressed" in out
+    assert "PASS  two replies in the hour leave room for a third" in out
+    assert "FAIL  expects a reply the history suppresses" in out
+    assert "actions: expected ['reply:education', 'forward:dcs_unit'], got ['forward:dcs_unit']" in out
+    assert "rule tests: 2 passed, 1 failed" in out
+
+
+def test_a_misspelt_history_key_fails_the_case_loudly(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A misspelt key in `history:` (or in one of its entries) is an error with file, line and key, and the case
+    is a FAIL, never decided without the history it meant to give."""
+    cases = tmp_path / "typo.yaml"
+    cases.write_text(
+        "- name: misspelt section\n  message: {from: budi@gmail.com, subject: internet mati, body: sejak pagi}\n"
+        "  history:\n    replys: [{template: education, ago: 10m}]\n  expect: {actions: [forward:dcs_unit]}\n"
+        "- name: misspelt entry\n  message: {from: budi@gmail.com, subject: internet mati, body: sejak pagi}\n"
+        "  history:\n    replies:\n      - {templat: education, ago: 10m}\n  expect: {actions: [forward:dcs_unit]}\n"
+        "- name: empty history\n  message: {from: budi@gmail.com, subject: internet mati, body: sejak pagi}\n"
+        "  history:\n  expect: {actions: [forward:dcs_unit]}\n"
+    )
+    assert main(["test", "-c", CONFIG, str(cases)]) == 1
+    captured = capsys.readouterr()
+    assert f"{cases}:4: cases[0].history.replys: unknown key (expected one of: bounced, contacts, replies)" in (
+        captured.err
+    )
+    assert f"{cases}:10: cases[1].history.replies[0].templat: unknown key" in captured.err
+    assert f"{cases}:10: cases[1].history.replies[0].template: missing" in captured.err
+    assert f"{cases}:14: cases[2].history: expected a mapping" in captured.err
+    assert "PASS" not in captured.out
+    assert captured.out.count("history: not valid (see the errors above)") == 3
+    assert "rule tests: 0 passed, 3 failed, 4 errors" in captured.out

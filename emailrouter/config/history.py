@@ -140,13 +140,14 @@ class HistoryFile(Section):
         return Memory(tuple(contacts) if sender else (), tuple(replies), bounced, loop)
 
 
-def read_history(node: Any, r: Reader, path: str = "") -> HistoryFile | None:
-    """`node` (a rule test's `history:`, or a whole history file) as a HistoryFile, or None with every problem
-    recorded in `r`."""
-    if node is None and not path:
+def read_history(node: Any, r: Reader, path: str = "", parent: LineDict | None = None) -> HistoryFile | None:
+    """`node` (a rule test's `history:`, found under `parent`; or a whole history file) as a HistoryFile, or None
+    with every problem recorded in `r`."""
+    if node is None and parent is None:
         return HistoryFile()  # an empty file: nothing remembered
     if not isinstance(node, LineDict):
-        r.fail(node, None, path, f"expected a mapping with replies, contacts, bounced; got {describe(node)}")
+        where, key = (parent, path.rpartition(".")[2]) if parent is not None else (node, None)
+        r.fail(where, key, path, f"expected a mapping with replies, contacts, bounced; got {describe(node)}")
         return None
     return validate(HistoryFile, node, r, path)
 

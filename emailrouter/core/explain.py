@@ -14,7 +14,8 @@ EVALUATION_TIME = datetime(2026, 1, 1, 9, 0, tzinfo=UTC)
 
 
 def outcome(routing: Routing) -> dict[str, Any]:
-    """What happened to a mail, in the plain terms ops compare: facts, rule, actions, recipients, templates."""
+    """What happened to a mail, in the plain terms ops compare: facts, rule, actions, recipients, templates, and
+    what was suppressed ("reply: <why>")."""
     return {
         "segment": routing.segmentation.segment,
         "segment_source": routing.segmentation.source,
@@ -29,6 +30,7 @@ def outcome(routing: Routing) -> dict[str, Any]:
         "recipients": sorted(f"{o.action.type}:{to}" for o in routing.outgoing for to in o.to),
         "templates": sorted(o.action.template for o in routing.outgoing if isinstance(o.action, Reply)),
         "failed": [f"reply:{f.template}.{f.language}" for f in routing.failed],
+        "suppressed": [f"{s.type}: {s.reason}" for s in routing.suppressed],
     }
 
 

@@ -9,6 +9,9 @@ A case file holds a list of cases:
         body: Our MPLS link is down since 07:00.
         headers: {X-Priority: "1"}     # optional extra headers
         authenticated: true           # default: our MX's Authentication-Results (dmarc=pass) is added
+      history:                        # optional: what the router remembers about the sender, as in
+        replies:                      # `explain --history FILE` (config/history.py); ages count back
+          - {template: education, ago: 10m}   # from 2026-01-01 09:00 UTC, when the cases are decided
       expect:                         # any field may be left out
         segment: DES
         segment_source: directory-domain
@@ -17,6 +20,7 @@ A case file holds a list of cases:
         language: en
         rule: 1.2.5-fault-opens-ticket
         actions: [ticket:ticketing, reply:ticket_ack]    # type:unit, or reply:template
+        suppressed: []                # "reply: <the reason explain gives>", one per action not carried out
 
 `emailrouter test [PATH...]` runs them (default: the `tests/` folder next to the main config). A case whose
 reply template fails on its mail fails, with the template, line and reason, whatever it expects.
@@ -28,13 +32,14 @@ import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from emailrouter.config.history import HistoryFile, read_history
 from emailrouter.config.loader import Config
 from emailrouter.config.yamlfile import LineDict, LineList, Reader, load_yaml
 from emailrouter.core.errors import Problem
 from emailrouter.core.explain import EVALUATION_TIME, failure_lines, outcome
-from emailrouter.core.pipeline import route
+from emailrouter.core.pipeline import NO_MEMORY, Memory, read, route
 
-FIELDS = ("segment", "segment_source", "intent", "hard", "language", "rule", "actions")
+FIELDS = ("segment", "segment_source", "intent", "hard", "language", "rule", "actions", "suppressed")
 
 
 @dataclass
@@ -94,7 +99,7 @@ def run_file(path: Path, config: Config, problems: list[Problem]) -> list[CaseRe
         if not isinstance(case, LineDict):
             r.fail(doc, i, path_key, "expected a mapping with name, message or eml, expect")
             continue
-        r.known_keys(case, path_key, {"name", "message", "eml", "expect"})
+        r.known_keys(case, path_key, {"name", "message", "eml", "history", "expect"})
         name = r.get(case, "name", path_key, str, required=False) or f"case {i + 1}"
         expect = r.get(case, "expect", path_key, LineDict)
         if expect is None:
@@ -124,8 +129,12 @@ def run_file(path: Path, config: Config, problems: list[Problem]) -> list[CaseRe
                 if misspelt
                 else f"expect: nothing to check (give one of: {', '.join(FIELDS)})"
             )
+        history: HistoryFile | None = None
+        if "history" in case and (history := read_history(case["history"], r, f"{path_key}.history", case)) is None:
+            result.differences.append("history: not valid (see the errors above): the case cannot be decided")
+            continue
         try:
-            routing = route(raw, config, EVALUATION_TIME)
+            routing = route(raw, config, EVALUATION_TIME, _memory(raw, config, history))
         except Exception as exc:  # a stage broke on this mail: the case fails, the other cases still run
             result.differences.append(f"error: the mail could not be routed: {type(exc).__name__}: {exc}")
             continue
@@ -137,6 +146,14 @@ def run_file(path: Path, config: Config, problems: list[Problem]) -> list[CaseRe
                 if want != got[key]:
                     result.differences.append(f"{key}: expected {want!r}, got {got[key]!r}")
     return results
+
+
+def _memory(raw: bytes, config: Config, history: HistoryFile | None) -> Memory:
+    """The sender's memory a case describes, under the configured reply limits (none without `history:`)."""
+    if history is None:
+        return NO_MEMORY
+    view = read(raw, config)
+    return history.memory(view.sender.address if view.sender else None, EVALUATION_TIME, config.settings.loop)
 
 
 def collect(paths: list[Path]) -> list[Path]:
