@@ -48,3 +48,42 @@ def test_the_add_a_row_example_above_the_catch_all_is_reported_shadowed(tmp_path
         "'escalate-corporate-hard-complaints' can never fire: every mail it matches is taken first by" in str(p)
         for p in info.value.problems
     )
+
+
+def _block_after(heading: str, language: str) -> str:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    found = re.search(rf"```{language}\n(.*?)```", readme[readme.index(heading) :], re.S)
+    assert found is not None
+    return found.group(1)
+
+
+def test_the_history_file_example_is_valid_and_remembers_what_it_says(tmp_path: Path) -> None:
+    """The README's --history example loads without a problem: two replies and a contact of the sender, a reply
+    to another address, one bounce."""
+    from datetime import UTC, datetime
+
+    from emailrouter.config.history import load_history
+    from emailrouter.core.guard import LoopPolicy
+
+    path = tmp_path / "history.yaml"
+    path.write_text(_block_after("takes a YAML (or JSON) file ops write by hand", "yaml"), encoding="utf-8")
+    history, problems = load_history(path)
+    assert problems == [] and history is not None
+    memory = history.memory("budi@example.com", datetime(2026, 1, 1, 9, tzinfo=UTC), LoopPolicy())
+    assert [(a, t) for a, t, _ in memory.replies] == [
+        ("budi@example.com", "ticket_ack"),
+        ("budi@example.com", "education"),
+        ("other@example.com", "education"),
+    ]
+    assert [c.intent for c in memory.contacts] == ["fault"] and list(memory.bounced) == ["budi@example.com"]
+
+
+def test_the_rule_test_history_example_passes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The README's rule test with `history:` passes against the shipped config."""
+    from emailrouter.ops.cli import main
+
+    cases = tmp_path / "cases.yaml"
+    block = _block_after("A case may say what the router remembers", "yaml")
+    cases.write_text("\n".join(line[3:] for line in block.splitlines()) + "\n", encoding="utf-8")
+    assert main(["test", "-c", str(ROOT / "config" / "emailrouter.yaml"), str(cases)]) == 0
+    assert "rule tests: 1 passed, 0 failed" in capsys.readouterr().out

@@ -14,6 +14,7 @@ import pytest
 import yaml
 
 from emailrouter.config.credentials import SECRET_KINDS
+from emailrouter.config.history import load_history
 from emailrouter.config.loader import load_config
 from emailrouter.config.models import DaemonSettings
 from emailrouter.config.routing import DOMAIN_PATTERN
@@ -557,14 +558,16 @@ def _readme_examples() -> Iterator[tuple[int, str, Any]]:
             kind = "signals"
         elif isinstance(data, list) and all({"message", "expect"} <= set(item) for item in data):
             kind = "rule test"  # config/tests/*.yaml: read by `emailrouter test`, which has no schema
+        elif isinstance(data, dict) and set(data) <= {"replies", "contacts", "bounced"}:
+            kind = "history"  # an `explain --history` file: its model is config/history.py, it has no schema
         else:
             kind = "unknown"
         yield line, kind, data
 
 
 def test_every_readme_yaml_example_is_one_the_schemas_know() -> None:
-    """Each YAML example in the README is a main-file section, a row, a signal, a rule test or a comment,
-    and the documented daemon sections (reports and metrics included) are among them."""
+    """Each YAML example in the README is a main-file section, a row, a signal, a rule test, a history file or a
+    comment, and the documented daemon sections (reports and metrics included) are among them."""
     examples = list(_readme_examples())
     assert [(line, kind) for line, kind, _ in examples if kind == "unknown"] == []
     shown = {key for _, kind, data in examples if kind == "config" for key in data}
@@ -589,5 +592,8 @@ def test_every_readme_example_validates(config_copy: Path, kind: str, data: Any)
         doc = _shipped("signals")
         doc["intent"]["signals"] = data
         assert [e.message for e in _errors("signals", doc)] == []
+    elif kind == "history":
+        config_copy.with_name("history.yaml").write_text(yaml.safe_dump(data), encoding="utf-8")
+        assert load_history(config_copy.with_name("history.yaml"))[1] == []
     else:
         assert kind in ("comment", "rule test")
