@@ -155,3 +155,28 @@ def test_state_without_a_store_says_so(config_copy: Path, tmp_path: Path, capsys
     assert main(["explain", "-c", str(config_copy), "--state", MAIL]) == 1
     assert f"error: no state store at {state}" in capsys.readouterr().err
     assert not state.exists()
+
+
+def test_state_says_when_the_daemon_already_handled_the_mail(
+    config_copy: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A mail the store already holds (same Message-ID and content) is named a duplicate, with the earlier key;
+    the same Message-ID on other content is not."""
+    from emailrouter.core.dedupe import content_hash
+
+    state = tmp_path / "state.sqlite3"
+    _with_state(config_copy, state)
+    raw = Path(MAIL).read_bytes()
+    message_id = "<CAK1pR9sW3mZ7vQ0xL2bN8cT5hY4jF6dG1aE9uV3kM0oB7t@mail.gmail.com>"
+    assert message_id.encode() in raw
+    key = MessageKey("a", "INBOX", 1, 7)
+    store = Store(state)
+    store.plan([Plan(key, message_id, "r", {}, (), datetime.now(UTC), None, content_hash=content_hash(raw))])
+    store.close()
+    assert main(["explain", "-c", str(config_copy), "--state", MAIL]) == 0
+    assert f"  duplicate:  already handled, as {key}: the daemon takes it for a duplicate" in capsys.readouterr().out
+    other = tmp_path / "other.eml"
+    other.write_bytes(raw.replace(b"inet lemot bgt", b"inet masih lemot"))
+    assert main(["explain", "-c", str(config_copy), "--state", "--json", MAIL, str(other)]) == 0
+    same, changed = json.loads(capsys.readouterr().out)
+    assert same["duplicate_of"] == str(key) and "duplicate_of" not in changed

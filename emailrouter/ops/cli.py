@@ -68,12 +68,15 @@ def cmd_check(args: argparse.Namespace) -> int:
     return 0
 
 
+# what the router remembers about a mail (raw, parsed): its sender's memory, and the mail it duplicates, if any
+Remember = Callable[[bytes, MessageView], tuple[Memory, str | None]]
+
+
 def _memory_source(
     args: argparse.Namespace, config: Config, now: datetime, stack: contextlib.ExitStack
-) -> tuple[bool, Callable[[MessageView], Memory] | None]:
-    """(ok, what the router remembers about a mail's sender): from --history FILE, from the state store
-    (--state, read the way the daemon's processor reads it; closed with `stack`), or nothing (None).
-    Not ok: said why."""
+) -> tuple[bool, Remember | None]:
+    """(ok, what the router remembers about a mail): from --history FILE, from the state store (--state, read
+    the way the daemon's processor reads it; closed with `stack`), or nothing (None). Not ok: said why."""
     loop = config.settings.loop
     if args.history:
         from emailrouter.config.history import load_history
@@ -83,8 +86,9 @@ def _memory_source(
             print(f"error: {problem}", file=sys.stderr)
         if history is None:
             return False, None
-        return True, lambda view: history.memory(view.sender.address if view.sender else None, now, loop)
+        return True, lambda raw, view: (history.memory(view.sender.address if view.sender else None, now, loop), None)
     if args.state:
+        from emailrouter.core.dedupe import bytes_hash, content_hash, duplicate_of
         from emailrouter.service.memory import Batch
         from emailrouter.service.store import Store
 
@@ -98,7 +102,12 @@ def _memory_source(
             return False, None
         stack.callback(store.close)
         batch = Batch(store)  # nothing is planned in it, so nothing is written
-        return True, lambda view: batch.memory(view, now, config.signals.history_days, loop)
+
+        def remember(raw: bytes, view: MessageView) -> tuple[Memory, str | None]:
+            earlier = batch.seen(view.message_id or bytes_hash(raw))
+            return batch.memory(view, now, config.signals.history_days, loop), duplicate_of(content_hash(raw), earlier)
+
+        return True, remember
     return True, None
 
 
@@ -112,9 +121,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
         return _explain(args, config, now, remember) if ok else 1
 
 
-def _explain(
-    args: argparse.Namespace, config: Config, now: datetime, remember: Callable[[MessageView], Memory] | None
-) -> int:
+def _explain(args: argparse.Namespace, config: Config, now: datetime, remember: Remember | None) -> int:
     results = []
     status = 0
     for name in args.files:
@@ -125,16 +132,22 @@ def _explain(
             status = 2
             continue
         try:
-            memory = remember(read(raw, config)) if remember is not None else None
+            memory, first = remember(raw, read(raw, config)) if remember is not None else (None, None)
             routing = route(raw, config, now, memory or NO_MEMORY)
         except Exception as exc:  # a stage broke on this mail: say so, and explain the other files
             print(f"error: {name}: cannot be routed: {type(exc).__name__}: {exc}", file=sys.stderr)
             status = max(status, 1)
             continue
+        handled = (
+            f"already handled, as {first}: the daemon takes it for a duplicate and sends nothing (what it remembers"
+            " includes what it did for this very mail)"
+        )
         if args.json:
-            results.append(as_json(routing, name, config.version, memory))
+            results.append(
+                {**as_json(routing, name, config.version, memory), **({"duplicate_of": first} if first else {})}
+            )
         else:
-            print(as_text(routing, name, memory, now))
+            print(as_text(routing, name, memory, now) + (f"\n  duplicate:  {handled}" if first else ""))
             print()
     if args.json:
         out = results[0] if len(results) == 1 and len(args.files) == 1 else results
