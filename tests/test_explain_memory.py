@@ -90,6 +90,7 @@ def test_a_misspelt_history_file_names_file_line_and_key(tmp_path: Path, capsys:
     history.write_text(
         "replies:\n  - {template: education, ago: 10m}\n  - {tempalte: education, ago: 10m}\n"
         "contacts:\n  - {intent: fault}\n  - {intent: fault, ago: 3 weeks}\nbounces: []\n"
+        "bounced:\n  - ago: 10\n"
     )
     assert main(["explain", "-c", CONFIG, "--history", str(history), MAIL]) == 1
     captured = capsys.readouterr()
@@ -102,6 +103,7 @@ def test_a_misspelt_history_file_names_file_line_and_key(tmp_path: Path, capsys:
     assert f"error: {history}:5: contacts[0].ago: missing: give ago (2h) or at (a time)" in errors
     assert f"error: {history}:6: contacts[1].ago: expected an age such as 90m, 2h or 3d, got: '3 weeks'" in errors
     assert f"error: {history}:7: bounces: unknown key (expected one of: bounced, contacts, replies)" in errors
+    assert f"error: {history}:9: bounced[0].ago: give the unit too: 10m, 10h or 10d, not 10" in errors
 
 
 def test_a_time_without_a_zone_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -39,8 +39,17 @@ from emailrouter.core.pipeline import Memory
 AGE = r"^\s*(\d+(?:\.\d+)?)\s*([smhd])\s*$"
 _AGE = re.compile(AGE)
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
+
+
+def _age(value: Any) -> Any:
+    if isinstance(value, int | float) and not isinstance(value, bool):  # `ago: 10`: ten what?
+        raise PydanticCustomError("age", "give the unit too: 10m, 10h or 10d, not {given}", {"given": value})
+    return value
+
+
 Age = Annotated[
     str,
+    BeforeValidator(_age),
     Field(
         pattern=AGE,
         description="how long before the mail: a number with s, m, h or d (90m, 2h, 3d)",
