@@ -500,8 +500,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     missing = [name for name in ("pymap", "aiosmtpd") if importlib.util.find_spec(name) is None]
     if missing:
         print(
-            f"error: the demo's servers need {' and '.join(missing)} (the demo extra):"
-            " pip install 'emailrouter[demo]'",
+            f"error: the demo's servers need {' and '.join(missing)} (the demo extra): pip install 'emailrouter[demo]'",
             file=sys.stderr,
         )
         return 1

@@ -48,7 +48,7 @@ def make_folder(folder: Path) -> bool:
 
 
 def presence(path: Path) -> str:
-    """"exists", "not created yet" or why it cannot be looked at (the service's file seen by another user)."""
+    """ "exists", "not created yet" or why it cannot be looked at (the service's file seen by another user)."""
     try:
         path.stat()
     except (FileNotFoundError, NotADirectoryError):

@@ -48,9 +48,7 @@ def _clean_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if k not in drop}
 
 
-def _run(
-    cmd: list[str], cwd: Path, timeout: float = 300, check: bool = True
-) -> subprocess.CompletedProcess[str]:
+def _run(cmd: list[str], cwd: Path, timeout: float = 300, check: bool = True) -> subprocess.CompletedProcess[str]:
     t = time.monotonic()
     result = subprocess.run(cmd, cwd=cwd, env=_clean_env(), capture_output=True, text=True, timeout=timeout)
     print(f"{time.monotonic() - t:6.1f} s  {' '.join(cmd)[-90:]}")
