@@ -39,7 +39,8 @@ class Metrics:
         self.registry = registry if registry is not None else CollectorRegistry()
         self._messages = Counter(
             "emailrouter_messages",
-            "Mails decided, by mailbox, segment, intent and outcome.",
+            "Mails decided, by mailbox, segment, intent and outcome (the words of `stats`: done, automated or another"
+            " record tag, duplicate, quarantined; dry-run in a dry run).",
             ["mailbox", "segment", "intent", "outcome"],
             registry=self.registry,
         )

@@ -33,7 +33,7 @@ from emailrouter.service.faults import crashpoint
 from emailrouter.service.imap import Fetched
 from emailrouter.service.memory import Batch, remembered
 from emailrouter.service.metrics import Metrics
-from emailrouter.service.store import MessageKey, Plan, PlannedSend
+from emailrouter.service.store import MessageKey, Plan, PlannedSend, final_outcome
 
 log = structlog.get_logger(__name__)
 
@@ -134,7 +134,8 @@ class Processor:
         if earlier:  # the same Message-ID on a different mail: processed as the new mail it is
             log.warning("message_id_reused", earlier=[k for k, _ in earlier][:3])
         record = next((a.tag for a in routing.decision.actions if isinstance(a, Record)), None)
-        outcome = "dry-run" if self.dry_run else (record or "planned")
+        final = final_outcome(record)
+        outcome = "dry-run" if self.dry_run else final
         self._log_decision(mailbox, routing, outcome, fetched.size)
         report.rows.append(row(routing, outcome))
         report.planned += 1
@@ -166,7 +167,7 @@ class Processor:
             sends,
             now,
             kept.contact,
-            record or "done",
+            final,
             kept.replies,
             kept.bounced,
             content_hash=content,

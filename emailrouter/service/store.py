@@ -58,6 +58,14 @@ SendStatus = Literal["pending", "sending", "sent", "failed", "uncertain"]
 OUTCOMES: Final[frozenset[str]] = frozenset(get_args(Outcome))
 
 
+def final_outcome(record_tag: str | None) -> str:
+    """The one word for what became of a decided mail, used alike by its `decision` log event, the
+    `emailrouter_messages_total{outcome}` metric, `stats` and `show`: `done`, or the tag of its `record: TAG`
+    row (`automated`). (`duplicate` and `quarantined` are decided before a table row is; `planned` is only
+    the store's word for a mail whose sends are still under way, `dry-run` the log's for a dry run.)"""
+    return record_tag or "done"
+
+
 def _iso(when: datetime) -> str:
     return when.astimezone(UTC).isoformat(timespec="microseconds")
 

@@ -137,7 +137,7 @@ def test_prometheus_metrics_and_health_endpoint(tmp_path: Path, dovecot: Dovecot
     finally:
         proc.terminate()
         proc.wait(timeout=30)
-    assert 'emailrouter_messages_total{intent="fault",mailbox="jkt",outcome="planned",segment="DCS"} 1.0' in metrics
+    assert 'emailrouter_messages_total{intent="fault",mailbox="jkt",outcome="done",segment="DCS"} 1.0' in metrics
     assert 'emailrouter_actions_total{result="sent",type="forward",unit="dcs_unit"} 1.0' in metrics
     assert "emailrouter_outbox_pending 0.0" in metrics
     assert 'emailrouter_last_poll_success_timestamp_seconds{mailbox="jkt"}' in metrics
