@@ -2,20 +2,27 @@
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 from pathlib import Path
 
-from structlog.testing import capture_logs
+import structlog
+from structlog.testing import LogCapture, capture_logs
 
 from emailrouter.config.credentials import Secret
 from emailrouter.config.loader import Config
-from emailrouter.config.settings import Endpoint, MailboxConfig
+from emailrouter.config.settings import Endpoint, MailboxConfig, SmtpConfig
+from emailrouter.core.parse import parse
 from emailrouter.service.imap import Fetched
 from emailrouter.service.memory import Batch
 from emailrouter.service.metrics import Metrics
 from emailrouter.service.processor import PollReport, Processor
+from emailrouter.service.router import Router
+from emailrouter.service.smtp import SmtpTransport
 from emailrouter.service.stats import stats
 from emailrouter.service.store import Store
 from tests.conftest import DATA, NOW
+from tests.support.sink import SmtpSink
 
 
 def mailbox_config() -> MailboxConfig:
@@ -60,3 +67,37 @@ def test_one_word_for_an_outcome_in_the_decision_event_the_metric_and_stats(conf
             )
     finally:
         store.close()
+
+
+def test_the_send_events_carry_the_identity_of_the_mail_they_answer(config: Config, tmp_path: Path) -> None:
+    """Every `sent` event names the incoming mail's mailbox, UID and Message-ID, as its `decision` event does."""
+    mailbox = mailbox_config()
+    with SmtpSink() as sink:
+        smtp = SmtpConfig(Endpoint(sink.host, sink.port, "plain", 10.0, None), None, None)
+        settings = dataclasses.replace(config.settings, mailboxes=(mailbox,), smtp=smtp)
+        router = Router(
+            dataclasses.replace(config, settings=settings), Store(tmp_path / "s.sqlite3"), SmtpTransport(smtp)
+        )
+        try:
+            raw = (DATA / "dcs-fault-outlook-en.eml").read_bytes()
+            batch = Batch(router.store)
+            router.processor.process(mailbox, 7, Fetched(5, raw, len(raw)), PollReport(mailbox.name), batch)
+            batch.commit()
+            captured = LogCapture()
+            structlog.configure(processors=[structlog.contextvars.merge_contextvars, captured])
+            assert asyncio.run(_flush_and_close(router)) == 2
+        finally:
+            router.store.close()
+    incoming = parse(raw).message_id
+    sent = [e for e in captured.entries if e["event"] == "sent"]
+    assert len(sent) == 2
+    for event in sent:
+        assert (event["mailbox"], event["uid"], event["for_message_id"]) == ("jkt", 5, incoming)
+        assert event["message_id"] != incoming  # the outgoing message's own id stays under its key
+
+
+async def _flush_and_close(router: Router) -> int:
+    try:
+        return await router.outbox.flush()
+    finally:
+        await router.close()

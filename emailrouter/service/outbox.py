@@ -31,7 +31,7 @@ from emailrouter.core.errors import (
 from emailrouter.service.faults import crashpoint
 from emailrouter.service.health import DEPENDENCY_RETRY_MAX, Dependency, StateGate, backoff
 from emailrouter.service.metrics import Metrics
-from emailrouter.service.store import OutboxEntry, PlannedSend, StateStore
+from emailrouter.service.store import MessageKey, OutboxEntry, PlannedSend, StateStore
 
 log = structlog.get_logger(__name__)
 DUE_PAGE = 500  # due entries read at a time
@@ -117,8 +117,11 @@ class Outbox:
         assert self.transport is not None
         delivery = self.config.settings.delivery
         record = self.state.record
-        with structlog.contextvars.bound_contextvars(
-            outbox_id=entry.id, message_id=entry.message_id, for_mail=entry.msg_key, kind=entry.kind
+        with (
+            structlog.contextvars.bound_contextvars(
+                outbox_id=entry.id, message_id=entry.message_id, for_mail=entry.msg_key, kind=entry.kind
+            ),
+            structlog.contextvars.bound_contextvars(**self._incoming(entry.msg_key)),
         ):
             if not self.store.claim(entry.id, durable=entry.kind == "reply"):
                 return 0
@@ -158,6 +161,20 @@ class Outbox:
             if self._for_failure_unit(entry):
                 self.failure_unit.came_back()
             return 1
+
+    def _incoming(self, msg_key: str) -> dict[str, object]:
+        """The identity of the mail a send is for, under the keys its `decision` event has (mailbox, uid), and its
+        Message-ID as `for_message_id`: one grep for the mailbox and uid finds the decision and every send."""
+        key = MessageKey.parse(msg_key)
+        if key is None:
+            return {}
+        names = {(m.account, m.folder): m.name for m in self.config.settings.mailboxes}
+        found = self.store.find(msg_key)
+        return {
+            "mailbox": names.get((key.account, key.folder), key.account),
+            "uid": key.uid,
+            "for_message_id": found[0].dedupe_id if found else None,
+        }
 
     def _uncertain(self, entry: OutboxEntry, error: str) -> None:
         """The message went out but its answer was lost or late: a customer reply is never sent again, anything

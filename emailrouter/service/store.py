@@ -83,6 +83,14 @@ class MessageKey:
     def __str__(self) -> str:
         return f"{self.account}|{self.folder}|{self.uidvalidity}|{self.uid}"
 
+    @classmethod
+    def parse(cls, text: str) -> MessageKey | None:
+        """The key `str()` wrote (an account name may hold a "|"); None for anything else."""
+        parts = text.rsplit("|", 3)
+        if len(parts) != 4 or not parts[2].isdigit() or not parts[3].isdigit():
+            return None
+        return cls(parts[0], parts[1], int(parts[2]), int(parts[3]))
+
 
 @dataclass(frozen=True)
 class PlannedSend:
