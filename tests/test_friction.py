@@ -7,13 +7,14 @@ import dataclasses
 from pathlib import Path
 
 import structlog
+from imapclient.exceptions import LoginError
 from structlog.testing import LogCapture, capture_logs
 
 from emailrouter.config.credentials import Secret
 from emailrouter.config.loader import Config
 from emailrouter.config.settings import Endpoint, MailboxConfig, SmtpConfig
 from emailrouter.core.parse import parse
-from emailrouter.service.imap import Fetched
+from emailrouter.service.imap import Fetched, server_text
 from emailrouter.service.memory import Batch
 from emailrouter.service.metrics import Metrics
 from emailrouter.service.processor import PollReport, Processor
@@ -101,3 +102,14 @@ async def _flush_and_close(router: Router) -> int:
         return await router.outbox.flush()
     finally:
         await router.close()
+
+
+def test_an_imap_servers_answer_is_shown_as_text() -> None:
+    """The bytes literals imaplib and imapclient put into their errors become the server's words."""
+    assert server_text(LoginError(str(b"[AUTHENTICATIONFAILED] Authentication failed."))) == (
+        "[AUTHENTICATIONFAILED] Authentication failed."
+    )
+    assert server_text(ValueError(f"select failed: {[b'no such folder: Nope']!r}")) == (
+        "select failed: [no such folder: Nope]"
+    )
+    assert server_text(ValueError("a verb'like' word stays")) == "a verb'like' word stays"

@@ -7,7 +7,9 @@ COPY + \\Deleted + UID EXPUNGE where MOVE is missing).
 
 from __future__ import annotations
 
+import ast
 import contextlib
+import re
 import ssl
 import threading
 import time
@@ -16,7 +18,7 @@ from dataclasses import dataclass
 
 import structlog
 from imapclient import IMAPClient
-from imapclient.exceptions import IMAPClientError
+from imapclient.exceptions import IMAPClientError, LoginError
 from imapclient.imapclient import SocketTimeout
 
 from emailrouter.config.settings import MailboxConfig
@@ -50,6 +52,23 @@ def quiet_imaplib(client: IMAPClient) -> None:
     two text copies of every fetched mail, each larger than the mail (a 21 MB fetch peaked at 4 times its size).
     """
     client._imap.debug = 0
+
+
+_BYTES_LITERAL = re.compile(r"(?<!\w)b'(?:[^'\\]|\\.)*'" + r'|(?<!\w)b"(?:[^"\\]|\\.)*"')
+
+
+def server_text(exc: BaseException) -> str:
+    """An IMAP error as text for people: imaplib and imapclient put the server's answer in as a Python bytes
+    literal (`b'[AUTHENTICATIONFAILED] Authentication failed.'`); here it is the answer itself."""
+
+    def decoded(m: re.Match[str]) -> str:
+        try:
+            value = ast.literal_eval(m[0])
+        except (ValueError, SyntaxError):
+            return m[0]
+        return value.decode("utf-8", "replace") if isinstance(value, bytes) else m[0]
+
+    return _BYTES_LITERAL.sub(decoded, str(exc))
 
 
 class ImapMailbox:
@@ -89,10 +108,17 @@ class ImapMailbox:
             if not readonly and cfg.processed == "move" and not client.folder_exists(cfg.move_to):
                 client.create_folder(cfg.move_to)
             return self.select(folder, readonly)
+        except LoginError as exc:
+            self.close()
+            raise MailboxError(
+                f"{cfg.name}: cannot log in as {cfg.username} on {ep.host}:{ep.port}: {server_text(exc)}"
+                " (check the username and the password or token; retrying does not help until they are fixed)"
+            ) from None
         except (IMAPClientError, OSError, ssl.SSLError) as exc:
             self.close()
             raise MailboxError(
-                f"{cfg.name}: cannot open {cfg.folder} on {ep.host}:{ep.port}: {type(exc).__name__}: {exc}"
+                f"{cfg.name}: cannot open {folder or cfg.folder} on {ep.host}:{ep.port}: "
+                f"{type(exc).__name__}: {server_text(exc)}"
             ) from None
 
     def select(self, folder: str | None = None, readonly: bool = False) -> FolderState:
@@ -204,7 +230,7 @@ def watch_idle(config: MailboxConfig, on_new_mail: Callable[[], None], stop: thr
                     started = time.monotonic()
             client.idle_done()
         except (TimeoutError, MailboxError, IMAPClientError, OSError) as exc:
-            log.warning("idle_connection_lost", mailbox=config.name, error=f"{type(exc).__name__}: {exc}")
+            log.warning("idle_connection_lost", mailbox=config.name, error=f"{type(exc).__name__}: {server_text(exc)}")
             failures += 1
             stop.wait(backoff(failures, 1.0, IDLE_RETRY_MAX))
         finally:
