@@ -6,6 +6,7 @@ import asyncio
 import dataclasses
 from pathlib import Path
 
+import pytest
 import structlog
 from imapclient.exceptions import LoginError
 from structlog.testing import LogCapture, capture_logs
@@ -14,6 +15,7 @@ from emailrouter.config.credentials import Secret
 from emailrouter.config.loader import Config
 from emailrouter.config.settings import Endpoint, MailboxConfig, SmtpConfig
 from emailrouter.core.parse import parse
+from emailrouter.ops.cli import main
 from emailrouter.service.imap import Fetched, server_text
 from emailrouter.service.memory import Batch
 from emailrouter.service.metrics import Metrics
@@ -113,3 +115,23 @@ def test_an_imap_servers_answer_is_shown_as_text() -> None:
         "select failed: [no such folder: Nope]"
     )
     assert server_text(ValueError("a verb'like' word stays")) == "a verb'like' word stays"
+
+
+def test_quarantine_prints_its_warnings_as_lines_for_people(
+    config_copy: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A plaintext connection's warning is a `warning:` line on stderr, not a JSON object, even off a terminal."""
+    (tmp_path / "pw").write_text("secret\n")
+    config_copy.write_text(
+        config_copy.read_text()
+        + f"mailboxes:\n  - name: jkt\n    host: 127.0.0.1\n    security: plain\n    username: router\n"
+        f"    password: {{file: {tmp_path / 'pw'}}}\nstate:\n  path: {tmp_path / 'state.sqlite3'}\n"
+    )
+    assert main(["quarantine", "list", "-c", str(config_copy)]) == 0
+    captured = capsys.readouterr()
+    assert captured.out == "quarantine is empty\n"
+    assert captured.err == (
+        "warning: plaintext connection: mailbox jkt: IMAP without TLS to 127.0.0.1"
+        " (credentials and mail cross the network unencrypted)\n"
+        "warning: no smtp relay: nothing can be sent: configure smtp:\n"
+    )

@@ -45,7 +45,7 @@ def demo(out: Path, config_path: Path) -> int:
         print(f"error: {out}: exists and is not an earlier demo's output; choose another --out", file=sys.stderr)
         return 1  # a demo run starts by deleting its folder: never one it did not make
     print(f"config: {config_path} (sample mails from {config_path.parent / 'samples'})")
-    logs.configure("warning", stream=sys.stderr)
+    logs.configure("warning", stream=sys.stderr, plain=True)
     return asyncio.run(_demo(out, config, samples))
 
 

@@ -200,7 +200,7 @@ def cmd_quarantine(args: argparse.Namespace) -> int:
     from emailrouter.service import logs
     from emailrouter.service.daemon import make_router
 
-    logs.configure("warning", stream=sys.stderr)
+    logs.configure("warning", stream=sys.stderr, plain=True)
     config = _load(args)
     if config is None:
         return 1
@@ -286,7 +286,9 @@ def cmd_test(args: argparse.Namespace) -> int:
 
 def cmd_replay(args: argparse.Namespace) -> int:
     from emailrouter.ops import replay
+    from emailrouter.service import logs
 
+    logs.configure("warning", stream=sys.stderr, plain=True)  # stdout is the diff (maybe JSON) alone
     try:
         old, new = load_config(args.old), load_config(args.new)
     except ConfigError as exc:

@@ -16,11 +16,31 @@ import structlog
 from structlog.tracebacks import ExceptionDictTransformer
 
 
-def configure(level: str = "info", stream: TextIO | None = None, json: bool | None = None) -> None:
+def plain_line(_logger: object, _method: str, event: structlog.typing.EventDict) -> str:
+    """An event as one line for a person reading a command's output, like the command's own `warning:` lines:
+    `warning: plaintext connection: mailbox jkt: IMAP without TLS to host (credentials ... unencrypted)`."""
+    level = event.pop("level", "info")
+    name = str(event.pop("event", "")).replace("_", " ")
+    for noise in ("timestamp", "logger"):
+        event.pop(noise, None)
+    detail, hint = event.pop("detail", None), event.pop("hint", None)
+    line = f"{level}: {name}" + (f": {detail}" if detail is not None else "")
+    line += "".join(f"; {key} {value}" for key, value in event.items())
+    return line + (f" ({hint})" if hint is not None else "")
+
+
+def configure(
+    level: str = "info", stream: TextIO | None = None, json: bool | None = None, *, plain: bool = False
+) -> None:
+    """Logs to `stream` (stdout): JSON lines when it is not a terminal (or `json`), else readable lines; with
+    `plain`, one `level: what happened: detail` line per event, for the commands whose output people read
+    (quarantine, replay, demo): their warnings never come as JSON between their own lines."""
     stream = stream or sys.stdout
-    as_json = not stream.isatty() if json is None else json
+    as_json = False if plain else not stream.isatty() if json is None else json
     renderer: structlog.typing.Processor = (
-        structlog.processors.JSONRenderer(sort_keys=False)
+        plain_line
+        if plain
+        else structlog.processors.JSONRenderer(sort_keys=False)
         if as_json
         else structlog.dev.ConsoleRenderer(colors=False, exception_formatter=structlog.dev.plain_traceback)
     )
