@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import io
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,7 @@ from emailrouter.config.loader import Config
 from emailrouter.config.settings import Endpoint, MailboxConfig, SmtpConfig
 from emailrouter.core.parse import parse
 from emailrouter.ops.cli import main
+from emailrouter.service import logs
 from emailrouter.service.imap import Fetched, server_text
 from emailrouter.service.memory import Batch
 from emailrouter.service.metrics import Metrics
@@ -135,3 +137,40 @@ def test_quarantine_prints_its_warnings_as_lines_for_people(
         " (credentials and mail cross the network unencrypted)\n"
         "warning: no smtp relay: nothing can be sent: configure smtp:\n"
     )
+
+
+def test_a_decision_line_on_a_terminal_starts_with_the_mail_and_what_was_decided() -> None:
+    """On a terminal a `decision` line leads with mailbox, uid, Message-ID, outcome, rule, segment, intent, hard."""
+    out = io.StringIO()
+    logs.configure("info", stream=out, json=False)
+    with structlog.contextvars.bound_contextvars(mailbox="jkt", uid=5, message_id="<m@x>"):
+        structlog.get_logger("t").info(
+            "decision",
+            outcome="done",
+            rule="r-1",
+            segment="DCS",
+            segment_source="directory",
+            intent="fault",
+            hard=False,
+            actions=["reply:a@b"],
+            suppressed=[],
+            failed=[],
+            automated=None,
+            size=1200,
+        )
+    line = out.getvalue().strip()
+    assert "\n" not in line
+    keys = [word.split("=", 1)[0] for word in line.split("decision", 1)[1].split()]
+    assert keys == [
+        "mailbox",
+        "uid",
+        "message_id",
+        "outcome",
+        "rule",
+        "segment",
+        "intent",
+        "hard",
+        "segment_source",
+        "actions",
+        "size",
+    ]

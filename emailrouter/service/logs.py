@@ -15,6 +15,15 @@ from typing import TextIO
 import structlog
 from structlog.tracebacks import ExceptionDictTransformer
 
+FIRST_KEYS = ("mailbox", "uid", "message_id", "outcome", "rule", "segment", "intent", "hard")
+"""On a terminal these lead a line, in this order (a mail's identity, then what was decided about it)."""
+
+
+def readable_order(_logger: object, _method: str, event: structlog.typing.EventDict) -> structlog.typing.EventDict:
+    """For the terminal: FIRST_KEYS first, the other keys as logged; empty lists and None left out."""
+    first = {key: event.pop(key) for key in FIRST_KEYS if key in event}
+    return {key: value for key, value in {**first, **event}.items() if value is not None and value != []}
+
 
 def plain_line(_logger: object, _method: str, event: structlog.typing.EventDict) -> str:
     """An event as one line for a person reading a command's output, like the command's own `warning:` lines:
@@ -42,7 +51,9 @@ def configure(
         if plain
         else structlog.processors.JSONRenderer(sort_keys=False)
         if as_json
-        else structlog.dev.ConsoleRenderer(colors=False, exception_formatter=structlog.dev.plain_traceback)
+        else structlog.dev.ConsoleRenderer(
+            colors=False, exception_formatter=structlog.dev.plain_traceback, sort_keys=False
+        )
     )
     shared: list[structlog.typing.Processor] = [
         structlog.contextvars.merge_contextvars,
@@ -53,6 +64,8 @@ def configure(
         if as_json
         else structlog.processors.format_exc_info,
     ]
+    if not as_json and not plain:
+        shared.append(readable_order)
     numeric = logging.getLevelName(level.upper())
     structlog.configure(
         processors=[*shared, renderer],
