@@ -92,8 +92,10 @@ async def _demo(out: Path, base: Config, samples: list[Path]) -> int:
         print("(both on loopback without TLS: a demo setting; a real config defaults to verified TLS)\n")
         status, reports = await run_once(router)
         counts = store.counts()
-        store.close()
-    _print_table(samples, reports[0])
+        try:
+            _print_table(samples, reports[0], store)
+        finally:
+            store.close()
     received = len(list(sent.glob("*.eml")))
     print(
         f"\n{len(samples)} mails in, {received} mails sent, outcomes: "
@@ -107,14 +109,23 @@ async def _demo(out: Path, base: Config, samples: list[Path]) -> int:
     return status
 
 
-def _print_table(samples: list[Path], report: PollReport) -> None:
+def _print_table(samples: list[Path], report: PollReport, store: Store) -> None:
+    """One line per sample mail, then each message planned for it with what became of it (the store's word:
+    sent, pending, failed, uncertain) and each one the guards or the reply limits held back, with why."""
     header = f"{'mail':<48} {'segment':<8} {'intent':<12} {'hard':<5} rule"
     print(header)
     print("-" * len(header) + "-" * 30)
-    for sample, row in zip(samples, report.rows, strict=False):
+    by_uid = {r["uid"]: r for r in report.rows}
+    for uid, sample in enumerate(samples, start=1):  # the demo server gives UID 1 to the first sample
+        row = by_uid.get(uid)
+        if row is None:
+            print(f"{sample.name[:48]:<48} quarantined: a stage broke on it (see the failure unit's notice)")
+            continue
         print(
             f"{sample.name[:48]:<48} {row['segment']:<8} {row['intent']:<12} "
             f"{'YES' if row['hard'] else 'no':<5} {row['rule']}"
         )
-        for kind, to in row["sends"]:
-            print(f"{'':<10}-> {kind:<9} {', '.join(to)}")
+        for send in store.sends(row["key"]):
+            print(f"{'':<10}-> {send.kind:<9} {', '.join(send.recipients)}  [{send.status}]")
+        for kind, reason in row["suppressed"]:
+            print(f"{'':<10}-x {kind:<9} not sent: {reason}")

@@ -66,9 +66,12 @@ def quick_headers(raw: bytes) -> dict[str, str]:
     return out
 
 
-def row(routing: Routing, outcome: str) -> dict[str, Any]:
-    """One line of a pass's report (dry run and demo)."""
+def row(routing: Routing, outcome: str, key: MessageKey) -> dict[str, Any]:
+    """One line of a pass's report (dry run and demo): `sends` are what was planned (whether each went out is
+    the store's to say, under `key`), `suppressed` what the guards and reply limits held back, and why."""
     return {
+        "key": str(key),
+        "uid": key.uid,
         "subject": routing.view.subject,
         "sender": routing.view.sender.address if routing.view.sender else None,
         "segment": routing.segmentation.segment,
@@ -77,6 +80,7 @@ def row(routing: Routing, outcome: str) -> dict[str, Any]:
         "rule": routing.decision.rule,
         "outcome": outcome,
         "sends": [(o.action.type, o.to) for o in routing.outgoing],
+        "suppressed": [(s.type, s.reason) for s in routing.suppressed],
     }
 
 
@@ -128,7 +132,7 @@ class Processor:
             seg, intent = routing.segmentation.segment, routing.classification.intent
             self.metrics.message(mailbox.name, seg, intent, "duplicate")
             report.duplicates += 1
-            report.rows.append(row(routing, "duplicate"))
+            report.rows.append(row(routing, "duplicate", key))
             crashpoint("after-duplicate")
             return Plan(key, dedupe, "", {}, (), now, None, "duplicate", content_hash=content)
         if earlier:  # the same Message-ID on a different mail: processed as the new mail it is
@@ -137,7 +141,7 @@ class Processor:
         final = final_outcome(record)
         outcome = "dry-run" if self.dry_run else final
         self._log_decision(mailbox, routing, outcome, fetched.size)
-        report.rows.append(row(routing, outcome))
+        report.rows.append(row(routing, outcome, key))
         report.planned += 1
         if self.dry_run:
             return None
