@@ -13,11 +13,12 @@ from imapclient.exceptions import LoginError
 from structlog.testing import LogCapture, capture_logs
 
 from emailrouter.config.credentials import Secret
-from emailrouter.config.loader import Config
+from emailrouter.config.loader import Config, load_config
 from emailrouter.config.settings import Endpoint, MailboxConfig, SmtpConfig
 from emailrouter.core.parse import parse
 from emailrouter.ops.cli import main
 from emailrouter.service import logs
+from emailrouter.service.daemon import Service
 from emailrouter.service.imap import Fetched, server_text
 from emailrouter.service.memory import Batch
 from emailrouter.service.metrics import Metrics
@@ -174,3 +175,70 @@ def test_a_decision_line_on_a_terminal_starts_with_the_mail_and_what_was_decided
         "actions",
         "size",
     ]
+
+
+BROKEN_SECRETS = """mailboxes:
+  - name: jkt
+    host: 127.0.0.1
+    username: router
+    password: {file: /nope/imap-password}
+  - name: sby
+    host: 127.0.0.1
+    username: router
+    oauth2: {token: {command: no-such-token-helper --now}}
+smtp:
+  host: 127.0.0.1
+  username: router
+  password: {env: EMAILROUTER_TEST_UNSET_SECRET}
+"""
+
+
+def _line_of(path: Path, text: str) -> int:
+    return next(n for n, line in enumerate(path.read_text().splitlines(), 1) if text in line)
+
+
+def test_check_names_every_secret_that_cannot_be_read(
+    config_copy: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A missing file, a command not found and an unset variable each fail `check` with file, line and key."""
+    monkeypatch.delenv("EMAILROUTER_TEST_UNSET_SECRET", raising=False)
+    config_copy.write_text(config_copy.read_text() + BROKEN_SECRETS)
+    assert main(["check", "-c", str(config_copy)]) == 1
+    err = capsys.readouterr().err
+    where = f"error: {config_copy}"
+    assert f"{where}:{_line_of(config_copy, '/nope/')}: mailboxes[0].password: file /nope/imap-password:" in err
+    assert (
+        f"{where}:{_line_of(config_copy, 'no-such')}: mailboxes[1].oauth2.token: command 'no-such-token-helper'" in err
+    )
+    line = _line_of(config_copy, "EMAILROUTER_TEST_UNSET")
+    assert f"{where}:{line}: smtp.password: environment variable EMAILROUTER_TEST_UNSET_SECRET is not set" in err
+    assert "retrying does not help" in err
+    monkeypatch.setenv("EMAILROUTER_TEST_UNSET_SECRET", "x")
+    assert main(["check", "-c", str(config_copy)]) == 1
+    assert "smtp.password" not in capsys.readouterr().err
+
+
+def test_the_daemon_does_not_start_nor_reload_with_a_secret_that_cannot_be_read(
+    config_copy: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`run --once` and `quarantine retry` refuse such a config at once; a SIGHUP reload keeps the running one."""
+    monkeypatch.delenv("EMAILROUTER_TEST_UNSET_SECRET", raising=False)
+    good = config_copy.read_text() + f"state:\n  path: {tmp_path / 'state.sqlite3'}\n"
+    config_copy.write_text(good + BROKEN_SECRETS)
+    assert main(["run", "--once", "-c", str(config_copy)]) == 1
+    assert main(["quarantine", "retry", "-c", str(config_copy), "7"]) == 1
+    err = capsys.readouterr().err
+    assert "run: fix the secrets above" in err and "quarantine retry: fix the secrets above" in err
+    assert not (tmp_path / "state.sqlite3").exists()  # nothing was started
+    config_copy.write_text(good)
+    running = load_config(config_copy)
+    router = Router(running, Store(tmp_path / "state.sqlite3"), None)
+    try:
+        config_copy.write_text(good + BROKEN_SECRETS)
+        with capture_logs() as events:
+            Service(config_copy, router).reload()
+        assert router.config is running
+        rejected = next(e for e in events if e["event"] == "reload_rejected")
+        assert any("smtp.password" in p for p in rejected["problems"])
+    finally:
+        router.store.close()

@@ -11,13 +11,15 @@ from __future__ import annotations
 
 import os
 import shlex
+import shutil
 import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from emailrouter.core.errors import PermanentError
+from emailrouter.config.yamlfile import LineDict, LineList
+from emailrouter.core.errors import PermanentError, Problem
 
 SecretKind = Literal["env", "file", "credential", "command"]
 SECRET_KINDS: tuple[SecretKind, ...] = ("env", "file", "credential", "command")
@@ -92,3 +94,54 @@ class OAuth2Token:
     def invalidate(self) -> None:
         """Force a fresh read next time (after the server rejected the token)."""
         self._value = None
+
+
+def unusable(secret: Secret) -> str | None:
+    """Why this secret cannot be read here and now, without reading it (no command is run): a file that is
+    missing or unreadable, an environment variable that is not set, a command not found, a systemd
+    credential missing from $CREDENTIALS_DIRECTORY. None if it looks readable (or, for a systemd credential
+    outside the service, cannot be told)."""
+    if secret.kind == "env":
+        return None if secret.ref in os.environ else f"environment variable {secret.ref} is not set"
+    if secret.kind == "file":
+        path = Path(secret.ref) if Path(secret.ref).is_absolute() else secret.base / secret.ref
+        return _unreadable(path, f"file {secret.ref}")
+    if secret.kind == "credential":
+        directory = os.environ.get("CREDENTIALS_DIRECTORY")
+        return _unreadable(Path(directory) / secret.ref, f"credential {secret.ref}") if directory else None
+    try:
+        argv = shlex.split(secret.ref)
+    except ValueError as exc:
+        return f"command {secret.ref!r}: {exc}"
+    if not argv:
+        return "command: empty"
+    program = argv[0]
+    found = (secret.base / program).exists() if "/" in program else shutil.which(program) is not None
+    return None if found else f"command {program!r} not found"
+
+
+def _unreadable(path: Path, what: str) -> str | None:
+    if not path.exists():
+        return f"{what}: {path} does not exist"
+    if not os.access(path, os.R_OK) or not path.is_file():
+        return f"{what}: {path} cannot be read by this user"
+    return None
+
+
+def credential_problems(doc: Any, file: str, base: Path, where: str = "") -> list[Problem]:
+    """Every secret reference in a validated YAML document that cannot work (see `unusable`), each named by
+    file, line and key. A secret reference is a mapping of one key, env/file/credential/command, to text."""
+    problems: list[Problem] = []
+    items = doc.items() if isinstance(doc, LineDict) else enumerate(doc) if isinstance(doc, LineList) else ()
+    for key, value in items:
+        path = f"{where}.{key}" if where and isinstance(key, str) else f"{where}[{key}]" if where else str(key)
+        if isinstance(value, LineDict) and len(value) == 1:
+            kind, ref = next(iter(value.items()))
+            if kind in SECRET_KINDS and isinstance(ref, str):
+                reason = unusable(Secret(kind, ref, base))
+                if reason is not None:
+                    line = doc.lines.get(str(key)) if isinstance(doc, LineDict) else doc.lines[int(key)]
+                    problems.append(Problem(file, line, path, f"{reason}: this secret cannot be read"))
+                continue
+        problems.extend(credential_problems(value, file, base, path))
+    return problems

@@ -26,6 +26,7 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ValidationError
 
 from emailrouter.config import routing, rules, signals
+from emailrouter.config.credentials import credential_problems
 from emailrouter.config.modelfile import load_model
 from emailrouter.config.settings import Settings, settings_of
 from emailrouter.config.slang import make_normaliser, read_slang
@@ -79,6 +80,9 @@ class Config(RoutingConfig):
     version: str  # hash of every file read: changes whenever any of them does
     settings: Settings
     warnings: tuple[Problem, ...] = ()
+    # secrets that cannot be read here (credentials.unusable): `check` fails on them, and the daemon (`run`,
+    # `quarantine retry`) does not start with them, nor takes them on a reload; other commands need no secret
+    credential_problems: tuple[Problem, ...] = ()
 
 
 def _read(path: Path, display: str, problems: list[Problem]) -> str | None:
@@ -707,6 +711,7 @@ def load_config(path: str | Path, *, directory: str | Path | None = None, model:
         version=digest.hexdigest()[:12],
         settings=settings,
         warnings=tuple(p for p in problems if p.warning),
+        credential_problems=tuple(credential_problems(doc, display, base)),
         guard=guard,
         max_message_bytes=settings.max_message_bytes,
     )

@@ -54,6 +54,8 @@ def cmd_check(args: argparse.Namespace) -> int:
         return 1
     for warning in config.warnings:
         print(str(warning), file=sys.stderr)
+    if _unusable_secrets(config, "check"):
+        return 1
     seg = config.segmentation
     print(
         f"OK {config.path}: {len(config.table.rows)} rules ({config.table.hit_policy} hit), "
@@ -109,6 +111,20 @@ def _memory_source(
 
         return True, remember
     return True, None
+
+
+def _unusable_secrets(config: Config, command: str) -> bool:
+    """Say which secrets cannot be read (file, line, key) and True if there are any: `check` fails on them and
+    the daemon does not start (it would fail at its first login, and go on failing)."""
+    for problem in config.credential_problems:
+        print(f"error: {problem}", file=sys.stderr)
+    if config.credential_problems:
+        print(
+            f"{command}: fix the secrets above, or run as the service's user with its environment "
+            "(Environment=, EnvironmentFile=, LoadCredential=); retrying does not help until then",
+            file=sys.stderr,
+        )
+    return bool(config.credential_problems)
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
@@ -168,6 +184,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     if not config.settings.mailboxes:
         print(f"error: {config.path}: mailboxes: none configured, nothing to run", file=sys.stderr)
         return 1
+    if _unusable_secrets(config, "run"):
+        return 1
     try:
         lock = _single_instance(config.settings.state_path) if not args.dry_run else None
         if lock is False:
@@ -202,7 +220,7 @@ def cmd_quarantine(args: argparse.Namespace) -> int:
 
     logs.configure("warning", stream=sys.stderr, plain=True)
     config = _load(args)
-    if config is None:
+    if config is None or (args.action == "retry" and _unusable_secrets(config, "quarantine retry")):
         return 1
     try:
         # retry sends and marks like the daemon does: under the daemon's lock, never beside a running daemon

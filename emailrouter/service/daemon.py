@@ -233,6 +233,10 @@ class Service:
             log.error("reload_rejected", problems=[str(p) for p in exc.problems])
             self.router.metrics.reload("rejected")
             return
+        if config.credential_problems:  # it would stop every login and send: the running config stays
+            log.error("reload_rejected", problems=[str(p) for p in config.credential_problems])
+            self.router.metrics.reload("rejected")
+            return
         if config.settings.state_path != self.router.config.settings.state_path:
             log.warning("reload_state_path_ignored", reason="the state store moves only with a restart")
         old_listen = self.router.config.settings.metrics_listen

@@ -130,16 +130,17 @@ def test_a_wrong_smtp_password_fails_nothing_and_everything_goes_once_it_is_fixe
 def test_a_missing_secret_leaves_no_claim_behind(
     tmp_path: Path, dovecot: Dovecot, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """An unset `{env:}` SMTP password defers the outbox; no entry is left `sending`, so after a restart the
-    customer reply is sent (it never left), not written off as uncertain."""
+    """An SMTP password that cannot be read when it is needed (a command that fails: `check` cannot tell
+    beforehand) defers the outbox; no entry is left `sending`, so after a restart the customer reply is sent
+    (it never left), not written off as uncertain."""
     with SmtpSink(auth=("router", "s3cret")) as sink:
-        extra = "  username: router\n  password: {env: EMAILROUTER_TEST_SMTP_SECRET}\n"
+        extra = '  username: router\n  password: {command: "printenv EMAILROUTER_TEST_SMTP_SECRET"}\n'
         path = write_config(tmp_path, dovecot, sink, smtp_extra=extra)
         dovecot.append("router", "INBOX", mail(1))
         monkeypatch.delenv("EMAILROUTER_TEST_SMTP_SECRET", raising=False)
         first = _run_cli(path)
         assert "relay_unavailable" in first.stdout + first.stderr
-        assert "EMAILROUTER_TEST_SMTP_SECRET is not set" in first.stdout + first.stderr
+        assert "printenv EMAILROUTER_TEST_SMTP_SECRET' exited with 1" in first.stdout + first.stderr
         assert {r["status"] for r in outbox(tmp_path)} == {"pending"}
         monkeypatch.setenv("EMAILROUTER_TEST_SMTP_SECRET", "s3cret")
         assert _run_cli(path).returncode == 0
