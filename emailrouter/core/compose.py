@@ -529,8 +529,11 @@ def compose_render_failure_notice(
     return msg
 
 
-def compose_report(router: RouterIdentity, to: str, subject: str, body: str, now: datetime) -> EmailMessage:
-    """The daily report to a supervisor: plain text, readable in any mail client."""
+def compose_report(
+    router: RouterIdentity, to: str, subject: str, body: str, now: datetime, html: str | None = None
+) -> EmailMessage:
+    """The daily report to a supervisor: plain text, readable in any mail client; with `html`,
+    multipart/alternative of the text and the HTML page (the client shows the last part it can)."""
     seed = f"report\0{to}\0{subject}"
     msg = mime.new(
         [
@@ -542,7 +545,10 @@ def compose_report(router: RouterIdentity, to: str, subject: str, body: str, now
             ("Auto-Submitted", "auto-generated"),
         ]
     )
-    mime.single(msg, body)
+    if html is None:
+        mime.single(msg, body)
+    else:
+        mime.mixed(msg, [mime.text_part(body), mime.text_part(html, "html")], "alternative")
     return msg
 
 

@@ -253,11 +253,12 @@ def has_long_line(raw: bytes, limit: int = MAX_LINE) -> bool:
     return False
 
 
-def mixed(msg: EmailMessage, parts: list[Message]) -> None:
-    """Make `msg` multipart/mixed over `parts`, with a boundary derived from its Message-ID."""
+def mixed(msg: EmailMessage, parts: list[Message], subtype: str = "mixed") -> None:
+    """Make `msg` multipart/mixed (or another multipart `subtype`) over `parts`, with a boundary derived from its
+    Message-ID."""
     seed = str(msg.get("Message-ID", "")).encode()
     boundary = "=_er_" + hashlib.sha256(seed).hexdigest()[:32]
-    add(msg, [("MIME-Version", "1.0"), ("Content-Type", f'multipart/mixed; boundary="{boundary}"')])
+    add(msg, [("MIME-Version", "1.0"), ("Content-Type", f'multipart/{subtype}; boundary="{boundary}"')])
     msg.set_payload(list(parts))
 
 

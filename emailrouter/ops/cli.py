@@ -33,7 +33,7 @@ SUMMARY = """emailrouter: route a contact centre's customer mail by a decision t
 Set up and check:  init, check, schema, layout, demo
 Try a change:      explain, test, replay, evaluate, train
 Run:               run (the daemon; --once for one pass), quarantine
-Look back:         stats, show
+Look back:         stats, show, report
 
 `emailrouter COMMAND --help` tells more.
 """
@@ -393,6 +393,39 @@ def cmd_show(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from datetime import timedelta
+
+    from emailrouter.service.report import daily_report, render_png
+
+    try:
+        day = datetime.strptime(args.day, "%Y-%m-%d").replace(tzinfo=UTC) if args.day else None
+    except ValueError:
+        print(f"error: --day: expected YYYY-MM-DD, got {args.day!r}", file=sys.stderr)
+        return 2
+    opened = _store_of(args)
+    if opened is None:
+        return 1
+    config, store = opened
+    now = day + timedelta(days=1) if day is not None else datetime.now(UTC)
+    try:
+        report = daily_report(store, now, {m.account: m.name for m in config.settings.mailboxes})
+    finally:
+        store.close()
+    if args.html:
+        Path(args.html).write_text(report.html, encoding="utf-8")
+        print(f"wrote {args.html}: the HTML part of the {report.day} report", file=sys.stderr)
+    if args.png:
+        why_not = render_png(report.html, report.figures, Path(args.png))
+        if why_not is not None:
+            print(f"error: --png: {why_not}", file=sys.stderr)
+            return 1
+        print(f"wrote {args.png}: the {report.day} report as Chromium renders it", file=sys.stderr)
+    if not args.html and not args.png:
+        print(f"Subject: {report.subject}\n\n{report.text}", end="")
+    return 0
+
+
 def cmd_schema(args: argparse.Namespace) -> int:
     from emailrouter.config.schema import SCHEMAS
 
@@ -623,6 +656,15 @@ def build_parser() -> argparse.ArgumentParser:
     with_config(sh)
     sh.add_argument("message_id", metavar="MESSAGE-ID", help="as in the mail's header, with the <>")
     sh.set_defaults(func=cmd_show)
+
+    rep = sub.add_parser("report", help="the daily report the supervisor gets: as text, as its HTML page, or as PNG")
+    with_config(rep)
+    rep.add_argument("--day", metavar="YYYY-MM-DD", help="the UTC day (default: yesterday, as the daemon sends it)")
+    rep.add_argument("--html", metavar="FILE", help="write the HTML part to FILE (open it in any browser)")
+    rep.add_argument(
+        "--png", metavar="FILE", help="render the HTML part to FILE with headless Chromium ($CHROMIUM or on $PATH)"
+    )
+    rep.set_defaults(func=cmd_report)
 
     sc = sub.add_parser("schema", help="print the JSON Schema of a config file, for validation as you type")
     sc.add_argument(

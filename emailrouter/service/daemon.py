@@ -299,29 +299,23 @@ class Service:
 
 
 async def send_daily_report(router: Router, now: datetime | None = None) -> bool:
-    """Yesterday's figures (UTC day) to the configured supervisor address. True if it was sent."""
+    """Yesterday's figures (UTC day) to the configured supervisor address, as text and HTML. True if it was sent."""
     from emailrouter.core.compose import compose_report
-    from emailrouter.service.stats import as_text, stats
+    from emailrouter.service.report import daily_report
 
     report = router.config.settings.report
     if report is None or router.transport is None:
         return False
     now = now or router.clock()
-    day_end = now.replace(hour=0, minute=0, second=0, microsecond=0)
-    day_start = day_end - timedelta(days=1)
     names = {m.account: m.name for m in router.config.settings.mailboxes}
-    figures = stats(router.store, day_start, day_end, names)
-    subject = (
-        f"emailrouter daily report {day_start:%Y-%m-%d}: {figures['messages']} mails, "
-        f"{figures['hard_complaints']} hard complaints, {len(figures['failures'])} failures"
-    )
-    msg = compose_report(router.config.router, report.to, subject, as_text(figures), now)
+    daily = daily_report(router.store, now, names)
+    msg = compose_report(router.config.router, report.to, daily.subject, daily.text, now, html=daily.html)
     try:
         await router.transport.send(router.config.router.address, [report.to], msg.as_bytes())
     except (TemporaryDeliveryError, PermanentDeliveryError, RelayError, UncertainDeliveryError) as exc:
         log.error("report_not_sent", error=str(exc))
         return False
-    log.info("report_sent", to=report.to, day=f"{day_start:%Y-%m-%d}")
+    log.info("report_sent", to=report.to, day=daily.day)
     return True
 
 

@@ -1,4 +1,4 @@
-"""Statistics and the decision audit, read from the state store: `stats`, `show`, the daily report.
+"""Statistics and the decision audit, read from the state store: `stats`, `show`, the daily report's figures.
 
 The store aggregates (`StateStore.figures`); this module names, orders and prints what it counted.
 """

@@ -75,8 +75,11 @@ def test_audit_record_stats_and_daily_report(
     assert report.rcpt_tos == ("supervisor@cc.example.co.id",)
     msg = email.message_from_bytes(report.data, policy=default)
     assert "3 mails, 1 hard complaints, 0 failures" in str(msg["Subject"])
-    body = msg.get_content()
+    assert msg.get_content_type() == "multipart/alternative"
+    body = msg.get_body(("plain",)).get_content()
     assert "per rule:" in body and "1.2.5-fault-opens-ticket" in body
+    page = msg.get_body(("html",)).get_content()
+    assert ">1.2.5-fault-opens-ticket</td>" in page and "hard complaints" in page
 
 
 async def _report(router, now):  # type: ignore[no-untyped-def]
