@@ -94,7 +94,7 @@ def _chart(title: str, counts: Mapping[str, int], colour: str) -> str:
         return head + f'<p style="{FONT};font-size:13px;color:#6b7280;margin:0">none</p>'
     largest = max(counts.values())
     rows = "".join(
-        f'<tr><td style="{FONT};font-size:13px;color:#111827;padding:3px 8px 3px 0;width:38%;word-break:break-all">'
+        f'<tr><td style="{FONT};font-size:13px;color:#111827;padding:3px 8px 3px 0;width:38%;overflow-wrap:anywhere">'
         f"{_e(name)}</td>"
         f'<td style="padding:3px 0">{_bar(count, largest, colour)}</td>'
         f'<td align="right" style="{FONT};font-size:13px;color:#111827;padding:3px 0 3px 8px;width:48px">'
