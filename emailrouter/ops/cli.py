@@ -223,10 +223,15 @@ def cmd_quarantine(args: argparse.Namespace) -> int:
     if config is None or (args.action == "retry" and _unusable_secrets(config, "quarantine retry")):
         return 1
     try:
-        # retry sends and marks like the daemon does: under the daemon's lock, never beside a running daemon
-        lock = _single_instance(config.settings.state_path) if args.action == "retry" else None
+        # retry sends and marks like the daemon does: under the daemon's lock, or through the daemon holding it
+        lock = _single_instance(config.settings.state_path, quiet=True) if args.action == "retry" else None
         if lock is False:
-            return 1
+            return _retry_in_daemon(config, args)
+        if lock is not None:
+            print(
+                f"no daemon runs on {config.settings.state_path}: retrying here, "
+                f"under the config on disk ({config.path}, version {config.version})"
+            )
         router = make_router(config, dry_run=False)
     except StateError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -265,6 +270,87 @@ def cmd_quarantine(args: argparse.Namespace) -> int:
         router.store.close()
         if lock is not None:
             lock.close()
+
+
+def _retry_in_daemon(config: Config, args: argparse.Namespace) -> int:
+    """`quarantine retry` while `run` holds the state: the daemon reloads the config on disk, then retries
+    (service/retries.py). What it answers is printed as a retry here would print it."""
+    import os
+    import signal
+
+    from emailrouter.service import retries
+    from emailrouter.service.store import Store
+
+    state = config.settings.state_path
+    pid = retries.daemon_pid(state)
+    if pid is None:
+        print(
+            f"error: another `emailrouter run` is using {state} and left no pid in its lock file; stop it first",
+            file=sys.stderr,
+        )
+        return 1
+    store = Store(state)
+    try:
+        rows = store.quarantined()
+    finally:
+        store.close()
+    wanted, asked, status = {int(u) for u in args.uids}, [], 0
+    for mailbox in config.settings.mailboxes:
+        uids = sorted(r.key.uid for r in rows if r.key.account == mailbox.account and r.key.uid in wanted)
+        if uids and (not args.mailbox or mailbox.name == args.mailbox):
+            try:
+                asked.append((mailbox.name, retries.request(state, mailbox.name, uids)))
+            except OSError as exc:
+                print(f"error: cannot leave a request next to {state}: {exc.strerror or exc}", file=sys.stderr)
+                return 1
+            wanted -= set(uids)
+    for uid in sorted(wanted):
+        print(f"uid {uid}: not in the quarantine", file=sys.stderr)
+        status = 1
+    if not asked:
+        return status
+    print(
+        f"the daemon (pid {pid}) runs on {state}: it reloads the config on disk ({config.path}, version "
+        f"{config.version}) and retries there; the config it ran until now is not used"
+    )
+    try:
+        os.kill(pid, signal.SIGHUP)
+    except OSError as exc:
+        for _, request_id in asked:
+            retries.withdraw(state, request_id)
+        print(f"error: cannot signal the daemon (pid {pid}): {exc.strerror or exc}; run as its user", file=sys.stderr)
+        return 1
+    for name, request_id in asked:
+        result = retries.await_answer(state, request_id, args.wait)
+        if result is None:
+            taken = not retries.withdraw(state, request_id)
+            print(
+                f"error: {name}: no answer from the daemon in {args.wait:g} s; "
+                + ("it took the request and goes on with it (its log: quarantine_retried)" if taken else
+                   "it did not take the request (withdrawn): is the config on disk accepted? see its log"),
+                file=sys.stderr,
+            )  # fmt: skip
+            status = 1
+        elif "rejected" in result:
+            print(
+                "error: the daemon rejected the config on disk and keeps the one it runs; nothing retried:",
+                file=sys.stderr,
+            )
+            for problem in result["rejected"]:
+                print(f"  {problem}", file=sys.stderr)
+            status = 1
+        elif not result["ok"]:
+            print(f"error: {name}: the daemon could not retry: {result['error']}", file=sys.stderr)
+            status = 1
+        else:
+            again = result.get("quarantined", 0)
+            print(
+                f"{name}: retried {len(result['uids'])} in the daemon under version {result['version']}: "
+                f"planned {result.get('planned', 0)}, duplicates {result.get('duplicates', 0)}, "
+                f"quarantined again {again}"
+            )
+            status |= 1 if again else 0
+    return status
 
 
 async def _retry(router: Router, mailbox: MailboxConfig, uids: list[int]) -> PollReport:
@@ -523,10 +609,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _single_instance(state_path: Path, what: str = "run") -> Any:
+def _single_instance(state_path: Path, what: str = "run", *, quiet: bool = False) -> Any:
     """Hold an exclusive lock next to the state store for the life of the process: two `run`s polling and
-    sending from one state would step on each other. False (after saying why) if another run holds it."""
+    sending from one state would step on each other. False (after saying why, unless `quiet`) if another run
+    holds it. The lock file holds the holder's pid (`quarantine retry` signals it)."""
     import fcntl
+    import os
 
     from emailrouter.service import statefiles
 
@@ -540,8 +628,12 @@ def _single_instance(state_path: Path, what: str = "run") -> Any:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
         handle.close()
-        print(f"error: another `emailrouter {what}` is using {state_path}; stop it first", file=sys.stderr)
+        if not quiet:
+            print(f"error: another `emailrouter {what}` is using {state_path}; stop it first", file=sys.stderr)
         return False
+    handle.truncate(0)
+    handle.write(f"{os.getpid()}\n")
+    handle.flush()
     return handle
 
 
@@ -683,6 +775,9 @@ def build_parser() -> argparse.ArgumentParser:
     qretry = qsub.add_parser("retry", help="process these UIDs again (after fixing the config or the code)")
     with_config(qretry)
     qretry.add_argument("--mailbox", help="only this mailbox (when several have the same UIDs)")
+    qretry.add_argument(
+        "--wait", type=float, default=120.0, help="seconds to wait for a running daemon's answer (default 120)"
+    )
     qretry.add_argument("uids", nargs="+", metavar="UID", help="the IMAP UIDs `quarantine list` shows")
     quarantine.set_defaults(func=cmd_quarantine)
 

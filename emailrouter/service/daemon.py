@@ -32,6 +32,7 @@ from emailrouter.core.errors import (
     TemporaryDeliveryError,
     UncertainDeliveryError,
 )
+from emailrouter.service import retries
 from emailrouter.service.imap import watch_idle
 from emailrouter.service.metrics import MetricsServer, stale_mailboxes
 from emailrouter.service.router import PollReport, Router
@@ -94,6 +95,8 @@ class Service:
         self._ready = False
         self._started = time.monotonic()
         self._metrics_server: MetricsServer | None = None
+        self._state_path = router.config.settings.state_path  # fixed for the process (see reload)
+        self._retries: dict[str, list[retries.RetryRequest]] = {}  # by mailbox: `quarantine retry` requests
 
     # tasks -----------------------------------------------------------------
 
@@ -108,6 +111,7 @@ class Service:
             wake.clear()
             self._polling.add(name)
             try:
+                await self._retry_requested(mailbox)
                 ok = await self._poll(mailbox)
             finally:
                 self._polling.discard(name)
@@ -130,6 +134,40 @@ class Service:
         except Exception:  # a bug: logged, and the mailbox is polled again after its interval
             log.exception("task_failed", task=f"mailbox:{mailbox.name}")
             return True
+
+    async def _retry_requested(self, mailbox: MailboxConfig) -> None:
+        """`quarantine retry` requests for this mailbox (taken after an accepted reload), in its own task: never
+        beside one of its polls. Only UIDs still quarantined are taken again; each request gets its answer."""
+        for req in self._retries.pop(mailbox.name, []):
+            quarantined = {r.key.uid for r in self.router.store.quarantined() if r.key.account == mailbox.account}
+            uids = [uid for uid in req.uids if uid in quarantined]
+            result: dict[str, Any] = {"ok": True, "version": self.router.config.version, "uids": uids}
+            try:
+                if uids:
+                    report = await self.router.retry(mailbox, uids)
+                    result.update(planned=report.planned, duplicates=report.duplicates, quarantined=report.quarantined)
+                log.info("quarantine_retried", request=req.id, **result)
+            except Exception as exc:  # the mailbox is down, a bug: the request is answered, the task goes on
+                result = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
+                log.exception("quarantine_retry_failed", request=req.id)
+            self._answer(req.id, result)
+
+    def _answer(self, request_id: str, result: dict[str, Any]) -> None:
+        try:
+            retries.answer(self._state_path, request_id, result)
+        except OSError as exc:
+            log.error("quarantine_retry_unanswered", request=request_id, error=str(exc))
+
+    def _take_retry_requests(self, config: Config, problems: list[str] | None) -> None:
+        """After a reload: queue the waiting `quarantine retry` requests, or refuse them if it was rejected."""
+        names = {m.name for m in config.settings.mailboxes}
+        for req in retries.take(self._state_path):
+            if problems is not None:
+                self._answer(req.id, {"ok": False, "rejected": problems})
+            elif req.mailbox not in names:
+                self._answer(req.id, {"ok": False, "error": f"no mailbox {req.mailbox!r} in {config.path}"})
+            else:
+                self._retries.setdefault(req.mailbox, []).append(req)
 
     async def _outbox_task(self) -> None:
         """Every `delivery.outbox_interval`: what is due in the outbox (retries, what a relay outage held back)."""
@@ -230,12 +268,10 @@ class Service:
         try:
             config = load_config(self.config_path)
         except ConfigError as exc:
-            log.error("reload_rejected", problems=[str(p) for p in exc.problems])
-            self.router.metrics.reload("rejected")
+            self._reject([str(p) for p in exc.problems])
             return
         if config.credential_problems:  # it would stop every login and send: the running config stays
-            log.error("reload_rejected", problems=[str(p) for p in config.credential_problems])
-            self.router.metrics.reload("rejected")
+            self._reject([str(p) for p in config.credential_problems])
             return
         if config.settings.state_path != self.router.config.settings.state_path:
             log.warning("reload_state_path_ignored", reason="the state store moves only with a restart")
@@ -243,11 +279,17 @@ class Service:
         self.router.config = config
         for warning in config.settings.plaintext_warnings():
             log.warning("plaintext_connection", detail=warning)
+        self._take_retry_requests(config, None)
         self._schedule(config)
         if config.settings.metrics_listen != old_listen:
             log.warning("reload_metrics_listen_ignored", reason="the metrics address moves only with a restart")
         self.router.metrics.reload("ok")
         log.info("reloaded", version=config.version)
+
+    def _reject(self, problems: list[str]) -> None:
+        log.error("reload_rejected", problems=problems)
+        self.router.metrics.reload("rejected")
+        self._take_retry_requests(self.router.config, problems)  # nothing is retried under the old config
 
     async def _watchdog(self) -> None:
         """Under systemd: STATUS= now and then, and WATCHDOG=1 only while every mailbox makes progress

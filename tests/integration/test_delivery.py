@@ -378,22 +378,3 @@ def test_a_full_disk_stops_intake_and_resumes_by_itself(tmp_path: Path, dovecot:
         )
         forwards = [m for m in counts if ".forward@" in m]
         assert len(forwards) == 40 and all(counts[m] <= 2 for m in forwards)
-
-
-def test_quarantine_retry_refuses_to_run_beside_the_daemon(tmp_path: Path, dovecot: Dovecot, sink: SmtpSink) -> None:
-    """`quarantine retry` sends and marks like the daemon, so it takes the daemon's lock: while `run` holds it,
-    retry refuses with a clear message instead of racing it."""
-    path = write_config(tmp_path, dovecot, sink)
-    proc = start_daemon(path)
-    try:
-        _wait(lambda: (tmp_path / "state.sqlite3").exists(), 20, "the daemon's state store")
-        time.sleep(0.5)
-        result = subprocess.run(
-            [sys.executable, "-m", "emailrouter", "quarantine", "retry", "-c", str(path), "1"],
-            capture_output=True, text=True, timeout=60, cwd=ROOT, check=False,
-        )  # fmt: skip
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
-    assert result.returncode == 1
-    assert "another `emailrouter run` is using" in result.stderr
