@@ -76,7 +76,8 @@ def test_one_word_for_an_outcome_in_the_decision_event_the_metric_and_stats(conf
 
 
 def test_the_send_events_carry_the_identity_of_the_mail_they_answer(config: Config, tmp_path: Path) -> None:
-    """Every `sent` event names the incoming mail's mailbox, UID and Message-ID, as its `decision` event does."""
+    """Every `sent` event names the incoming mail's mailbox, UID and Message-ID under the keys of its `decision`
+    event; the message sent has its own key."""
     mailbox = mailbox_config()
     with SmtpSink() as sink:
         smtp = SmtpConfig(Endpoint(sink.host, sink.port, "plain", 10.0, None), None, None)
@@ -98,8 +99,8 @@ def test_the_send_events_carry_the_identity_of_the_mail_they_answer(config: Conf
     sent = [e for e in captured.entries if e["event"] == "sent"]
     assert len(sent) == 2
     for event in sent:
-        assert (event["mailbox"], event["uid"], event["for_message_id"]) == ("jkt", 5, incoming)
-        assert event["message_id"] != incoming  # the outgoing message's own id stays under its key
+        assert (event["mailbox"], event["uid"], event["message_id"]) == ("jkt", 5, incoming)
+        assert event["sent_message_id"].startswith("<er.")  # the outgoing message's own id, under its own key
 
 
 async def _flush_and_close(router: Router) -> int:

@@ -119,7 +119,7 @@ class Outbox:
         record = self.state.record
         with (
             structlog.contextvars.bound_contextvars(
-                outbox_id=entry.id, message_id=entry.message_id, for_mail=entry.msg_key, kind=entry.kind
+                outbox_id=entry.id, sent_message_id=entry.message_id, for_mail=entry.msg_key, kind=entry.kind
             ),
             structlog.contextvars.bound_contextvars(**self._incoming(entry.msg_key)),
         ):
@@ -163,8 +163,8 @@ class Outbox:
             return 1
 
     def _incoming(self, msg_key: str) -> dict[str, object]:
-        """The identity of the mail a send is for, under the keys its `decision` event has (mailbox, uid), and its
-        Message-ID as `for_message_id`: one grep for the mailbox and uid finds the decision and every send."""
+        """The identity of the mail a send is for, under the keys its `decision` event has (mailbox, uid,
+        message_id; the send's own is `sent_message_id`): one grep finds a mail's decision and every send."""
         key = MessageKey.parse(msg_key)
         if key is None:
             return {}
@@ -173,7 +173,7 @@ class Outbox:
         return {
             "mailbox": names.get((key.account, key.folder), key.account),
             "uid": key.uid,
-            "for_message_id": found[0].dedupe_id if found else None,
+            "message_id": found[0].dedupe_id if found and found[0].dedupe_id.startswith("<") else None,
         }
 
     def _uncertain(self, entry: OutboxEntry, error: str) -> None:
