@@ -71,7 +71,12 @@ class Outbox:
         for entry in self.store.interrupted():
             if entry.kind == "reply":
                 self.store.mark_failed(entry.id, "interrupted while sending: not sent again", status="uncertain")
-                log.warning("reply_uncertain", message_id=entry.message_id, to=list(entry.recipients))
+                log.warning(
+                    "reply_uncertain",
+                    sent_message_id=entry.message_id,
+                    to=list(entry.recipients),
+                    **self._incoming(entry.msg_key),
+                )
                 self.metrics.action(entry.kind, entry.unit, "uncertain")
             else:
                 self.store.mark_retry(entry.id, "interrupted while sending", self.clock())
