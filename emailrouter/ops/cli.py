@@ -220,13 +220,17 @@ def cmd_quarantine(args: argparse.Namespace) -> int:
 
     logs.configure("warning", stream=sys.stderr, plain=True)
     config = _load(args)
-    if config is None or (args.action == "retry" and _unusable_secrets(config, "quarantine retry")):
+    if config is None:
         return 1
     try:
         # retry sends and marks like the daemon does: under the daemon's lock, or through the daemon holding it
+        # (which checks the secrets in its own environment when it reloads)
         lock = _single_instance(config.settings.state_path, quiet=True) if args.action == "retry" else None
         if lock is False:
             return _retry_in_daemon(config, args)
+        if lock is not None and _unusable_secrets(config, "quarantine retry"):
+            lock.close()
+            return 1
         if lock is not None:
             print(
                 f"no daemon runs on {config.settings.state_path}: retrying here, "

@@ -2,7 +2,8 @@
 
 `Service` runs the router's public calls in asyncio tasks (one per mailbox, the outbox retries, the two
 daily jobs, which need only "seconds until HH:MM"), wakes a mailbox's task when its IDLE connection
-announces mail, reloads the config on SIGHUP, finishes the mail in hand on SIGTERM, and tells systemd
+announces mail, reloads the config on SIGHUP (then takes the `quarantine retry` requests waiting, see
+retries.py), finishes the mail in hand on SIGTERM, and tells systemd
 how it goes (READY, STATUS, WATCHDOG only while every mailbox makes progress). `run_once` is the same
 calls without the tasks.
 """
