@@ -147,7 +147,8 @@ def parts(routing: Routing, name: str, config: Config) -> dict[str, str]:
     }
     for k, o in enumerate(routing.outgoing):
         out[f"outgoing{k}"] = repr((o.action, o.to, o.subject, o.message_id))
-        out[f"bytes{k}"] = mime.as_bytes(o.message).decode("utf-8", "surrogateescape")
+        raw = mime.as_bytes(o.message) if o.message is not None else o.call.body if o.call is not None else b""
+        out[f"bytes{k}"] = raw.decode("utf-8", "surrogateescape")
     return out
 
 

@@ -97,7 +97,7 @@ def _columns(path: Path) -> set[str]:
 def test_a_new_state_file_has_the_current_schema_version(tmp_path: Path) -> None:
     """A state store created now is at the newest schema version, with the decision columns."""
     Store(tmp_path / "s.sqlite3").close()
-    assert _user_version(tmp_path / "s.sqlite3") == SCHEMA_VERSION == 4
+    assert _user_version(tmp_path / "s.sqlite3") == SCHEMA_VERSION == 5
     assert {"final_outcome", "content_hash", "segment", "intent", "hard", "suppressed"} <= _columns(
         tmp_path / "s.sqlite3"
     )

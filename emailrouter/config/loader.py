@@ -18,7 +18,7 @@ import functools
 import hashlib
 import os
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -32,6 +32,7 @@ from emailrouter.config.settings import Settings, settings_of
 from emailrouter.config.slang import make_normaliser, read_slang
 from emailrouter.config.templates import load_templates
 from emailrouter.config.validation import CROSS_CHECKS, validate
+from emailrouter.config.webhooks import WebhookEndpoint, compile_webhook, endpoints_of
 from emailrouter.config.yamlfile import LineDict, LineList, Reader, load_yaml
 from emailrouter.core.classify import PLAIN, HistoryRule, Near, Phrase, Question, Signal, Signals, fold
 from emailrouter.core.combine import CombineSettings
@@ -83,6 +84,8 @@ class Config(RoutingConfig):
     # secrets that cannot be read here (credentials.unusable): `check` fails on them, and the daemon (`run`,
     # `quarantine retry`) does not start with them, nor takes them on a reload; other commands need no secret
     credential_problems: tuple[Problem, ...] = ()
+
+    webhooks: Mapping[str, WebhookEndpoint] = dataclasses.field(default_factory=dict)  # unit key -> its endpoint
 
 
 def _read(path: Path, display: str, problems: list[Problem]) -> str | None:
@@ -148,18 +151,29 @@ def _guard(main: routing.MainFile | None, doc: LineDict) -> GuardPolicy:
     return GuardPolicy(tuple(dict.fromkeys(pattern.lower() for pattern in guard.robot_senders)))
 
 
-def _units(main: routing.MainFile | None, doc: LineDict) -> dict[str, Unit]:
-    """The units; with problems elsewhere in the file, the valid ones (so rules.yaml is still checked)."""
+def _unit_models(main: routing.MainFile | None, doc: LineDict) -> dict[str, routing.Unit]:
+    """The units as validated; with problems elsewhere in the file, the valid ones (so rules.yaml is still
+    checked)."""
     if main is not None:
-        found = main.units
-    else:
-        node = doc.get("units")
-        found = {}
-        for key, value in node.items() if isinstance(node, LineDict) else ():
-            if _KEY.match(key) and (unit := _valid(routing.Unit, value)) is not None:
-                found[key] = unit
+        return dict(main.units)
+    node = doc.get("units")
+    found = {}
+    for key, value in node.items() if isinstance(node, LineDict) else ():
+        if _KEY.match(key) and (unit := _valid(routing.Unit, value)) is not None:
+            found[key] = unit
+    return found
+
+
+def _units(found: dict[str, routing.Unit], doc: LineDict, r: Reader) -> dict[str, Unit]:
+    """The core's units, each webhook's body template compiled (a syntax error is a problem at its line)."""
     return {
-        key: Unit(key, unit.address, unit.name.by_language(), unit.next_steps.by_language())
+        key: Unit(
+            key,
+            unit.address or "",
+            unit.name.by_language(),
+            unit.next_steps.by_language(),
+            compile_webhook(key, unit.webhook, doc.get("units"), r) if unit.webhook is not None else None,
+        )
         for key, unit in found.items()
     }
 
@@ -619,7 +633,8 @@ def load_config(path: str | Path, *, directory: str | Path | None = None, model:
 
     router = _router(main, doc)
     guard = _guard(main, doc)
-    units = _units(main, doc)
+    unit_models = _unit_models(main, doc)
+    units = _units(unit_models, doc, r)
     settings = settings_of(main, base)
     node = doc.get("router")
     failures_to = node.get("failures_to", _FAILURES_TO) if isinstance(node, LineDict) else None
@@ -631,6 +646,13 @@ def load_config(path: str | Path, *, directory: str | Path | None = None, model:
             "failures_to" if isinstance(node, LineDict) and "failures_to" in node else None,
             "router.failures_to",
             f"unknown unit {failures_to!r} (known: {', '.join(sorted(units))})",
+        )
+    if isinstance(failures_to, str) and failures_to in units and not units[failures_to].address:
+        r.fail(
+            node,
+            "failures_to" if isinstance(node, LineDict) and "failures_to" in node else None,
+            "router.failures_to",
+            f"unit {failures_to!r} has no address: failure notices are mail, the failure unit needs a mailbox",
         )
 
     # the directory first: segmentation needs it
@@ -714,4 +736,5 @@ def load_config(path: str | Path, *, directory: str | Path | None = None, model:
         credential_problems=tuple(credential_problems(doc, display, base)),
         guard=guard,
         max_message_bytes=settings.max_message_bytes,
+        webhooks=endpoints_of(unit_models, base),
     )

@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BeforeValidator, ConfigDict, Field, ValidationInfo, WithJsonSchema, model_validator
 from pydantic_core import PydanticCustomError
 
-from emailrouter.config.models import DaemonSettings
+from emailrouter.config.models import DaemonSettings, Secret
 from emailrouter.config.validation import Maybe, NotBlank, Section, cross, json_schema, says
 from emailrouter.config.yamlfile import describe
 from emailrouter.core.guard import DEFAULT_ROBOT_SENDERS, robot_sender_problem
@@ -117,12 +117,60 @@ Localised = Annotated[
 ]
 
 
-class Unit(Section):
-    """A unit: its address, and what customers are told about it in replies."""
+WEBHOOK_URL = r"^https?://[^\s/?#]+[^\s]*$"
+JSON_PATH = r"^[A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]+)*$"
 
-    address: Address = Field(description="Where mail for this unit is sent.")
+
+class Webhook(Section):
+    """An HTTP endpoint of the unit (a helpdesk's REST API, a chat group's bot or incoming webhook): forwards,
+    escalations and tickets to the unit are POSTed there as JSON, exactly once, through the outbox."""
+
+    url: Annotated[
+        str, Field(pattern=WEBHOOK_URL, json_schema_extra=says(WEBHOOK_URL, "an http:// or https:// URL"))
+    ] = Field(description="Where the JSON is POSTed. No secret in it: put a token in `token`.")
+    body: NotBlank = Field(
+        description="A Jinja2 template (sandboxed) that renders one JSON document; write every value with `tojson`"
+        " ({{ subject | tojson }}). Variables: the ticket fields (reference, segment, customer_address, customer_name,"
+        " intent, hard_complaint, subject, summary, rule, ...), action, unit.key, unit.name, language, headline."
+    )
+    token: Secret = Field(
+        default=None,
+        description="Sent as `Authorization: Bearer ...`: {env: NAME}, {file: PATH}, {credential: NAME} or"
+        " {command: ...}, never the token itself.",
+    )
+    ticket_number: Maybe[
+        Annotated[str, Field(pattern=JSON_PATH, json_schema_extra=says(JSON_PATH, "a dotted path: ticket.id"))]
+    ] = Field(
+        default=None,
+        description="Where the endpoint's answer holds its own ticket number (a dotted path into the JSON, list"
+        " positions as digits: data.0.id). The customer's acknowledgement then quotes that number.",
+    )
+    timeout: float = Field(default=10.0, gt=0, le=120, description="Seconds to wait for the endpoint's answer.")
+    reply_waits: float = Field(
+        default=900.0,
+        ge=0,
+        le=86400,
+        description="With ticket_number: seconds a customer reply waits for the ticket call at most; after that,"
+        " or after the call failed for good, the reply quotes our own reference.",
+    )
+
+
+class Unit(Section):
+    """A unit: its address and/or HTTP endpoint, and what customers are told about it in replies."""
+
+    address: Maybe[Address] = Field(
+        default=None, description="Where mail for this unit is sent. Required unless the unit has a webhook."
+    )
+    webhook: Maybe[Webhook] = Field(default=None, description="An HTTP endpoint, instead of or as well as the address.")
     name: Localised = Field(description="The unit's name as customers see it." + _ONE_OR_EACH)
     next_steps: Localised = Field(description="What happens next, as told to customers." + _ONE_OR_EACH)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _address_or_webhook(cls, data: Any, info: ValidationInfo) -> Any:
+        if isinstance(data, dict) and data.get("address") is None and data.get("webhook") is None:
+            cross(info, data, "address", "missing: give an address, a webhook, or both")
+        return data
 
 
 class DomainRule(Section):

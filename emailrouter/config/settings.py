@@ -160,7 +160,8 @@ def settings_of(model: DaemonSettings | None, base: Path) -> Settings:
     return _settings(model if model is not None else DaemonSettings(), base)
 
 
-def _secret(ref: SecretRef | None, base: Path) -> Secret | None:
+def secret_of(ref: SecretRef | None, base: Path) -> Secret | None:
+    """The credential source a validated {env|file|credential|command: ...} names (relative to `base`)."""
     if ref is None:
         return None
     kind, reference = ref.kind_and_reference()
@@ -173,12 +174,12 @@ def _endpoint(m: models.Mailbox | models.Smtp, ports: dict[str, int], base: Path
 
 
 def _mailbox(m: models.Mailbox, base: Path) -> MailboxConfig:
-    token = _secret(m.oauth2.token, base) if m.oauth2 is not None else None
+    token = secret_of(m.oauth2.token, base) if m.oauth2 is not None else None
     return MailboxConfig(
         name=m.name,
         endpoint=_endpoint(m, IMAP_PORTS, base),
         username=m.username,
-        password=_secret(m.password, base),
+        password=secret_of(m.password, base),
         oauth2=OAuth2Token(token, m.oauth2.lifetime) if m.oauth2 is not None and token is not None else None,
         folder=m.folder,
         processed=m.processed,
@@ -226,7 +227,7 @@ def _settings(m: DaemonSettings, base: Path) -> Settings:
     smtp = None
     if m.smtp is not None:
         smtp = SmtpConfig(
-            _endpoint(m.smtp, SMTP_PORTS, base), m.smtp.username, _secret(m.smtp.password, base), m.smtp.data_timeout
+            _endpoint(m.smtp, SMTP_PORTS, base), m.smtp.username, secret_of(m.smtp.password, base), m.smtp.data_timeout
         )
     d, h, lp = m.delivery, m.housekeeping, m.loop_protection
     state = state_location(m.state.path, base)

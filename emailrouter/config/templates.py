@@ -19,14 +19,21 @@ from emailrouter.core.templates import TemplateSet
 _NAME = re.compile(r"^(?P<name>[A-Za-z0-9_-]+)\.(?P<lang>[a-z]{2})\.txt$")
 
 
-def load_templates(folder: Path, display: str, problems: list[Problem]) -> TemplateSet:
-    """Compile every `<name>.<lang>.txt` in `folder`; syntax errors become problems with their line."""
-    env = SandboxedEnvironment(
-        loader=jinja2.FileSystemLoader(str(folder)),
-        autoescape=jinja2.select_autoescape(["html", "htm"]),
+def sandbox(loader: jinja2.BaseLoader | None = None, *, html: bool = True) -> SandboxedEnvironment:
+    """The one kind of Jinja2 environment every template of ours is compiled in: sandboxed, undefined names an
+    error; `.html` reply templates autoescaped (`html=False` for webhook bodies: JSON, values written with
+    `tojson`)."""
+    return SandboxedEnvironment(
+        loader=loader,
+        autoescape=jinja2.select_autoescape(["html", "htm"]) if html else False,
         undefined=jinja2.StrictUndefined,
         keep_trailing_newline=True,
     )
+
+
+def load_templates(folder: Path, display: str, problems: list[Problem]) -> TemplateSet:
+    """Compile every `<name>.<lang>.txt` in `folder`; syntax errors become problems with their line."""
+    env = sandbox(jinja2.FileSystemLoader(str(folder)))
     templates: dict[tuple[str, str], jinja2.Template] = {}
     broken: set[tuple[str, str]] = set()
     if not folder.is_dir():

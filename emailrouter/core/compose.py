@@ -29,7 +29,7 @@ from typing import assert_never
 from emailrouter.core import mime
 from emailrouter.core.combine import hard_summary, hard_why, output_rows
 from emailrouter.core.errors import ComposeError
-from emailrouter.core.ids import our_message_id
+from emailrouter.core.ids import WEBHOOK, idempotency_key, our_message_id
 from emailrouter.core.model import (
     Action,
     Classification,
@@ -46,9 +46,11 @@ from emailrouter.core.model import (
     Segmentation,
     Suppressed,
     Unit,
+    WebhookCall,
 )
 from emailrouter.core.parse import clean_line
 from emailrouter.core.templates import TemplateSet, reply_context
+from emailrouter.core.webhook import render_body
 
 MAX_SUBJECT = 200
 MAX_REFERENCES = 10
@@ -181,7 +183,10 @@ def _plain_action(action: Action, units: dict[str, Unit]) -> str:
         return action.describe()
     unit = units[action.unit]
     verb = {"forward": "forward to", "escalate": "escalate to", "ticket": "open a ticket via"}[action.type]
-    return f"{verb} {unit.name['en']} <{unit.address}>"
+    where = [f"<{unit.address}>"] if unit.address else []
+    if unit.webhook is not None:
+        where.append(f"(POST {unit.webhook.url})")
+    return f"{verb} {unit.name['en']} {' '.join(where)}"
 
 
 def _base_headers(
@@ -340,6 +345,36 @@ def compose_ticket(case: Case, index: int, action: OpenTicket, c: Composer) -> t
     return msg, subject
 
 
+def webhook_context(case: Case, action: Forward | Escalate | OpenTicket, unit: Unit) -> dict[str, object]:
+    """Everything a webhook body template may use: the ticket fields, what is asked of the unit, and a one-line
+    `headline` for a chat group. Customer text is only ever data here (`tojson` writes it as a JSON string)."""
+    fields = ticket_fields(case)
+    verb = {"forward": "Forwarded", "escalate": "ESCALATION", "ticket": "Ticket request"}[action.type]
+    hard = " [HARD]" if case.classification.hard else ""
+    customer = fields["customer_address"] or "(no usable sender)"
+    return {
+        **fields,
+        "action": action.type,
+        "unit": {"key": unit.key, "name": unit.name["en"]},
+        "language": case.classification.language,
+        "headline": f"{verb} {case.decision.reference} [{case.segmentation.segment}]{hard}"
+        f" {case.classification.intent} from {customer}: {_subject(case.view)}",
+    }
+
+
+def compose_call(case: Case, index: int, action: Forward | Escalate | OpenTicket, c: Composer) -> Outgoing:
+    """The POST to a unit's endpoint for this action: its JSON body rendered from the unit's template, its
+    identity (and so its Idempotency-Key) as deterministic as a Message-ID."""
+    unit = c.units[action.unit]
+    assert unit.webhook is not None
+    seed = f"{case.decision.reference}\0{case.decision.rule}\0{index}\0{_shown(action)}\0{WEBHOOK}"
+    identity = our_message_id(seed, WEBHOOK, c.router.domain)
+    body = render_body(unit.webhook, webhook_context(case, action, unit))
+    call = WebhookCall(unit.webhook.url, body, idempotency_key(identity))
+    subject = f"POST {len(body):,} bytes of JSON ({action.type} {case.decision.reference})"
+    return Outgoing(action, None, (unit.webhook.url,), subject, identity, call)
+
+
 def compose_reply(case: Case, index: int, action: Reply, c: Composer) -> tuple[EmailMessage, str]:
     view = case.view
     to = _customer_address(case)
@@ -372,6 +407,16 @@ def compose_reply(case: Case, index: int, action: Reply, c: Composer) -> tuple[E
     msg = _base_headers(case, index, action, c.router, to, rendered.subject, more)
     mime.single(msg, rendered.body)
     return msg, rendered.subject
+
+
+def _compose_to_unit(
+    case: Case, index: int, action: Forward | Escalate | OpenTicket, c: Composer
+) -> tuple[EmailMessage, str]:
+    if isinstance(action, Forward):
+        return compose_forward(case, index, action, c)
+    if isinstance(action, Escalate):
+        return compose_escalation(case, index, action, c)
+    return compose_ticket(case, index, action, c)
 
 
 def assert_safe_headers(msg: EmailMessage) -> None:
@@ -425,15 +470,14 @@ def _compose(case: Case, composer: Composer) -> tuple[list[Outgoing], list[Suppr
                     failed.append(RenderFailure(action, action.template, lang, str(exc), mid))
                     continue
                 to = case.view.sender.address
-            case Forward():
-                msg, subject = compose_forward(case, index, action, composer)
-                to = composer.units[action.unit].address
-            case Escalate():
-                msg, subject = compose_escalation(case, index, action, composer)
-                to = composer.units[action.unit].address
-            case OpenTicket():
-                msg, subject = compose_ticket(case, index, action, composer)
-                to = composer.units[action.unit].address
+            case Forward() | Escalate() | OpenTicket():
+                unit = composer.units[action.unit]
+                if unit.webhook is not None:
+                    out.append(compose_call(case, index, action, composer))
+                if not unit.address:
+                    continue  # an endpoint only
+                msg, subject = _compose_to_unit(case, index, action, composer)
+                to = unit.address
             case _:
                 assert_never(action)
         assert_safe_headers(msg)

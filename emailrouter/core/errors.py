@@ -46,11 +46,13 @@ class ComposeError(PermanentError):
 
 
 class TemporaryDeliveryError(TransientError):
-    """The relay said 4xx for this message: the outbox keeps it and retries it later."""
+    """The relay said 4xx for this message (an endpoint: 5xx or 429): the outbox keeps it and retries it later,
+    not before `retry_after` seconds when the endpoint said so (Retry-After)."""
 
-    def __init__(self, message: str, code: int | None = None) -> None:
+    def __init__(self, message: str, code: int | None = None, retry_after: float | None = None) -> None:
         super().__init__(message)
         self.code = code
+        self.retry_after = retry_after
 
 
 class PermanentDeliveryError(PermanentError):
@@ -69,6 +71,12 @@ class RelayError(TransientError, ConnectionError):
     def __init__(self, message: str, code: int | None = None) -> None:
         super().__init__(message)
         self.code = code
+
+
+class EndpointError(TransientError, ConnectionError):
+    """A unit's HTTP endpoint cannot be used right now (connection refused or dropped, no answer in time, its
+    token unreadable): nothing is wrong with the request, so that endpoint's calls wait (the same call, with the
+    same Idempotency-Key, goes again) and the rest of the outbox goes on."""
 
 
 class UncertainDeliveryError(TransientError):

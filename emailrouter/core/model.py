@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from email.message import EmailMessage, Message
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 Intent = Literal["fault", "information", "request", "unknown"]
 INTENTS: tuple[Intent, ...] = ("fault", "information", "request", "unknown")
@@ -213,28 +213,42 @@ class Decision:
 
 
 @dataclass(frozen=True)
+class WebhookCall:
+    """One composed HTTP POST to a unit's endpoint (core/webhook.py writes it down for the outbox)."""
+
+    url: str
+    body: bytes  # the JSON document, rendered from the unit's webhook template and checked to be JSON
+    idempotency_key: str  # ids.idempotency_key of the call's identity: the endpoint sees a repeat as one
+
+
+@dataclass(frozen=True)
 class Outgoing:
-    """One composed message and the action it carries out."""
+    """One composed message, or webhook call, and the action it carries out."""
 
     action: Action
-    message: EmailMessage = field(compare=False)
+    message: EmailMessage | None = field(compare=False)  # None for a webhook call
     # what the headers say, kept as plain values: reading headers back means parsing them again
-    to: tuple[str, ...] = ()
+    to: tuple[str, ...] = ()  # for a webhook call: its URL
     subject: str = ""
-    message_id: str = ""
+    message_id: str = ""  # for a webhook call: its identity (ids.WEBHOOK kind), the outbox's key
+    call: WebhookCall | None = field(default=None, compare=False)
 
     @property
     def unit(self) -> str | None:
         return self.action.unit if isinstance(self.action, (Forward, Escalate, OpenTicket)) else None
 
     def describe(self) -> dict[str, object]:
-        return {
+        described: dict[str, object] = {
             "type": self.action.type,
             "unit": self.unit,
             "to": list(self.to),
             "subject": self.subject,
             "message_id": self.message_id,
         }
+        if self.call is not None:
+            described["via"] = "webhook"
+            described["idempotency_key"] = self.call.idempotency_key
+        return described
 
 
 @dataclass(frozen=True)
@@ -276,13 +290,28 @@ class RenderFailure:
 
 
 @dataclass(frozen=True)
+class Webhook:
+    """A unit's HTTP endpoint: forwards, escalations and tickets to the unit are POSTed there as JSON.
+
+    `render` is the unit's sandboxed body template (config/loader.py compiles it); its secret (a bearer
+    token) is no part of the core: the service reads it when it calls."""
+
+    url: str
+    render: Callable[[dict[str, Any]], str] = field(repr=False, compare=False)
+    ticket_number: tuple[str, ...] = ()  # JSON path into the answer of the endpoint: its own ticket number
+    source: str = ""  # where the template is configured (file:line), for errors
+
+
+@dataclass(frozen=True)
 class Unit:
-    """A mailbox the router sends to; its name and next steps are shown to customers."""
+    """A unit the router sends to: a mailbox, an HTTP endpoint or both; its name and next steps are shown to
+    customers."""
 
     key: str
-    address: str
+    address: str  # "" when the unit is only an endpoint
     name: dict[str, str]  # language -> name
     next_steps: dict[str, str]  # language -> what happens next
+    webhook: Webhook | None = None
 
 
 @dataclass(frozen=True)

@@ -66,7 +66,7 @@ class RoutingConfig:
 
     @property
     def own_addresses(self) -> frozenset[str]:
-        return frozenset({self.router.address.lower(), *(u.address.lower() for u in self.units.values())})
+        return frozenset({self.router.address.lower(), *(u.address.lower() for u in self.units.values() if u.address)})
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import signal
 
-CRASH_POINTS = ("after-duplicate", "after-plan", "after-smtp-accepted", "after-send-recorded")
+CRASH_POINTS = ("after-duplicate", "after-plan", "after-smtp-accepted", "after-webhook-answered", "after-send-recorded")
 _seen: dict[str, int] = {}
 
 

@@ -22,16 +22,25 @@ import structlog
 from emailrouter.config.loader import Config
 from emailrouter.core.compose import compose_failure_notice
 from emailrouter.core.errors import (
+    EndpointError,
     PermanentDeliveryError,
     RelayError,
     StateError,
     TemporaryDeliveryError,
     UncertainDeliveryError,
 )
+from emailrouter.core.ids import is_webhook
+from emailrouter.core.webhook import (
+    compose_webhook_failure_notice,
+    parse_request,
+    quote_remote_reference,
+    ticket_number,
+)
 from emailrouter.service.faults import crashpoint
 from emailrouter.service.health import DEPENDENCY_RETRY_MAX, Dependency, StateGate, backoff
 from emailrouter.service.metrics import Metrics
 from emailrouter.service.store import MessageKey, OutboxEntry, PlannedSend, StateStore
+from emailrouter.service.webhook import WebhookTransport
 
 log = structlog.get_logger(__name__)
 DUE_PAGE = 500  # due entries read at a time
@@ -64,7 +73,16 @@ class Outbox:
         self.stopping = False  # SIGTERM: the send in hand is finished, no new one starts
         self.relay = Dependency("relay", metrics)
         self.failure_unit = Dependency("failure_unit", metrics)
+        self.webhooks = WebhookTransport(config.webhooks)
+        self.endpoints: dict[str, Dependency] = {}  # unit key -> the health of its endpoint
         self._lock = asyncio.Lock()
+
+    def endpoint(self, unit: str | None) -> Dependency:
+        """The health of a unit's HTTP endpoint, like the relay's: while it is down its calls wait."""
+        key = unit or ""
+        if key not in self.endpoints:
+            self.endpoints[key] = Dependency(f"endpoint_{key}", self.metrics)
+        return self.endpoints[key]
 
     async def resume(self) -> None:
         """After a restart: a send interrupted mid-way is retried, except a customer reply (at most once)."""
@@ -122,20 +140,37 @@ class Outbox:
         assert self.transport is not None
         delivery = self.config.settings.delivery
         record = self.state.record
+        webhook = is_webhook(entry.message_id)
+        answer: str | None = None
         with (
             structlog.contextvars.bound_contextvars(
                 outbox_id=entry.id, sent_message_id=entry.message_id, for_mail=entry.msg_key, kind=entry.kind
             ),
             structlog.contextvars.bound_contextvars(**self._incoming(entry.msg_key)),
         ):
+            if webhook and self.endpoint(entry.unit).waiting():
+                return 0  # its endpoint is down: the call waits, its state unchanged
+            raw = self._reply_raw(entry) if entry.kind == "reply" else entry.raw
+            if raw is None:
+                return 0  # it waits for the ticket system's number
             if not self.store.claim(entry.id, durable=entry.kind == "reply"):
                 return 0
             try:
-                await self.transport.send(entry.mail_from, entry.recipients, entry.raw)
+                if webhook:
+                    answer = await self._call(entry)
+                else:
+                    await self.transport.send(entry.mail_from, entry.recipients, raw)
             except RelayError as exc:
                 relay_error = str(exc)
                 record(lambda: self.store.release(entry.id, relay_error))
                 raise
+            except EndpointError as exc:  # nothing wrong with the call: it goes again once the endpoint is back
+                endpoint_error = str(exc)
+                record(lambda: self.store.release(entry.id, endpoint_error))
+                retry_max = min(DEPENDENCY_RETRY_MAX, delivery.retry_max)
+                self.endpoint(entry.unit).went_down(endpoint_error, maximum=retry_max)
+                self.metrics.action(entry.kind, entry.unit, "deferred")
+                return 0
             except UncertainDeliveryError as exc:
                 self._uncertain(entry, str(exc))
                 return 0
@@ -143,6 +178,8 @@ class Outbox:
                 now = self.clock()
                 if (now - entry.created_at).total_seconds() < delivery.give_up_after:
                     delay = backoff(entry.attempts + 1, delivery.retry_initial, delivery.retry_max)
+                    if exc.retry_after is not None:  # the endpoint's Retry-After: not before then
+                        delay = max(delay, min(exc.retry_after, delivery.give_up_after))
                     error, retry_at = str(exc), now + timedelta(seconds=delay)
                     record(lambda: self.store.mark_retry(entry.id, error, retry_at))
                     log.warning("send_deferred", error=error, retry_in=delay)
@@ -156,12 +193,15 @@ class Outbox:
             except BaseException:  # a bug or a cancellation: nothing was sent that we know of, give the claim back
                 record(lambda: self.store.release(entry.id))
                 raise
-            crashpoint("after-smtp-accepted")
+            crashpoint("after-webhook-answered" if webhook else "after-smtp-accepted")
             now = self.clock()
-            record(lambda: self.store.mark_sent([entry.id], now))
+            record(lambda: self.store.mark_sent([entry.id], now, answer))
             crashpoint("after-send-recorded")
-            log.info("sent", to=list(entry.recipients))
+            log.info("sent", to=list(entry.recipients), **({"ticket_number": answer} if answer else {}))
             self.metrics.action(entry.kind, entry.unit, "sent")
+            if webhook:
+                self.endpoint(entry.unit).came_back()
+                return 1
             self.relay.came_back()
             if self._for_failure_unit(entry):
                 self.failure_unit.came_back()
@@ -180,6 +220,40 @@ class Outbox:
             "uid": key.uid,
             "message_id": found[0].dedupe_id if found and found[0].dedupe_id.startswith("<") else None,
         }
+
+    async def _call(self, entry: OutboxEntry) -> str | None:
+        """POST a webhook entry; the endpoint's own ticket number when its unit names where the answer has one."""
+        body = await self.webhooks.call(entry.unit, parse_request(entry.raw))
+        endpoint = self.config.webhooks.get(entry.unit or "")
+        return ticket_number(body, endpoint.ticket_number) if endpoint is not None else None
+
+    def _reply_raw(self, entry: OutboxEntry) -> bytes | None:
+        """A customer reply as it goes out: quoting the ticket system's number once its ticket call has
+        answered with one; None while that call is still under way (for at most the unit's `reply_waits`);
+        our own reference after the call failed for good, gave no number, or took too long."""
+        calls = [
+            s
+            for s in self.store.sends(entry.msg_key)
+            if s.kind == "ticket" and is_webhook(s.message_id) and s.unit in self.config.webhooks
+        ]
+        endpoint = self.config.webhooks[calls[0].unit or ""] if calls else None
+        if endpoint is None or not endpoint.ticket_number:
+            return entry.raw
+        call = calls[0]
+        if call.status == "sent" and call.answer:
+            try:
+                return quote_remote_reference(entry.raw, call.answer)
+            except ValueError as exc:
+                log.warning("ticket_number_not_quoted", reason=str(exc))
+                return entry.raw
+        now = self.clock()
+        waited = (now - entry.created_at).total_seconds()
+        if call.status in ("pending", "sending") and waited < endpoint.reply_waits:
+            delay = min(self.config.settings.delivery.retry_initial, endpoint.reply_waits - waited)
+            retry_at = now + timedelta(seconds=max(delay, 1.0))
+            self.state.record(lambda: self.store.mark_retry(entry.id, "waits for the ticket system's number", retry_at))
+            return None
+        return entry.raw
 
     def _uncertain(self, entry: OutboxEntry, error: str) -> None:
         """The message went out but its answer was lost or late: a customer reply is never sent again, anything
@@ -217,22 +291,34 @@ class Outbox:
         if unit is None:
             log.error("failure_notice_impossible", reason=f"no unit {router.failures_to!r}")
             return
-        notice = compose_failure_notice(
-            router,
-            unit,
-            kind=entry.kind,
-            recipients=list(entry.recipients),
-            error=error,
-            undelivered=entry.raw,
-            undelivered_id=entry.message_id,
-            now=self.clock(),
-        )
+        if is_webhook(entry.message_id):
+            notice = compose_webhook_failure_notice(
+                router,
+                unit,
+                kind=entry.kind,
+                request=entry.raw,
+                call_id=entry.message_id,
+                error=error,
+                now=self.clock(),
+            )
+        else:
+            notice = compose_failure_notice(
+                router,
+                unit,
+                kind=entry.kind,
+                recipients=list(entry.recipients),
+                error=error,
+                undelivered=entry.raw,
+                undelivered_id=entry.message_id,
+                now=self.clock(),
+            )
         send = PlannedSend(
             "failure", unit.key, router.address, (unit.address,), str(notice["Message-ID"]), notice.as_bytes()
         )
         self.state.record(lambda: self.store.add_send(entry.msg_key, send, self.clock()))
 
     async def close(self) -> None:
-        """Say QUIT to the relay."""
+        """Say QUIT to the relay; close the endpoints' connections."""
+        await self.webhooks.close()
         if self.transport is not None:
             await self.transport.close()

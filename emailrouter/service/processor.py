@@ -27,8 +27,9 @@ from emailrouter.core import mime
 from emailrouter.core.compose import compose_quarantine_notice, compose_render_failure_notice
 from emailrouter.core.dedupe import bytes_hash, content_hash, duplicate_of
 from emailrouter.core.explain import as_json
-from emailrouter.core.model import Record
+from emailrouter.core.model import Outgoing, Record
 from emailrouter.core.pipeline import Routing, read, route
+from emailrouter.core.webhook import request_bytes
 from emailrouter.service.faults import crashpoint
 from emailrouter.service.imap import Fetched
 from emailrouter.service.memory import Batch, remembered
@@ -152,7 +153,7 @@ class Processor:
                 mail_from=config.router.address,
                 recipients=tuple(o.to),
                 message_id=o.message_id,
-                raw=mime.as_bytes(o.message),  # the original copied once, not once per MIME level
+                raw=_raw(o),
             )
             for o in routing.outgoing
         ]
@@ -273,3 +274,12 @@ class Processor:
             log.warning("quarantine_notice_suppressed", limit_per_hour=limit)
         dedupe = headers.get("message-id") or bytes_hash(fetched.raw)
         return Plan(key, dedupe, "", {}, sends, now, None, "quarantined", error=error, content_hash=content)
+
+
+def _raw(o: Outgoing) -> bytes:
+    """What the outbox keeps of one outgoing: a mail (the original copied once, not once per MIME level), or a
+    webhook call as core/webhook.py writes it."""
+    if o.message is not None:
+        return mime.as_bytes(o.message)
+    assert o.call is not None
+    return request_bytes(o.call)

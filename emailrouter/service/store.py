@@ -26,7 +26,8 @@ suppressions and unrendered replies of each decision as columns of their own, ba
 decision trace, so `stats` aggregates in SQL and never decodes a trace; 4 = the bodies of outgoing
 messages in a table of their own (`outbox_bodies`), written in slices and read into one buffer with
 SQLite's blob I/O: SQLite copies a row whole on every update, so a status change of a 30 MB forward cost
-60 MB of memory; `outbox.raw` now keeps only the header block. A file of a newer version than this code knows is
+60 MB of memory; `outbox.raw` now keeps only the header block; 5 = `outbox.answer`, what a webhook's endpoint
+answered that we keep (its own ticket number). A file of a newer version than this code knows is
 refused (`StateError` naming the file), never written.
 
 Over 400 lines: the contract, its row types, the migrations and their SQLite implementation are one
@@ -152,6 +153,7 @@ class SendRecord:
     created_at: datetime
     sent_at: datetime | None
     last_error: str | None
+    answer: str | None = None  # a webhook call's: the endpoint's own ticket number, when it gave one
 
 
 @dataclass(frozen=True)
@@ -321,8 +323,9 @@ class StateStore(Protocol):
         """Give back a claim whose send never started: pending again at once, the attempt does not count."""
         ...
 
-    def mark_sent(self, entry_ids: Sequence[int], now: datetime) -> None:
-        """Sent: the body is dropped, its headers stay for the audit (up to and including the blank line)."""
+    def mark_sent(self, entry_ids: Sequence[int], now: datetime, answer: str | None = None) -> None:
+        """Sent: the body is dropped, its headers stay for the audit (up to and including the blank line);
+        `answer`: what a webhook's endpoint answered that we keep (its ticket number)."""
         ...
 
     def mark_retry(self, entry_id: int, error: str, next_attempt: datetime) -> None:
@@ -513,11 +516,17 @@ def _v4_outbox_bodies(db: sqlite3.Connection) -> None:
     db.execute(f"UPDATE outbox SET raw={_HEADERS_ONLY} WHERE status!='sent'")
 
 
+def _v5_webhook_answers(db: sqlite3.Connection) -> None:
+    # What a webhook's endpoint answered that we keep: its own ticket number (quoted to the customer).
+    _add_columns(db, "outbox", [("answer", "TEXT")])
+
+
 MIGRATIONS: Final[tuple[Callable[[sqlite3.Connection], None], ...]] = (
     _v1_first_release,
     _v2_final_outcome_and_content_hash,
     _v3_decision_columns,
     _v4_outbox_bodies,
+    _v5_webhook_answers,
 )
 SCHEMA_VERSION: Final = len(MIGRATIONS)
 
@@ -533,7 +542,7 @@ _MESSAGE = (
     "account, folder, uidvalidity, uid, dedupe_id, outcome, rule, segment, intent, hard, error, content_hash,"
     " received_at, finished_at, marked"
 )
-_SEND = "id, msg_key, kind, unit, recipients, message_id, status, attempts, created_at, sent_at, last_error"
+_SEND = "id, msg_key, kind, unit, recipients, message_id, status, attempts, created_at, sent_at, last_error, answer"
 _WINDOW = "m.received_at>=? AND m.received_at<?"
 
 
@@ -574,6 +583,7 @@ def _send_record(r: sqlite3.Row) -> SendRecord:
         created_at=datetime.fromisoformat(r["created_at"]),
         sent_at=_when(r["sent_at"]),
         last_error=r["last_error"],
+        answer=r["answer"],
     )
 
 
@@ -880,11 +890,12 @@ class SqliteStore:
                 (error, entry_id),
             )
 
-    def mark_sent(self, entry_ids: Sequence[int], now: datetime) -> None:
+    def mark_sent(self, entry_ids: Sequence[int], now: datetime, answer: str | None = None) -> None:
         with self._tx() as db:
             db.executemany(
-                f"UPDATE outbox SET status='sent', sent_at=?, last_error=NULL, raw={_HEADERS_ONLY} WHERE id=?",
-                [(_iso(now), entry_id) for entry_id in entry_ids],
+                "UPDATE outbox SET status='sent', sent_at=?, last_error=NULL, answer=coalesce(?, answer),"
+                f" raw={_HEADERS_ONLY} WHERE id=?",
+                [(_iso(now), answer, entry_id) for entry_id in entry_ids],
             )
             db.executemany("DELETE FROM outbox_bodies WHERE id=?", [(entry_id,) for entry_id in entry_ids])
 

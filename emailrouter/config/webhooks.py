@@ -1,0 +1,67 @@
+"""Units' webhooks: each body template compiled in the sandbox, and what the service needs to call them.
+
+The core gets a `Webhook` per unit (its URL, the compiled body template, the JSON path of the answer's
+ticket number); the service gets a `WebhookEndpoint` (the token's credential source, the timeout, how long
+a reply waits for the ticket number). The token is only referenced here and read when a call is made.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jinja2
+
+from emailrouter.config import routing
+from emailrouter.config.credentials import Secret
+from emailrouter.config.settings import secret_of
+from emailrouter.config.templates import sandbox
+from emailrouter.config.yamlfile import LineDict, Reader
+from emailrouter.core.model import Webhook
+
+
+@dataclass(frozen=True)
+class WebhookEndpoint:
+    """What the service needs to call one unit's endpoint, besides what the outbox entry holds."""
+
+    unit: str
+    token: Secret | None
+    timeout: float
+    ticket_number: tuple[str, ...]
+    reply_waits: float  # seconds
+
+
+def compile_webhook(key: str, model: routing.Webhook, units_node: Any, r: Reader) -> Webhook | None:
+    """The core's Webhook of unit `key`, or None with the template's syntax error recorded (file:line: key)."""
+    node = units_node.get(key) if isinstance(units_node, LineDict) else None
+    hook = node.get("webhook") if isinstance(node, LineDict) else None
+    line = hook.lines.get("body", hook.line) if isinstance(hook, LineDict) else None
+    source = f"{r.file}:{line}: units.{key}.webhook.body" if line is not None else f"{r.file}: units.{key}.webhook.body"
+    try:
+        template = sandbox(html=False).from_string(model.body)
+    except jinja2.TemplateSyntaxError as exc:
+        r.fail(hook, "body", f"units.{key}.webhook.body", f"template syntax (its line {exc.lineno}): {exc.message}")
+        return None
+
+    def render(context: dict[str, Any]) -> str:
+        return template.render(context)
+
+    path = tuple(model.ticket_number.split(".")) if model.ticket_number else ()
+    return Webhook(model.url, render, path, source)
+
+
+def endpoints_of(units: Mapping[str, routing.Unit], base: Path) -> dict[str, WebhookEndpoint]:
+    """Unit key -> its endpoint's settings, for every unit with a webhook."""
+    return {
+        key: WebhookEndpoint(
+            key,
+            secret_of(unit.webhook.token, base),
+            unit.webhook.timeout,
+            tuple(unit.webhook.ticket_number.split(".")) if unit.webhook.ticket_number else (),
+            unit.webhook.reply_waits,
+        )
+        for key, unit in units.items()
+        if unit.webhook is not None
+    }

@@ -1,0 +1,124 @@
+"""Webhook actions through the outbox, against a real Dovecot, a real SMTP sink and a real HTTP endpoint on loopback.
+
+Each call lands once (the endpoint dedupes by Idempotency-Key, and the router always sends the same key for
+the same call), 500 / 429 / timeouts / dropped connections are retried, another 4xx is final and the failure
+unit is told, and the customer's acknowledgement quotes the ticket system's own number (our reference when
+the call failed for good), also across a SIGKILL between the call and its record.
+"""
+
+from __future__ import annotations
+
+import email
+import re
+from collections.abc import Iterator
+from email.message import EmailMessage
+from email.policy import default
+from pathlib import Path
+
+import pytest
+
+from emailrouter.config.loader import load_config
+from tests.conftest import DATA
+from tests.integration.test_daemon import once, write_config
+from tests.support.dovecot import Dovecot
+from tests.support.sink import SmtpSink
+from tests.support.webhook import WebhookServer
+
+FAULT = "des-fault-pertamina-id.eml"  # 1.2.5: a ticket to `ticketing`, then the `ticket_ack` reply
+TOKEN = "s3cret-helpdesk-token"
+HELPDESK = """  ticketing:
+    webhook:
+      url: @URL@/api/tickets
+      token: {env: ER_TEST_HELPDESK_TOKEN}
+      ticket_number: ticket.id
+      timeout: @TIMEOUT@
+      body: |
+        {"title": {{ subject | tojson }}, "requester": {{ customer_address | tojson }},
+         "external_id": {{ reference | tojson }},
+         "priority": {{ ("high" if hard_complaint else "normal") | tojson }},
+         "description": {{ summary | tojson }}}
+@ADDRESS@"""
+
+
+@pytest.fixture
+def sink() -> Iterator[SmtpSink]:
+    with SmtpSink() as s:
+        yield s
+
+
+@pytest.fixture
+def endpoint() -> Iterator[WebhookServer]:
+    with WebhookServer(slow=2.0) as server:
+        yield server
+
+
+@pytest.fixture(autouse=True)
+def _token(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ER_TEST_HELPDESK_TOKEN", TOKEN)
+
+
+def helpdesk_config(
+    tmp: Path, dovecot: Dovecot, sink: SmtpSink, endpoint: WebhookServer, *, mailbox_too: bool = False
+) -> Path:
+    """The shipped config with `ticketing` a helpdesk REST endpoint (and, with `mailbox_too`, still a mailbox)."""
+    path = write_config(tmp, dovecot, sink)
+    text = path.read_text()
+    address = "    address: nossa-tickets@cc.example.co.id\n" if mailbox_too else ""
+    block = HELPDESK.replace("@URL@", endpoint.url).replace("@TIMEOUT@", "0.5").replace("@ADDRESS@", address)
+    text, n = re.subn(r"  ticketing:\n    address: nossa-tickets@cc.example.co.id\n", block, text)
+    assert n == 1
+    path.write_text(text)
+    return path
+
+
+def sent(sink: SmtpSink, kind: str) -> list[EmailMessage]:
+    out = []
+    for r in sink.received:
+        msg = email.message_from_bytes(r.data, policy=default)
+        if f".{kind}@" in str(msg["Message-ID"]):
+            out.append(msg)
+    assert all(isinstance(m, EmailMessage) for m in out)
+    return out  # type: ignore[return-value]
+
+
+def reply_text(sink: SmtpSink) -> tuple[str, str]:
+    replies = sent(sink, "reply")
+    assert len(replies) == 1, [str(m["Subject"]) for m in replies]
+    body = replies[0].get_body(("plain",))
+    assert body is not None
+    return str(replies[0]["Subject"]), body.get_content()
+
+
+def test_a_ticket_is_posted_once_and_the_reply_quotes_the_helpdesk_number(
+    tmp_path: Path, dovecot: Dovecot, sink: SmtpSink, endpoint: WebhookServer
+) -> None:
+    """A fault mail POSTs one JSON ticket with a bearer token and an Idempotency-Key; the customer's reply quotes
+    the helpdesk's own number; no mail goes to the endpoint-only unit; a second run sends nothing."""
+    path = helpdesk_config(tmp_path, dovecot, sink, endpoint)
+    dovecot.append("router", "INBOX", (DATA / FAULT).read_bytes())
+    once(load_config(path))
+    assert len(endpoint.requests) == 1
+    request = endpoint.requests[0]
+    assert request.path == "/api/tickets"
+    assert request.headers["authorization"] == f"Bearer {TOKEN}"
+    assert re.fullmatch(r"er-[0-9a-f]{24}", request.headers["idempotency-key"])
+    doc = request.json()
+    assert doc["requester"].endswith("pertamina.co.id") and doc["priority"] == "normal"
+    assert doc["external_id"].startswith("ER-")
+    subject, body = reply_text(sink)
+    assert "HD-1001" in subject and "HD-1001" in body and doc["external_id"] not in body
+    assert not [r for r in sink.received if "nossa-tickets@cc.example.co.id" in r.rcpt_tos]
+    assert TOKEN not in (tmp_path / "state.sqlite3").read_bytes().decode("latin-1")
+    once(load_config(path))
+    assert len(endpoint.requests) == 1 and len(sent(sink, "reply")) == 1
+
+
+def test_a_unit_can_be_a_mailbox_and_an_endpoint(
+    tmp_path: Path, dovecot: Dovecot, sink: SmtpSink, endpoint: WebhookServer
+) -> None:
+    """With both an address and a webhook, the ticket goes to each once."""
+    path = helpdesk_config(tmp_path, dovecot, sink, endpoint, mailbox_too=True)
+    dovecot.append("router", "INBOX", (DATA / FAULT).read_bytes())
+    once(load_config(path))
+    assert len(endpoint.requests) == 1
+    assert len(sent(sink, "ticket")) == 1
