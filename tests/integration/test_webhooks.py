@@ -9,7 +9,9 @@ the call failed for good), also across a SIGKILL between the call and its record
 from __future__ import annotations
 
 import email
+import json
 import re
+import time
 from collections.abc import Iterator
 from email.message import EmailMessage
 from email.policy import default
@@ -19,7 +21,7 @@ import pytest
 
 from emailrouter.config.loader import load_config
 from tests.conftest import DATA
-from tests.integration.test_daemon import once, write_config
+from tests.integration.test_daemon import _run_cli, once, write_config
 from tests.support.dovecot import Dovecot
 from tests.support.sink import SmtpSink
 from tests.support.webhook import WebhookServer
@@ -122,3 +124,75 @@ def test_a_unit_can_be_a_mailbox_and_an_endpoint(
     once(load_config(path))
     assert len(endpoint.requests) == 1
     assert len(sent(sink, "ticket")) == 1
+
+
+def until_replied(path: Path, sink: SmtpSink, runs: int = 12) -> None:
+    """`run --once` in this process until the customer's reply went out (each run makes a new router)."""
+    for _ in range(runs):
+        once(load_config(path))
+        if sent(sink, "reply"):
+            return
+        time.sleep(0.6)
+    raise AssertionError("the reply never went out")
+
+
+def test_500_429_a_timeout_and_a_dropped_connection_are_retried_and_the_ticket_lands_once(
+    tmp_path: Path, dovecot: Dovecot, sink: SmtpSink, endpoint: WebhookServer
+) -> None:
+    """The endpoint fails four ways (two after it already opened the ticket); every retry carries the same
+    Idempotency-Key, so one ticket is opened, and the reply, which waited, quotes its number."""
+    path = helpdesk_config(tmp_path, dovecot, sink, endpoint)
+    endpoint.script("500", "429:1", "timeout", "drop")
+    dovecot.append("router", "INBOX", (DATA / FAULT).read_bytes())
+    until_replied(path, sink)
+    assert [r.answered for r in endpoint.requests] == ["500", "429:1", "timeout", "drop", "201"]
+    assert len({r.headers["idempotency-key"] for r in endpoint.requests}) == 1
+    assert list(endpoint.landed.values()) == [1]
+    subject, body = reply_text(sink)
+    assert "HD-1001" in subject and "HD-1001" in body
+    assert not sent(sink, "failure")
+
+
+def test_a_refused_request_is_final_the_failure_unit_is_told_and_the_reply_quotes_our_reference(
+    tmp_path: Path, dovecot: Dovecot, sink: SmtpSink, endpoint: WebhookServer
+) -> None:
+    """A 422 is never retried: the failure unit gets a notice with the refused JSON attached, and the customer's
+    acknowledgement quotes our own reference instead of a ticket number."""
+    path = helpdesk_config(tmp_path, dovecot, sink, endpoint)
+    endpoint.script("422")
+    dovecot.append("router", "INBOX", (DATA / FAULT).read_bytes())
+    once(load_config(path))
+    once(load_config(path))
+    assert [r.answered for r in endpoint.requests] == ["422"]
+    reference = endpoint.requests[0].json()["external_id"]
+    subject, body = reply_text(sink)
+    assert reference in subject and reference in body and "HD-" not in body
+    (notice,) = sent(sink, "failure")
+    assert "[DELIVERY FAILED] ticket to http://127.0.0.1" in str(notice["Subject"])
+    text = notice.get_body(("plain",))
+    assert text is not None and "the endpoint refused this request: HTTP 422" in text.get_content()
+    attached = [p for p in notice.iter_attachments() if p.get_filename() == "request.json"]
+    assert len(attached) == 1 and json.loads(attached[0].get_content())["external_id"] == reference
+
+
+def test_a_sigkill_between_the_call_and_its_record_loses_nothing_and_opens_one_ticket(
+    tmp_path: Path, dovecot: Dovecot, sink: SmtpSink, endpoint: WebhookServer
+) -> None:
+    """`run --once` is killed right after the endpoint answered, before the answer is recorded: the next run
+    calls again with the same Idempotency-Key, the endpoint opens nothing new, and the one reply quotes the
+    ticket number."""
+    path = helpdesk_config(tmp_path, dovecot, sink, endpoint)
+    dovecot.append("router", "INBOX", (DATA / FAULT).read_bytes())
+    crashed = _run_cli(path, crash_at="after-webhook-answered")
+    assert crashed.returncode == -9, crashed.stderr[-2000:]
+    assert len(endpoint.requests) == 1 and not sent(sink, "reply")
+    finished = _run_cli(path)
+    assert finished.returncode == 0, finished.stderr[-2000:]
+    assert len(endpoint.requests) == 2
+    assert len({r.headers["idempotency-key"] for r in endpoint.requests}) == 1
+    assert list(endpoint.landed.values()) == [1]
+    subject, body = reply_text(sink)
+    assert "HD-1001" in subject and "HD-1001" in body
+    assert TOKEN not in crashed.stdout + crashed.stderr + finished.stdout + finished.stderr
+    assert _run_cli(path).returncode == 0
+    assert len(endpoint.requests) == 2 and len(sent(sink, "reply")) == 1
