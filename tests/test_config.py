@@ -275,7 +275,8 @@ def test_every_problem_of_the_routing_part_is_listed_with_its_line(config_copy: 
         f"{at['dcs unit:']}: units.dcs unit: unit keys may use letters, digits, _ and - only, got 'dcs unit'",
         f"{at['address: dcs-care']}: units.dcs unit.address: not an email address: 'dcs-care'",
         f"{at['address: dcs-care']}: units.dcs unit.next_steps: missing",
-        f"{at['next_step:']}: units.dcs unit.next_step: unknown key (expected one of: address, name, next_steps, webhook)",
+        f"{at['next_step:']}: units.dcs unit.next_step: unknown key (expected one of: address, name, next_steps,"
+        " webhook)",
         f"{at['failures_to: human_queu']}: router.failures_to: unknown unit 'human_queu' (known: account_managers,",
         f"{at['segment: DXS']}: segmentation.domain_rules[2].segment: unknown segment 'DXS' (known: des, DGS, DBS,"
         " DCS)",

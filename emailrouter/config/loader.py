@@ -32,8 +32,8 @@ from emailrouter.config.settings import Settings, settings_of
 from emailrouter.config.slang import make_normaliser, read_slang
 from emailrouter.config.templates import load_templates
 from emailrouter.config.validation import CROSS_CHECKS, validate
-from emailrouter.config.webhooks import WebhookEndpoint, compile_webhook, endpoints_of
-from emailrouter.config.yamlfile import LineDict, LineList, Reader, load_yaml
+from emailrouter.config.webhooks import WebhookEndpoint, check_webhook, compile_webhook, endpoints_of
+from emailrouter.config.yamlfile import LineDict, LineList, Reader, describe, load_yaml
 from emailrouter.core.classify import PLAIN, HistoryRule, Near, Phrase, Question, Signal, Signals, fold
 from emailrouter.core.combine import CombineSettings
 from emailrouter.core.decide import Row, Table
@@ -635,6 +635,8 @@ def load_config(path: str | Path, *, directory: str | Path | None = None, model:
     guard = _guard(main, doc)
     unit_models = _unit_models(main, doc)
     units = _units(unit_models, doc, r)
+    for unit in units.values():
+        check_webhook(unit, f"{router.reference_prefix if router else 'ER'}-SAMPLE00", doc.get("units"), r)
     settings = settings_of(main, base)
     node = doc.get("router")
     failures_to = node.get("failures_to", _FAILURES_TO) if isinstance(node, LineDict) else None

@@ -19,7 +19,10 @@ from emailrouter.config.credentials import Secret
 from emailrouter.config.settings import secret_of
 from emailrouter.config.templates import sandbox
 from emailrouter.config.yamlfile import LineDict, Reader
-from emailrouter.core.model import Webhook
+from emailrouter.core.compose import sample_webhook_contexts
+from emailrouter.core.errors import ComposeError
+from emailrouter.core.model import Unit, Webhook
+from emailrouter.core.webhook import render_body
 
 
 @dataclass(frozen=True)
@@ -50,6 +53,22 @@ def compile_webhook(key: str, model: routing.Webhook, units_node: Any, r: Reader
 
     path = tuple(model.ticket_number.split(".")) if model.ticket_number else ()
     return Webhook(model.url, render, path, source)
+
+
+def check_webhook(unit: Unit, reference: str, units_node: Any, r: Reader) -> None:
+    """Render the unit's body template with each sample (`check` does this for every unit with a webhook): one
+    that fails, or renders no JSON, is a problem at the template, naming the sample."""
+    if unit.webhook is None:
+        return
+    node = units_node.get(unit.key) if isinstance(units_node, LineDict) else None
+    hook = node.get("webhook") if isinstance(node, LineDict) else None
+    for described, context in sample_webhook_contexts(unit, reference):
+        try:
+            render_body(unit.webhook, context)
+        except ComposeError as exc:
+            reason = str(exc).removeprefix(f"{unit.webhook.source}: ")
+            r.fail(hook, "body", f"units.{unit.key}.webhook.body", f"does not render for {described}: {reason}")
+            return
 
 
 def endpoints_of(units: Mapping[str, routing.Unit], base: Path) -> dict[str, WebhookEndpoint]:
