@@ -206,11 +206,11 @@ def test_the_transport_tells_a_bad_request_from_an_endpoint_that_is_down(
     is down; each error says which."""
     with WebhookServer(slow=1.5) as server:
         server.script(fault)
-        transport = WebhookTransport({"ticketing": endpoint_for()})
+        transport, endpoint = WebhookTransport(), endpoint_for()
 
         async def go() -> None:
             try:
-                await transport.call("ticketing", call(server))
+                await transport.call(endpoint, call(server))
             finally:
                 await transport.close()
 
@@ -232,13 +232,13 @@ def test_a_token_goes_in_the_authorization_header_or_where_the_url_says_and_neve
     monkeypatch.setenv("ER_TEST_TOKEN", "123:ABC")
     token = Secret("env", "ER_TEST_TOKEN")
     with WebhookServer() as server:
-        transport = WebhookTransport({"ticketing": endpoint_for(token)})
+        transport, endpoint = WebhookTransport(), endpoint_for(token)
 
         async def go() -> None:
             try:
-                answer = await transport.call("ticketing", call(server, "/api"))
+                answer = await transport.call(endpoint, call(server, "/api"))
                 assert ticket_number(answer, ("ticket", "id")) == "HD-1001"
-                await transport.call("ticketing", call(server, "/bot{token}/sendMessage"))
+                await transport.call(endpoint, call(server, "/bot{token}/sendMessage"))
             finally:
                 await transport.close()
 
@@ -247,9 +247,9 @@ def test_a_token_goes_in_the_authorization_header_or_where_the_url_says_and_neve
     assert first.headers["authorization"] == "Bearer 123:ABC"
     assert second.path == "/bot123:ABC/sendMessage" and "authorization" not in second.headers
     monkeypatch.delenv("ER_TEST_TOKEN")
-    transport = WebhookTransport({"ticketing": endpoint_for(token)})
+    transport, endpoint = WebhookTransport(), endpoint_for(token)
     with pytest.raises(EndpointError, match="token of unit ticketing: environment variable ER_TEST_TOKEN is not set"):
-        asyncio.run(transport.call("ticketing", call(server)))
+        asyncio.run(transport.call(endpoint, call(server)))
 
 
 def test_retry_after_is_read_as_seconds_or_as_a_date() -> None:
@@ -258,3 +258,30 @@ def test_retry_after_is_read_as_seconds_or_as_a_date() -> None:
     assert retry_after("120", now) == 120.0
     assert retry_after("Tue, 01 Dec 2026 08:00:30 GMT", now) == 30.0
     assert retry_after("soon", now) is None and retry_after(None, now) is None
+
+
+def test_the_shipped_webhook_examples_pass_check_and_compose(
+    config_copy: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The commented helpdesk, Telegram and Slack examples in emailrouter.yaml, put in place of their units, load
+    and render: the helpdesk gets a JSON ticket, the chat groups a one-line text."""
+    text = config_copy.read_text()
+    block = text.split("# --- webhook examples (begin)\n")[1].split("# --- webhook examples (end)\n")[0]
+    examples = "".join(line.removeprefix("# ") + "\n" for line in block.splitlines())
+    units = re.split(r"(?m)^(?=  \w+:)", examples)
+    for unit in filter(None, units):
+        key = unit.split(":")[0].strip()
+        text = re.sub(rf"(?m)^  {key}:\n(?:    .*\n)+", lambda _: unit, text, count=1)  # noqa: B023
+    config_copy.write_text(text)
+    config = load_config(config_copy)
+    assert {k for k, u in config.units.items() if u.webhook is not None} == {"ticketing", "coordination", "dcs_unit"}
+    assert config.units["ticketing"].address == "" and config.units["coordination"].address
+    routing = route((DATA / FAULT).read_bytes(), config, NOW)
+    (ticket,) = [o for o in routing.outgoing if o.call is not None]
+    assert json.loads(ticket.call.body)["ticket"]["external_id"] == routing.decision.reference  # type: ignore[union-attr]
+    hard = route((DATA / "dcs-hard-media-threat-informal.eml").read_bytes(), config, NOW)
+    chats = {o.unit: json.loads(o.call.body) for o in hard.outgoing if o.call is not None}
+    assert set(chats) == {"coordination", "dcs_unit"}
+    assert chats["coordination"]["text"].startswith("ESCALATION ") and "[HARD]" in chats["coordination"]["text"]
+    assert chats["dcs_unit"]["text"].startswith("Forwarded ")
+    assert len([o for o in hard.outgoing if o.message is not None and o.unit in chats]) == 2  # the mails go too

@@ -73,7 +73,7 @@ class Outbox:
         self.stopping = False  # SIGTERM: the send in hand is finished, no new one starts
         self.relay = Dependency("relay", metrics)
         self.failure_unit = Dependency("failure_unit", metrics)
-        self.webhooks = WebhookTransport(config.webhooks)
+        self.webhooks = WebhookTransport()
         self.endpoints: dict[str, Dependency] = {}  # unit key -> the health of its endpoint
         self._lock = asyncio.Lock()
 
@@ -223,8 +223,8 @@ class Outbox:
 
     async def _call(self, entry: OutboxEntry) -> str | None:
         """POST a webhook entry; the endpoint's own ticket number when its unit names where the answer has one."""
-        body = await self.webhooks.call(entry.unit, parse_request(entry.raw))
-        endpoint = self.config.webhooks.get(entry.unit or "")
+        endpoint = self.config.webhooks.get(entry.unit or "")  # the config in force: a reload changes it
+        body = await self.webhooks.call(endpoint, parse_request(entry.raw))
         return ticket_number(body, endpoint.ticket_number) if endpoint is not None else None
 
     def _reply_raw(self, entry: OutboxEntry) -> bytes | None:

@@ -101,7 +101,8 @@ class Router:
 
     def problems(self) -> list[str]:
         """What is down right now, one line each (for /healthz, the watchdog and STATUS)."""
-        return [p for d in (self.relay, self.state, self.failure_unit) if (p := d.problem()) is not None]
+        endpoints = list(self.outbox.endpoints.values())  # a copy: this runs on the HTTP thread too
+        return [p for d in (self.relay, self.state, self.failure_unit, *endpoints) if (p := d.problem()) is not None]
 
     def status(self) -> str:
         counts = self.store.counts()

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 
@@ -54,15 +53,15 @@ def retry_after(value: str | None, now: datetime) -> float | None:
 class WebhookTransport:
     """One HTTP client for every unit's endpoint (connections are reused per host)."""
 
-    def __init__(self, endpoints: Mapping[str, WebhookEndpoint]) -> None:
-        self.endpoints = dict(endpoints)
+    def __init__(self) -> None:
         self._client: httpx.AsyncClient | None = None
 
-    async def call(self, unit: str | None, call: WebhookCall) -> bytes:
-        """POST the call; the endpoint's answer on success, else one of the errors in the module's docstring."""
-        endpoint = self.endpoints.get(unit or "")
+    async def call(self, endpoint: WebhookEndpoint | None, call: WebhookCall) -> bytes:
+        """POST the call with the settings in force for its unit (None: the unit has no webhook any more); the
+        endpoint's answer on success, else one of the errors in the module's docstring."""
         if endpoint is None:
-            raise PermanentDeliveryError(f"unit {unit!r} has no webhook in the configuration in force")
+            raise PermanentDeliveryError("its unit has no webhook in the configuration in force")
+        unit = endpoint.unit
         token = None
         if endpoint.token is not None:
             try:

@@ -8,9 +8,11 @@ the call failed for good), also across a SIGKILL between the call and its record
 
 from __future__ import annotations
 
+import asyncio
 import email
 import json
 import re
+import sqlite3
 import time
 from collections.abc import Iterator
 from email.message import EmailMessage
@@ -20,6 +22,7 @@ from pathlib import Path
 import pytest
 
 from emailrouter.config.loader import load_config
+from emailrouter.service.daemon import make_router, run_once
 from tests.conftest import DATA
 from tests.integration.test_daemon import _run_cli, once, write_config
 from tests.support.dovecot import Dovecot
@@ -196,3 +199,27 @@ def test_a_sigkill_between_the_call_and_its_record_loses_nothing_and_opens_one_t
     assert TOKEN not in crashed.stdout + crashed.stderr + finished.stdout + finished.stderr
     assert _run_cli(path).returncode == 0
     assert len(endpoint.requests) == 2 and len(sent(sink, "reply")) == 1
+
+
+def test_an_endpoint_that_is_down_is_reported_like_the_relay_and_its_call_keeps_its_state(
+    tmp_path: Path, dovecot: Dovecot, sink: SmtpSink, endpoint: WebhookServer
+) -> None:
+    """A dropped connection marks the endpoint down (/healthz, the dependency metric) without changing the call's
+    state or attempts; the reply waits for it."""
+    path = helpdesk_config(tmp_path, dovecot, sink, endpoint)
+    endpoint.script("drop")
+    dovecot.append("router", "INBOX", (DATA / FAULT).read_bytes())
+    router = make_router(load_config(path), dry_run=False)
+    try:
+        asyncio.run(run_once(router))
+        assert [p for p in router.problems() if p.startswith("endpoint_ticketing: the endpoint is down")]
+        assert b'emailrouter_dependency_up{dependency="endpoint_ticketing"} 0.0' in router.metrics.render()
+    finally:
+        router.store.close()
+    db = sqlite3.connect(tmp_path / "state.sqlite3")
+    try:
+        rows = db.execute("SELECT kind, status, attempts FROM outbox WHERE message_id LIKE '%.webhook@%'").fetchall()
+    finally:
+        db.close()
+    assert rows == [("ticket", "pending", 0)]
+    assert not sent(sink, "reply")
