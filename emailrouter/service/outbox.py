@@ -231,6 +231,8 @@ class Outbox:
         """A customer reply as it goes out: quoting the ticket system's number once its ticket call has
         answered with one; None while that call is still under way (for at most the unit's `reply_waits`);
         our own reference after the call failed for good, gave no number, or took too long."""
+        if not any(e.ticket_number for e in self.config.webhooks.values()):
+            return entry.raw  # no endpoint gives a ticket number: nothing to wait for
         calls = [
             s
             for s in self.store.sends(entry.msg_key)

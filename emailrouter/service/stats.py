@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from emailrouter.core.ids import idempotency_key, is_webhook
 from emailrouter.service.store import SendRecord, StateStore
 
 
@@ -104,7 +105,7 @@ def _iso(when: datetime | None) -> str | None:
 
 
 def _send(s: SendRecord) -> dict[str, Any]:
-    return {
+    shown = {
         "kind": s.kind,
         "unit": s.unit,
         "recipients": list(s.recipients),
@@ -114,6 +115,9 @@ def _send(s: SendRecord) -> dict[str, Any]:
         "sent_at": _iso(s.sent_at),
         "last_error": s.last_error,
     }
+    if is_webhook(s.message_id):  # a webhook call: its URL is the recipient, its identity the Message-ID
+        shown |= {"via": "webhook", "idempotency_key": idempotency_key(s.message_id), "ticket_number": s.answer}
+    return shown
 
 
 def show(store: StateStore, message_id: str) -> list[dict[str, Any]]:

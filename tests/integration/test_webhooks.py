@@ -23,6 +23,8 @@ import pytest
 
 from emailrouter.config.loader import load_config
 from emailrouter.service.daemon import make_router, run_once
+from emailrouter.service.stats import show
+from emailrouter.service.store import Store
 from tests.conftest import DATA
 from tests.integration.test_daemon import _run_cli, once, write_config
 from tests.support.dovecot import Dovecot
@@ -114,6 +116,16 @@ def test_a_ticket_is_posted_once_and_the_reply_quotes_the_helpdesk_number(
     assert "HD-1001" in subject and "HD-1001" in body and doc["external_id"] not in body
     assert not [r for r in sink.received if "nossa-tickets@cc.example.co.id" in r.rcpt_tos]
     assert TOKEN not in (tmp_path / "state.sqlite3").read_bytes().decode("latin-1")
+    store = Store(tmp_path / "state.sqlite3")
+    try:
+        (record,) = show(
+            store, "<" + str(email.message_from_bytes((DATA / FAULT).read_bytes())["Message-ID"]).strip("<>") + ">"
+        )
+    finally:
+        store.close()
+    (shown,) = [s for s in record["sends"] if s.get("via") == "webhook"]
+    assert shown["ticket_number"] == "HD-1001" and shown["status"] == "sent"
+    assert shown["idempotency_key"] == request.headers["idempotency-key"]
     once(load_config(path))
     assert len(endpoint.requests) == 1 and len(sent(sink, "reply")) == 1
 
