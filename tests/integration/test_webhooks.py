@@ -235,3 +235,15 @@ def test_an_endpoint_that_is_down_is_reported_like_the_relay_and_its_call_keeps_
         db.close()
     assert rows == [("ticket", "pending", 0)]
     assert not sent(sink, "reply")
+
+
+def test_a_dry_run_describes_the_call_and_makes_none(
+    tmp_path: Path, dovecot: Dovecot, sink: SmtpSink, endpoint: WebhookServer
+) -> None:
+    """`run --once --dry-run` logs the ticket call to the endpoint's URL in its decision and calls nothing."""
+    path = helpdesk_config(tmp_path, dovecot, sink, endpoint)
+    dovecot.append("router", "INBOX", (DATA / FAULT).read_bytes())
+    done = _run_cli(path, "--dry-run")
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert f"ticket:{endpoint.url}/api/tickets" in done.stdout + done.stderr
+    assert endpoint.requests == [] and sink.received == []
