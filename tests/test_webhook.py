@@ -54,7 +54,7 @@ def problems(path: Path) -> list[str]:
 
 
 def line_of(path: Path, text: str) -> int:
-    return next(n for n, line in enumerate(path.read_text().splitlines(), 1) if text in line)
+    return next(n for n, line in enumerate(path.read_text().splitlines(), 1) if line.startswith(text))
 
 
 @pytest.fixture
