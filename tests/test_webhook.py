@@ -285,3 +285,13 @@ def test_the_shipped_webhook_examples_pass_check_and_compose(
     assert chats["coordination"]["text"].startswith("ESCALATION ") and "[HARD]" in chats["coordination"]["text"]
     assert chats["dcs_unit"]["text"].startswith("Forwarded ")
     assert len([o for o in hard.outgoing if o.message is not None and o.unit in chats]) == 2  # the mails go too
+
+
+def test_plain_http_to_another_machine_is_warned_about(config_copy: Path) -> None:
+    """`check` warns (at the URL's line) about http:// to anything but loopback; https:// and loopback are quiet."""
+    path = with_ticketing(config_copy, HELPDESK.replace("https://helpdesk.example", "http://helpdesk.example"))
+    warnings = [str(w) for w in load_config(path).warnings]
+    at = line_of(path, "      url: http://helpdesk.example")
+    assert f"{path}:{at}: units.ticketing.webhook.url: warning: plain http:// to another machine" in "\n".join(warnings)
+    path.write_text(path.read_text().replace("http://helpdesk.example", "http://127.0.0.1:8080"))
+    assert not [w for w in load_config(path).warnings if "webhook" in str(w)]

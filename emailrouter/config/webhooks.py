@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import jinja2
 
@@ -62,6 +63,15 @@ def check_webhook(unit: Unit, reference: str, units_node: Any, r: Reader) -> Non
         return
     node = units_node.get(unit.key) if isinstance(units_node, LineDict) else None
     hook = node.get("webhook") if isinstance(node, LineDict) else None
+    host = urlsplit(unit.webhook.url.replace("{token}", "token")).hostname or ""
+    if unit.webhook.url.startswith("http://") and host not in ("localhost", "127.0.0.1", "::1"):
+        r.fail(
+            hook,
+            "url",
+            f"units.{unit.key}.webhook.url",
+            "plain http:// to another machine: the token and the customer's data travel unencrypted (use https://)",
+            warning=True,
+        )
     for described, context in sample_webhook_contexts(unit, reference):
         try:
             render_body(unit.webhook, context)
