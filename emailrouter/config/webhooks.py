@@ -20,10 +20,9 @@ from emailrouter.config.credentials import Secret
 from emailrouter.config.settings import secret_of
 from emailrouter.config.templates import sandbox
 from emailrouter.config.yamlfile import LineDict, Reader
-from emailrouter.core.compose import sample_webhook_contexts
 from emailrouter.core.errors import ComposeError
 from emailrouter.core.model import Unit, Webhook
-from emailrouter.core.webhook import render_body
+from emailrouter.core.webhook import render_body, sample_webhook_contexts
 
 
 @dataclass(frozen=True)

@@ -10,9 +10,9 @@ A reply whose template fails on this mail does not take the rest of the plan wit
 the other messages and a `RenderFailure` for the reply, and `compose_render_failure_notice` tells the
 failure unit.
 
-Over 400 lines: one builder per action (forward, escalation, ticket, reply) and per notice (failure,
-render failure, quarantine, report), all over the same summary and header helpers; split apart they
-would each need those helpers back.
+Over 400 lines: one builder per action (forward, escalation, ticket, reply, and the webhook call of a
+unit with an endpoint) and per notice (failure, render failure, quarantine, report), all over the same
+summary and header helpers; split apart they would each need those helpers back.
 """
 
 from __future__ import annotations
@@ -360,52 +360,6 @@ def webhook_context(case: Case, action: Forward | Escalate | OpenTicket, unit: U
         "headline": f"{verb} {case.decision.reference} [{case.segmentation.segment}]{hard}"
         f" {case.classification.intent} from {customer}: {_subject(case.view)}",
     }
-
-
-def sample_webhook_contexts(unit: Unit, reference: str) -> list[tuple[str, dict[str, object]]]:
-    """What `check` renders a webhook body with: (what the sample is, its context), the ordinary case first,
-    then the awkward ones (no usable sender, a hard complaint with quotes and non-Latin text)."""
-    ordinary: dict[str, object] = {
-        "reference": reference,
-        "segment": "DES",
-        "segment_source": "directory-domain",
-        "customer_address": "budi.santoso@example.co.id",
-        "customer_display_name": "Budi Santoso",
-        "customer_name": "PT Contoh",
-        "accounts": ["4001234"],
-        "intent": "fault",
-        "hard_complaint": False,
-        "subject": "Internet mati",
-        "received_date": "Mon, 1 Dec 2026 08:00:00 +0700",
-        "message_id": "<sample@example.co.id>",
-        "rule": "sample-rule",
-        "summary": "Internet mati sejak pagi.",
-        "action": "ticket",
-        "unit": {"key": unit.key, "name": unit.name["en"]},
-        "language": "id",
-        "headline": f"Ticket request {reference} [DES] fault from budi.santoso@example.co.id: Internet mati",
-    }
-    nobody = {
-        **ordinary,
-        "customer_address": None,
-        "customer_display_name": None,
-        "customer_name": None,
-        "accounts": [],
-        "received_date": None,
-        "message_id": None,
-    }
-    awkward = {
-        **ordinary,
-        "hard_complaint": True,
-        "subject": '"Lagi" — 网络中断\\',
-        "summary": '</a>\n{{ x }}\t"',
-        "action": "escalate",
-    }
-    return [
-        ("the ordinary sample", ordinary),
-        ("a mail without a usable sender", nobody),
-        ("a hard complaint with quotes and non-Latin text", awkward),
-    ]
 
 
 def compose_call(case: Case, index: int, action: Forward | Escalate | OpenTicket, c: Composer) -> Outgoing:

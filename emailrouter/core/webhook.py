@@ -146,3 +146,49 @@ def compose_webhook_failure_notice(
     )
     mime.mixed(msg, [mime.text_part(body), mime.file_part(call.body, CONTENT_TYPE, "request.json")])
     return msg
+
+
+def sample_webhook_contexts(unit: Unit, reference: str) -> list[tuple[str, dict[str, object]]]:
+    """What `check` renders a webhook body with: (what the sample is, its context), the ordinary case first,
+    then the awkward ones (no usable sender, a hard complaint with quotes and non-Latin text)."""
+    ordinary: dict[str, object] = {
+        "reference": reference,
+        "segment": "DES",
+        "segment_source": "directory-domain",
+        "customer_address": "budi.santoso@example.co.id",
+        "customer_display_name": "Budi Santoso",
+        "customer_name": "PT Contoh",
+        "accounts": ["4001234"],
+        "intent": "fault",
+        "hard_complaint": False,
+        "subject": "Internet mati",
+        "received_date": "Mon, 1 Dec 2026 08:00:00 +0700",
+        "message_id": "<sample@example.co.id>",
+        "rule": "sample-rule",
+        "summary": "Internet mati sejak pagi.",
+        "action": "ticket",
+        "unit": {"key": unit.key, "name": unit.name["en"]},
+        "language": "id",
+        "headline": f"Ticket request {reference} [DES] fault from budi.santoso@example.co.id: Internet mati",
+    }
+    nobody = {
+        **ordinary,
+        "customer_address": None,
+        "customer_display_name": None,
+        "customer_name": None,
+        "accounts": [],
+        "received_date": None,
+        "message_id": None,
+    }
+    awkward = {
+        **ordinary,
+        "hard_complaint": True,
+        "subject": '"Lagi" — 网络中断\\',
+        "summary": '</a>\n{{ x }}\t"',
+        "action": "escalate",
+    }
+    return [
+        ("the ordinary sample", ordinary),
+        ("a mail without a usable sender", nobody),
+        ("a hard complaint with quotes and non-Latin text", awkward),
+    ]

@@ -7,6 +7,11 @@ result is recorded at once: sent, deferred with backoff (4xx, for `give_up_after
 same Message-ID), or failed (5xx: the failure unit gets a `[DELIVERY FAILED]` notice). While the
 relay is unusable the whole outbox waits and no entry's state changes; a notice the failure unit
 itself refuses is never given up, but retried at the longest backoff and alarmed.
+
+A webhook call (an entry whose identity is of kind `webhook`, see core/ids.py) goes the same way through
+service/webhook.py: 5xx and 429 are deferred (not before Retry-After), another 4xx fails it with a notice,
+and an endpoint that is down waits like the relay, for that endpoint alone. A customer reply of a mail
+whose ticket call gives a ticket number waits for that call and then quotes the number.
 """
 
 from __future__ import annotations
