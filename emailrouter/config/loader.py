@@ -33,7 +33,7 @@ from emailrouter.config.slang import make_normaliser, read_slang
 from emailrouter.config.templates import load_templates
 from emailrouter.config.validation import CROSS_CHECKS, validate
 from emailrouter.config.webhooks import WebhookEndpoint, check_webhook, compile_webhook, endpoints_of
-from emailrouter.config.yamlfile import LineDict, LineList, Reader, describe, load_yaml
+from emailrouter.config.yamlfile import LineDict, LineList, Reader, load_yaml
 from emailrouter.core.classify import PLAIN, HistoryRule, Near, Phrase, Question, Signal, Signals, fold
 from emailrouter.core.combine import CombineSettings
 from emailrouter.core.decide import Row, Table
