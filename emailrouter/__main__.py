@@ -1,3 +1,4 @@
 from emailrouter.ops.cli import main
 
-raise SystemExit(main())
+if __name__ == "__main__":  # not when a worker process imports it
+    raise SystemExit(main())

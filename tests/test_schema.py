@@ -480,6 +480,7 @@ def test_the_daemon_part_is_the_models_schema() -> None:
     assert {key: schema["properties"][key] for key in DaemonSettings.model_fields} == generated
     assert set(generated) == {
         "mailboxes", "smtp", "state", "delivery", "housekeeping", "loop_protection", "limits", "reports", "metrics",
+        "workers",
     }  # fmt: skip
 
 

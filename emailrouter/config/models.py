@@ -325,6 +325,12 @@ class DaemonSettings(Section):
     limits: Limits = Field(default_factory=Limits)
     reports: Maybe[Reports] = None
     metrics: Maybe[Metrics] = None
+    workers: Maybe[int] = Field(
+        default=None,
+        ge=1,
+        description="Worker processes that route a backlog (default: the number of cores; 1: the service routes"
+        " every mail in its own process).",
+    )
 
     @model_validator(mode="before")
     @classmethod

@@ -145,6 +145,8 @@ class Settings:
     quarantine_notices_per_hour: int = _LIMITS.quarantine_notices_per_hour
     state_reason: str = "given"  # which step of `state_location`'s rule chose state_path
 
+    workers: int = 1  # processes that route a backlog (1: the service's own)
+
     def plaintext_warnings(self) -> list[str]:
         out = [
             f"mailbox {m.name}: IMAP without TLS to {m.endpoint.host}" for m in self.mailboxes if m.endpoint.plaintext
@@ -245,4 +247,10 @@ def _settings(m: DaemonSettings, base: Path) -> Settings:
         metrics_listen=parse_listen(m.metrics.listen) if m.metrics is not None else None,
         quarantine_notices_per_hour=m.limits.quarantine_notices_per_hour,
         state_reason=state.reason,
+        workers=m.workers if m.workers is not None else default_workers(),
     )
+
+
+def default_workers() -> int:
+    """The cores this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1

@@ -1,7 +1,8 @@
 """Crash points for the fault-injection tests: the process kills itself (SIGKILL) at a named step.
 
 Set EMAILROUTER_CRASH_AT to one of CRASH_POINTS (optionally NAME:N to crash at the Nth time the step
-is reached). Unset, a crash point costs one dictionary lookup.
+is reached; each process counts its own: `worker-route` kills a worker process). Unset, a crash point
+costs one dictionary lookup.
 """
 
 from __future__ import annotations
@@ -9,7 +10,14 @@ from __future__ import annotations
 import os
 import signal
 
-CRASH_POINTS = ("after-duplicate", "after-plan", "after-smtp-accepted", "after-webhook-answered", "after-send-recorded")
+CRASH_POINTS = (
+    "after-duplicate",
+    "after-plan",
+    "after-smtp-accepted",
+    "after-webhook-answered",
+    "after-send-recorded",
+    "worker-route",
+)
 _seen: dict[str, int] = {}
 
 

@@ -8,6 +8,7 @@ questions (`memory()` is the snapshot `core.pipeline.route` takes) and does the 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -34,14 +35,34 @@ class Remembered:
     ignored: list[str]  # addresses a delivery report names without quoting a reply we sent them
 
 
-def remembered(routing: Routing, store: StateStore) -> Remembered:
-    """What the daemon remembers of this mail once its plan is committed (the processor and replay use it)."""
+Bounce = tuple[tuple[str, ...], str]  # a delivery report: the Message-IDs it quotes, and its recipient
+
+
+def carried(routing: Routing) -> tuple[tuple[str, str] | None, tuple[tuple[str, str], ...], tuple[Bounce, ...]]:
+    """What a routed mail may add to later mails' memory, before the store says which bounces are ours:
+    (contact, replies, delivery reports). Plain data: a worker process returns it with the routing."""
     view = routing.view
     contact = (view.sender.address, routing.classification.intent) if view.sender and not routing.automated else None
-    replies = [(to, o.action.template) for o in routing.outgoing if isinstance(o.action, Reply) for to in o.to]
-    bounced = [r.recipient for r in routing.bounced if store.replied_to(r.message_ids, r.recipient)]
-    ignored = sorted({r.recipient for r in routing.bounced} - set(bounced))
-    return Remembered(contact, replies, bounced, ignored)
+    replies = tuple((to, o.action.template) for o in routing.outgoing if isinstance(o.action, Reply) for to in o.to)
+    return contact, replies, tuple((tuple(r.message_ids), r.recipient) for r in routing.bounced)
+
+
+def proven(
+    contact: tuple[str, str] | None,
+    replies: Sequence[tuple[str, str]],
+    reports: Sequence[Bounce],
+    store: StateStore,
+) -> Remembered:
+    """What the daemon remembers of a mail once its plan is committed: a bounce counts only if the report
+    quotes an auto-reply we really sent to that address."""
+    bounced = [to for ids, to in reports if store.replied_to(ids, to)]
+    ignored = sorted({to for _, to in reports} - set(bounced))
+    return Remembered(contact, list(replies), bounced, ignored)
+
+
+def remembered(routing: Routing, store: StateStore) -> Remembered:
+    """What the daemon remembers of this mail once its plan is committed (the processor and replay use it)."""
+    return proven(*carried(routing), store)
 
 
 class Batch:

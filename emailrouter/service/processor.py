@@ -27,12 +27,13 @@ from emailrouter.core import mime
 from emailrouter.core.compose import compose_quarantine_notice, compose_render_failure_notice
 from emailrouter.core.dedupe import bytes_hash, content_hash, duplicate_of
 from emailrouter.core.explain import as_json
-from emailrouter.core.model import Outgoing, Record
-from emailrouter.core.pipeline import Routing, read, route
+from emailrouter.core.model import MessageView, Outgoing, Record
+from emailrouter.core.parse import parse_headers_only
+from emailrouter.core.pipeline import Memory, Routing, read, route
 from emailrouter.core.webhook import request_bytes
 from emailrouter.service.faults import crashpoint
 from emailrouter.service.imap import Fetched
-from emailrouter.service.memory import Batch, remembered
+from emailrouter.service.memory import Batch, Bounce, carried, proven
 from emailrouter.service.metrics import Metrics
 from emailrouter.service.store import MessageKey, Plan, PlannedSend, final_outcome
 
@@ -67,22 +68,152 @@ def quick_headers(raw: bytes) -> dict[str, str]:
     return out
 
 
-def row(routing: Routing, outcome: str, key: MessageKey) -> dict[str, Any]:
-    """One line of a pass's report (dry run and demo): `sends` are what was planned (whether each went out is
-    the store's to say, under `key`), `suppressed` what the guards and reply limits held back, and why."""
+@dataclass(frozen=True)
+class Routed:
+    """What the shell keeps of one routing: plain and picklable, so that a worker process can return it.
+
+    `error` is set when a stage broke on the mail (it is then quarantined); the rest is empty then."""
+
+    sender: str | None
+    message_id: str | None
+    segment: str = "unknown"
+    intent: str = "unknown"
+    record: str | None = None  # the tag of a `record` action (automated mail)
+    rule: str = ""
+    event: dict[str, Any] = field(default_factory=dict)  # the `decision` event's fields, outcome aside
+    row: dict[str, Any] = field(default_factory=dict)  # the pass report's line, outcome aside
+    sends: tuple[PlannedSend, ...] = ()
+    trace: dict[str, Any] = field(default_factory=dict)
+    contact: tuple[str, str] | None = None
+    replies: tuple[tuple[str, str], ...] = ()
+    bounced: tuple[Bounce, ...] = ()  # (Message-IDs it quotes, recipient) per delivery report
+    suppressed: tuple[str, ...] = ()  # the type of each action the limits or the guard suppressed
+    failed: tuple[tuple[str, str], ...] = ()  # (template, reason) of each reply that could not be rendered
+    error: str | None = None
+
+
+def row(routing: Routing) -> dict[str, Any]:
+    """One line of a pass's report (dry run and demo), its outcome and key aside: `sends` are what was planned
+    (whether each went out is the store's to say, under the key), `suppressed` what the guards and reply limits
+    held back, and why."""
     return {
-        "key": str(key),
-        "uid": key.uid,
         "subject": routing.view.subject,
         "sender": routing.view.sender.address if routing.view.sender else None,
         "segment": routing.segmentation.segment,
         "intent": routing.classification.intent,
         "hard": routing.classification.hard,
         "rule": routing.decision.rule,
-        "outcome": outcome,
         "sends": [(o.action.type, o.to) for o in routing.outgoing],
         "suppressed": [(s.type, s.reason) for s in routing.suppressed],
     }
+
+
+def decide(mail: bytes | MessageView, config: Config, key: str, now: datetime, memory: Memory) -> Routed:
+    """Read (unless given the view) and route one mail, and keep what the shell needs (in this process or in
+    a worker)."""
+    started = time.perf_counter()
+    try:
+        view = read(mail, config) if isinstance(mail, bytes) else mail
+        routing = route(view, config, now, memory)
+    except Exception as exc:  # a stage broke on this mail: it is quarantined, the batch goes on
+        return Routed(None, None, error=f"{type(exc).__name__}: {exc}")
+    return summarise(routing, config, key, now, started)
+
+
+def summarise(routing: Routing, config: Config, key: str, now: datetime, started: float) -> Routed:
+    """The plain record of one routing: the sends serialised, the trace, the decision event's fields."""
+    view = routing.view
+    sends = [
+        PlannedSend(
+            kind=o.action.type,
+            unit=o.unit,
+            mail_from=config.router.address,
+            recipients=tuple(o.to),
+            message_id=o.message_id,
+            raw=_raw(o),
+        )
+        for o in routing.outgoing
+    ]
+    sends += render_failure_notices(routing, config, now)
+    trace = as_json(routing, key, config.version)
+    trace["timings"] = {"decide_ms": round((time.perf_counter() - started) * 1000, 3)}
+    contact, replies, bounced = carried(routing)
+    event = {
+        "rule": routing.decision.rule,
+        "segment": routing.segmentation.segment,
+        "segment_source": routing.segmentation.source,
+        "intent": routing.classification.intent,
+        "hard": routing.classification.hard,
+        "hard_score": routing.classification.hard_score,
+        "actions": [f"{o.action.type}:{','.join(o.to)}" for o in routing.outgoing],
+        "suppressed": [s.describe() for s in routing.suppressed],
+        "failed": [f.describe() for f in routing.failed],
+        "automated": routing.automated,
+        "reference": routing.decision.reference,
+    }
+    return Routed(
+        sender=view.sender.address if view.sender else None,
+        message_id=view.message_id,
+        segment=routing.segmentation.segment,
+        intent=routing.classification.intent,
+        record=next((a.tag for a in routing.decision.actions if isinstance(a, Record)), None),
+        rule=routing.decision.rule,
+        event=event,
+        row=row(routing),
+        sends=tuple(sends),
+        trace=trace,
+        contact=contact,
+        replies=replies,
+        bounced=bounced,
+        suppressed=tuple(s.type for s in routing.suppressed),
+        failed=tuple((f.template, f.reason) for f in routing.failed),
+    )
+
+
+def _failure_unit_send(config: Config, kind: str, msg: EmailMessage) -> PlannedSend | None:
+    unit = config.units.get(config.router.failures_to)
+    if unit is None:
+        return None
+    return PlannedSend(kind, unit.key, config.router.address, (unit.address,), str(msg["Message-ID"]), msg.as_bytes())
+
+
+def render_failure_notices(routing: Routing, config: Config, now: datetime) -> list[PlannedSend]:
+    """A reply whose template failed on this mail: the failure unit is told (the other actions go out)."""
+    unit = config.units.get(config.router.failures_to)
+    if unit is None:
+        return []
+    out = []
+    for failure in routing.failed:
+        notice = compose_render_failure_notice(
+            config.router,
+            unit,
+            routing.view,
+            failure,
+            rule=routing.decision.rule,
+            reference=routing.decision.reference,
+            now=now,
+        )
+        if (send := _failure_unit_send(config, "failure", notice)) is not None:
+            out.append(send)
+    return out
+
+
+@dataclass
+class Job:
+    """One mail taken for deciding: where it is, when, its sender (from its headers) and that sender's memory."""
+
+    mailbox: MailboxConfig
+    key: MessageKey
+    fetched: Fetched
+    content: str
+    now: datetime
+    headers: MessageView | None  # None: the headers alone do not parse (routing quarantines the mail)
+    memory: Memory
+    whole: bool = False  # `headers` is the whole mail read (routed in this process)
+
+    @property
+    def sender(self) -> str | None:
+        return self.headers.sender.address if self.headers is not None and self.headers.sender else None
 
 
 class Processor:
@@ -97,79 +228,94 @@ class Processor:
     def process(
         self, mailbox: MailboxConfig, uidvalidity: int, fetched: Fetched, report: PollReport, batch: Batch
     ) -> None:
-        """Decide one mail and add its plan (every outcome, duplicates and quarantine included) to `batch`: it is
-        committed with the others of its batch before any send, and before the checkpoint passes it."""
+        """Decide one mail in this process and add its plan (every outcome, duplicates and quarantine included)
+        to `batch`: it is committed with the others of its batch before any send, and before the checkpoint
+        passes it."""
+        job = self.take(mailbox, uidvalidity, fetched, batch, whole=True)
+        if job is not None:
+            job = self.remember(job, batch)
+            self.complete(job, self.decide_here(job, batch), report, batch)
+
+    def take(
+        self, mailbox: MailboxConfig, uidvalidity: int, fetched: Fetched, batch: Batch, *, whole: bool = False
+    ) -> Job | None:
+        """The mail as a job, its sender read from its headers (`whole`: the mail read whole, to be routed here);
+        None if it was planned already."""
         key = MessageKey(mailbox.account, mailbox.folder, uidvalidity, fetched.uid)
-        # a fresh context per mail: nothing of the previous mail's identity leaks into this one's lines
-        with structlog.contextvars.bound_contextvars(mailbox=mailbox.name, uid=fetched.uid, message_id=None):
-            if batch.store.outcome(key) is not None:
-                return  # already planned: the outbox and the poller's marking take it from here
-            plan = self._decide(mailbox, key, fetched, report, batch)
+        if batch.store.outcome(key) is not None:
+            return None  # already planned: the outbox and the poller's marking take it from here
+        try:
+            headers: MessageView | None = (
+                read(fetched.raw, self.config) if whole else parse_headers_only(fetched.raw, "")
+            )
+        except Exception:  # the mail breaks the parser: routing it quarantines it, with the reason
+            headers = None
+        loop = self.config.settings.loop
+        return Job(mailbox, key, fetched, content_hash(fetched.raw), self.clock(), headers, Memory(loop=loop), whole)
+
+    def remember(self, job: Job, batch: Batch) -> Job:
+        """The job with its sender's memory as of now: the store and the plans of `batch` (so every earlier
+        mail of that sender must have been settled into `batch` before)."""
+        if job.headers is not None:
+            job.memory = batch.memory(job.headers, job.now, self.config.signals.history_days, self.config.settings.loop)
+        return job
+
+    def decide_here(self, job: Job, batch: Batch) -> Routed:
+        """Route a job in this process (its memory reloaded if the full parse found another sender)."""
+        mail = job.headers if job.whole and job.headers is not None else job.fetched.raw
+        routed = decide(mail, self.config, str(job.key), job.now, job.memory)
+        return self.checked(job, routed, batch)
+
+    def checked(self, job: Job, routed: Routed, batch: Batch) -> Routed:
+        """`routed` if it was routed with its own sender's memory; else routed again here with it (the headers
+        alone named another sender than the full parse: rare, but the limits must count the right address)."""
+        if routed.error is not None or routed.sender == job.sender:
+            return routed
+        view = read(job.fetched.raw, self.config)
+        job.headers, job.whole = view, True
+        job = self.remember(job, batch)
+        return decide(view, self.config, str(job.key), job.now, job.memory)
+
+    def complete(self, job: Job, routed: Routed, report: PollReport, batch: Batch) -> None:
+        """The plan of a decided job, added to `batch` (nothing in a dry run)."""
+        with structlog.contextvars.bound_contextvars(mailbox=job.mailbox.name, uid=job.fetched.uid, message_id=None):
+            plan = self._plan(job, routed, report, batch)
             if plan is not None and not self.dry_run:
                 batch.add(plan)
 
-    def _decide(
-        self, mailbox: MailboxConfig, key: MessageKey, fetched: Fetched, report: PollReport, batch: Batch
-    ) -> Plan | None:
-        config = self.config
-        now = self.clock()
-        started = time.perf_counter()
-        content = content_hash(fetched.raw)
-        try:
-            view = read(fetched.raw, config)
-        except Exception as exc:  # a stage broke on this mail: quarantine it, the batch goes on
-            return self._quarantine(mailbox, key, fetched, content, f"{type(exc).__name__}: {exc}", report, batch)
-        memory = batch.memory(view, now, config.signals.history_days, config.settings.loop)
-        try:
-            routing = route(view, config, now, memory)
-        except Exception as exc:
-            return self._quarantine(mailbox, key, fetched, content, f"{type(exc).__name__}: {exc}", report, batch)
-        dedupe = view.message_id or bytes_hash(fetched.raw)
-        structlog.contextvars.bind_contextvars(message_id=view.message_id)
+    def _plan(self, job: Job, routed: Routed, report: PollReport, batch: Batch) -> Plan | None:
+        mailbox, key, fetched, content, now = job.mailbox, job.key, job.fetched, job.content, job.now
+        if routed.error is not None:
+            return self._quarantine(mailbox, key, fetched, content, routed.error, report, batch)
+        dedupe = routed.message_id or bytes_hash(fetched.raw)
+        structlog.contextvars.bind_contextvars(message_id=routed.message_id)
         earlier = batch.seen(dedupe)
         first = duplicate_of(content, earlier)
         if first is not None:
             log.info("decision", outcome="duplicate", first=first)
-            seg, intent = routing.segmentation.segment, routing.classification.intent
-            self.metrics.message(mailbox.name, seg, intent, "duplicate")
+            self.metrics.message(mailbox.name, routed.segment, routed.intent, "duplicate")
             report.duplicates += 1
-            report.rows.append(row(routing, "duplicate", key))
+            report.rows.append(routed.row | {"outcome": "duplicate", "key": str(key), "uid": key.uid})
             crashpoint("after-duplicate")
             return Plan(key, dedupe, "", {}, (), now, None, "duplicate", content_hash=content)
         if earlier:  # the same Message-ID on a different mail: processed as the new mail it is
             log.warning("message_id_reused", earlier=[k for k, _ in earlier][:3])
-        record = next((a.tag for a in routing.decision.actions if isinstance(a, Record)), None)
-        final = final_outcome(record)
+        final = final_outcome(routed.record)
         outcome = "dry-run" if self.dry_run else final
-        self._log_decision(mailbox, routing, outcome, fetched.size)
-        report.rows.append(row(routing, outcome, key))
+        self._log_decision(mailbox, routed, outcome, fetched.size)
+        report.rows.append(routed.row | {"outcome": outcome, "key": str(key), "uid": key.uid})
         report.planned += 1
         if self.dry_run:
             return None
-        sends = [
-            PlannedSend(
-                kind=o.action.type,
-                unit=o.unit,
-                mail_from=config.router.address,
-                recipients=tuple(o.to),
-                message_id=o.message_id,
-                raw=_raw(o),
-            )
-            for o in routing.outgoing
-        ]
-        sends += self._render_failure_notices(routing, now)
-        trace = as_json(routing, str(key), config.version)
-        trace["timings"] = {"decide_ms": round((time.perf_counter() - started) * 1000, 3)}
-        kept = remembered(routing, batch.store)
+        kept = proven(routed.contact, routed.replies, routed.bounced, batch.store)
         if kept.ignored:
             log.warning("bounce_ignored", reason="it quotes no reply we sent to that address", recipients=kept.ignored)
-        rule = routing.decision.rule
         return Plan(
             key,
             dedupe,
-            rule,
-            trace,
-            sends,
+            routed.rule,
+            routed.trace,
+            routed.sends,
             now,
             kept.contact,
             final,
@@ -178,58 +324,16 @@ class Processor:
             content_hash=content,
         )
 
-    def _log_decision(self, mailbox: MailboxConfig, routing: Routing, outcome: str, size: int) -> None:
+    def _log_decision(self, mailbox: MailboxConfig, routed: Routed, outcome: str, size: int) -> None:
         """The one `decision` event of a mail, and its metrics."""
-        log.info(
-            "decision",
-            outcome=outcome,
-            rule=routing.decision.rule,
-            segment=routing.segmentation.segment,
-            segment_source=routing.segmentation.source,
-            intent=routing.classification.intent,
-            hard=routing.classification.hard,
-            hard_score=routing.classification.hard_score,
-            actions=[f"{o.action.type}:{','.join(o.to)}" for o in routing.outgoing],
-            suppressed=[s.describe() for s in routing.suppressed],
-            failed=[f.describe() for f in routing.failed],
-            automated=routing.automated,
-            reference=routing.decision.reference,
-            size=size,
-        )
-        self.metrics.message(mailbox.name, routing.segmentation.segment, routing.classification.intent, outcome)
-        for skipped in routing.suppressed:
-            self.metrics.action(skipped.type, None, "suppressed")
-        for _ in routing.failed:
+        log.info("decision", outcome=outcome, **routed.event, size=size)
+        for template, reason in routed.failed:
+            log.error("reply_not_rendered", template=template, reason=reason)
+        self.metrics.message(mailbox.name, routed.segment, routed.intent, outcome)
+        for skipped in routed.suppressed:
+            self.metrics.action(skipped, None, "suppressed")
+        for _ in routed.failed:
             self.metrics.action("reply", None, "failed")
-
-    def _failure_unit_send(self, kind: str, msg: EmailMessage) -> PlannedSend | None:
-        unit = self.config.units.get(self.config.router.failures_to)
-        if unit is None:
-            return None
-        return PlannedSend(
-            kind, unit.key, self.config.router.address, (unit.address,), str(msg["Message-ID"]), msg.as_bytes()
-        )
-
-    def _render_failure_notices(self, routing: Routing, now: datetime) -> list[PlannedSend]:
-        """A reply whose template failed on this mail: the failure unit is told (the other actions go out)."""
-        unit = self.config.units.get(self.config.router.failures_to)
-        out = []
-        for failure in routing.failed:
-            log.error("reply_not_rendered", template=failure.template, reason=failure.reason)
-            if unit is None:
-                continue
-            notice = compose_render_failure_notice(
-                self.config.router,
-                unit,
-                routing.view,
-                failure,
-                rule=routing.decision.rule,
-                reference=routing.decision.reference,
-                now=now,
-            )
-            if (send := self._failure_unit_send("failure", notice)) is not None:
-                out.append(send)
-        return out
 
     def _quarantine(
         self,
@@ -268,7 +372,7 @@ class Processor:
                 original=fetched.raw if small else None,
                 now=now,
             )
-            if (send := self._failure_unit_send("quarantine", notice)) is not None:
+            if (send := _failure_unit_send(self.config, "quarantine", notice)) is not None:
                 sends.append(send)
         else:
             log.warning("quarantine_notice_suppressed", limit_per_hour=limit)

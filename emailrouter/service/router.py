@@ -9,11 +9,15 @@ For each new mail of a mailbox:
 service (daemon.py) only schedules its public calls: `resume`, `poll_once`, `flush_outbox`,
 `finish`, `retry`, `close`. A crash anywhere leaves the state store knowing what to finish
 (see store.py).
+
+On a backlog (a batch of POOL_MIN new mails or more) the routing itself runs in worker processes
+(workers.py, `workers:` in the config); the plans, their order and everything durable stay here.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from collections.abc import Callable, Sequence
 from datetime import datetime
 
@@ -26,8 +30,13 @@ from emailrouter.service.memory import Batch
 from emailrouter.service.metrics import Metrics
 from emailrouter.service.outbox import Outbox, Transport
 from emailrouter.service.poller import Poller
-from emailrouter.service.processor import PollReport, Processor
+from emailrouter.service.processor import Job, PollReport, Processor, Routed
 from emailrouter.service.store import MessageKey, Store
+from emailrouter.service.workers import BrokenProcessPool, Pool
+
+# A batch with fewer new mails is routed in the service's process: a worker pays off on a backlog, and a
+# mail that just came in under IDLE is not held up by the way to and from a worker.
+POOL_MIN = 16
 
 __all__ = ["PollReport", "Router", "Transport"]
 
@@ -55,6 +64,7 @@ class Router:
         self.processor = Processor(config, self.metrics, clock, dry_run=dry_run)
         self.outbox = Outbox(config, store, transport, self.state_gate, self.metrics, clock)
         self._config = config
+        self._pool: Pool | None = None
         self._stopping = False
         for mailbox in config.settings.mailboxes:
             self.poller.health_of(mailbox.name)
@@ -67,6 +77,7 @@ class Router:
     def config(self, config: Config) -> None:
         """A reload: the next mail is decided, and the next send made, under the new config."""
         self._config = self.processor.config = self.outbox.config = config
+        self._pool = None  # a batch under way keeps its pool to its end; the next batch starts a new one
 
     @property
     def stopping(self) -> bool:
@@ -163,25 +174,86 @@ class Router:
         self, mailbox: MailboxConfig, conn: ImapMailbox, uidvalidity: int, uids: Sequence[int], report: PollReport
     ) -> None:
         """Decide one batch and commit its plans. Memory stays bounded, whatever the batch: one piece of fetched
-        mail (at most FETCH_BYTES, or one mail) and the plans not committed yet (at most PLAN_BATCH_BYTES)."""
+        mail (at most FETCH_BYTES, or one mail), the mails in the workers (at most two a worker) and the plans
+        not committed yet (at most PLAN_BATCH_BYTES)."""
         batch = Batch(self.store)
-        for piece in await self.poller.pieces(conn, uids):
-            if self.should_stop():
-                break  # SIGTERM: the message in hand was finished; the rest waits
-            fetched = await self.poller.fetch(conn, piece)
-            report.fetched += len(fetched)
-            for uid in piece:
+        pool = self._pool_for(len(uids))
+        pending: deque[tuple[Job, asyncio.Future[Routed | None], int]] = deque()
+        try:
+            for piece in await self.poller.pieces(conn, uids):
                 if self.should_stop():
-                    break
-                mail = fetched.pop(uid, None)  # dropped once decided
-                if mail is not None:
-                    self.processor.process(mailbox, uidvalidity, mail, report, batch)
-                mail = None  # nothing of this mail is held past this point but its plan in the batch
-                if batch.full():
-                    self._commit(batch)
-                    await asyncio.sleep(0)  # let signals and IDLE wake-ups in
-            del fetched
+                    break  # SIGTERM: the messages in hand are finished; the rest waits
+                fetched = await self.poller.fetch(conn, piece)
+                report.fetched += len(fetched)
+                for uid in piece:
+                    if self.should_stop():
+                        break
+                    mail = fetched.pop(uid, None)  # dropped once decided
+                    if mail is not None and pool is None:
+                        self.processor.process(mailbox, uidvalidity, mail, report, batch)
+                    elif mail is not None and pool is not None:
+                        job = self.processor.take(mailbox, uidvalidity, mail, batch)
+                        if job is not None:
+                            # its memory must count every earlier mail of its sender: those are settled first
+                            while pending and (len(pending) >= 2 * pool.size or self._earlier(job, pending)):
+                                await self._settle(pending.popleft(), pool, report, batch)
+                            job = self.processor.remember(job, batch)
+                            pending.append((job, *pool.submit(job.fetched.raw, str(job.key), job.now, job.memory)))
+                    mail = None  # nothing of this mail is held past this point but its job or its plan
+                    if batch.full():
+                        self._commit(batch)
+                        await asyncio.sleep(0)  # let signals and IDLE wake-ups in
+                del fetched
+            while pending and pool is not None:
+                await self._settle(pending.popleft(), pool, report, batch)
+        finally:
+            for _, future, _ in pending:
+                future.cancel()
+            if pool is not None and pool is not self._pool:
+                pool.close()  # the config was reloaded during this batch
         self._commit(batch)
+
+    @staticmethod
+    def _earlier(job: Job, pending: deque[tuple[Job, asyncio.Future[Routed | None], int]]) -> bool:
+        """Whether a mail of the same sender is still in the workers."""
+        return job.sender is not None and any(other.sender == job.sender for other, _, _ in pending)
+
+    def _pool_for(self, new: int) -> Pool | None:
+        """The worker pool for a batch of `new` mails, or None to route them here."""
+        workers = self.config.settings.workers
+        if self.dry_run or workers <= 1 or new < POOL_MIN:
+            return None
+        if self._pool is None:
+            self._pool = Pool(self.config, workers)
+        return self._pool
+
+    async def _settle(
+        self, item: tuple[Job, asyncio.Future[Routed | None], int], pool: Pool, report: PollReport, batch: Batch
+    ) -> None:
+        """The plan of the oldest mail in the workers, added to the batch in mailbox order."""
+        job, future, generation = item
+        try:
+            routed = await future
+        except BrokenProcessPool:  # a worker died: this mail, or another one in the pool then, killed it
+            routed = await self._alone(job, pool, generation)
+        if routed is None:  # the worker's files said another config than ours
+            routed = self.processor.decide_here(job, batch)
+        else:
+            routed = self.processor.checked(job, routed, batch)
+        self.processor.complete(job, routed, report, batch)
+
+    async def _alone(self, job: Job, pool: Pool, generation: int) -> Routed | None:
+        """A mail whose worker died, routed once more in a fresh worker with nothing else running: quarantined
+        if it kills that one too."""
+        for _ in range(2):
+            if pool.generation == generation:
+                pool.restart()
+            future, generation = pool.submit(job.fetched.raw, str(job.key), job.now, job.memory)
+            try:
+                return await future
+            except BrokenProcessPool:
+                continue
+        return Routed(None, None, error="a worker process died routing this mail (twice, once alone)")
 
     def _commit(self, batch: Batch) -> None:
         if not self.dry_run:
@@ -213,3 +285,6 @@ class Router:
         """Log out of every mailbox and say QUIT to the relay."""
         await self.poller.close()
         await self.outbox.close()
+        if self._pool is not None:
+            self._pool.close()
+            self._pool = None
