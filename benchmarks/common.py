@@ -73,10 +73,13 @@ class ExternalSink:
             self.proc.kill()
 
 
-def write_config(workdir: Path, dovecot: Dovecot, sink_port: int, idle: bool, state: str | None = None) -> Path:
+def write_config(
+    workdir: Path, dovecot: Dovecot, sink_port: int, idle: bool, state: str | None = None, workers: int | None = None
+) -> Path:
     """The shipped config with one mailbox on `dovecot` (user router, INBOX) and the sink as relay.
 
-    `state`: the state file's name in `workdir` (default: idle.sqlite3 or drain.sqlite3)."""
+    `state`: the state file's name in `workdir` (default: idle.sqlite3 or drain.sqlite3); `workers`: the
+    setting (default: none written, so the router's default)."""
     target = workdir / "config"
     if not target.exists():
         shutil.copytree(ROOT / "config", target, ignore=shutil.ignore_patterns("samples", "tests"))
@@ -102,23 +105,51 @@ smtp:
 state:
   path: {state_file}
 """
+        + (f"workers: {workers}\n" if workers is not None else "")
     )
     return main
 
 
 @dataclass(frozen=True)
 class Run:
-    """How a process went: wall seconds, exit status, peak RSS (KiB, VmHWM) and CPU seconds."""
+    """How a process went: wall seconds, exit status, peak RSS (KiB, VmHWM), CPU seconds (its own and its
+    reaped descendants'), and the peak of the RSS of it and all its descendants together (KiB, sampled)."""
 
     seconds: float
     status: int
     peak_kib: int
     cpu: float
     stderr: bytes = b""
+    tree_peak_kib: int = 0
+
+
+def _descendants(pid: int) -> list[int]:
+    out, todo = [], [pid]
+    while todo:
+        parent = todo.pop()
+        try:
+            for task in Path(f"/proc/{parent}/task").iterdir():
+                children = (task / "children").read_text().split()
+                out += [int(c) for c in children]
+                todo += [int(c) for c in children]
+        except OSError:
+            continue
+    return out
+
+
+def _status_kib(pid: int, field: str) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(field):
+                return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return 0
 
 
 def run_measured(cmd: Sequence[str], timeout: float | None = None) -> Run:
-    """Run `cmd` (stdout discarded) and read its VmHWM from /proc while it runs.
+    """Run `cmd` (stdout discarded) and read its VmHWM from /proc while it runs, and the RSS of its whole
+    process tree (worker processes included).
 
     VmHWM of the process itself: ru_maxrss of the children would also count the benchmark's own memory,
     inherited by fork. Killed after `timeout` seconds (status -9)."""
@@ -127,15 +158,10 @@ def run_measured(cmd: Sequence[str], timeout: float | None = None) -> Run:
     assert proc.stderr is not None
     os.set_blocking(proc.stderr.fileno(), False)
     err = bytearray()
-    peak_kib = 0
-    status_file = Path(f"/proc/{proc.pid}/status")
+    peak_kib = tree_kib = 0
     while True:
-        try:
-            for line in status_file.read_text().splitlines():
-                if line.startswith("VmHWM:"):
-                    peak_kib = max(peak_kib, int(line.split()[1]))
-        except (OSError, ValueError):
-            pass
+        peak_kib = max(peak_kib, _status_kib(proc.pid, "VmHWM:"))
+        tree_kib = max(tree_kib, sum(_status_kib(p, "VmRSS:") for p in [proc.pid, *_descendants(proc.pid)]))
         with contextlib.suppress(BlockingIOError):
             err += proc.stderr.read() or b""  # keep the pipe drained, so a chatty process never blocks on it
         pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
@@ -148,7 +174,7 @@ def run_measured(cmd: Sequence[str], timeout: float | None = None) -> Run:
     proc.stderr.close()
     proc.returncode = os.waitstatus_to_exitcode(status)  # reaped by wait4: tell Popen, so it does not wait again
     cpu = usage.ru_utime + usage.ru_stime
-    return Run(time.perf_counter() - started, proc.returncode, peak_kib, cpu, bytes(err))
+    return Run(time.perf_counter() - started, proc.returncode, peak_kib, cpu, bytes(err), max(tree_kib, peak_kib))
 
 
 def run_router_once(config: Path, timeout: float | None = None) -> Run:

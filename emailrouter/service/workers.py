@@ -15,6 +15,10 @@ from __future__ import annotations
 
 import asyncio
 import multiprocessing
+import os
+import select
+import threading
+import time
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from datetime import datetime
@@ -33,8 +37,37 @@ log = structlog.get_logger(__name__)
 _config: Config | None = None  # a worker's config, None when its files said another version
 
 
-def _start(path: str, version: str) -> None:
+def _die_with(service: int) -> None:
+    """A worker never outlives its service: it exits as soon as the service's process is gone (killed -9,
+    say), so that no orphan waits for mail forever (each holds the pool's pipes, the fork server waits for
+    them and keeps the service's stdout open)."""
+
+    def watch() -> None:
+        try:
+            fd = os.pidfd_open(service)
+        except (AttributeError, OSError):  # no pidfd (not Linux 5.3+), or already gone
+            while _alive(service):
+                time.sleep(1)
+        else:
+            select.select([fd], [], [])  # readable once the process has exited
+        os._exit(1)
+
+    threading.Thread(target=watch, name="service-watch", daemon=True).start()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _start(path: str, version: str, service: int) -> None:
     global _config
+    _die_with(service)
     try:
         config = load_config(path)
     except ConfigError:  # the files broke since the service loaded them: it routes the mail itself
@@ -64,7 +97,7 @@ class Pool:
                 self.size,
                 mp_context=context,
                 initializer=_start,
-                initargs=(str(self.config.path), self.config.version),
+                initargs=(str(self.config.path), self.config.version, os.getpid()),
             )
             log.info("workers_started", workers=self.size, generation=self.generation)
         return self._executor
