@@ -16,6 +16,7 @@ import pytest
 from emailrouter.config.credentials import Secret
 from emailrouter.config.loader import Config, load_config
 from emailrouter.config.webhooks import WebhookEndpoint
+from emailrouter.core.compose import compose_render_failure_notice
 from emailrouter.core.errors import ConfigError, EndpointError, PermanentDeliveryError, TemporaryDeliveryError
 from emailrouter.core.explain import as_json, as_text
 from emailrouter.core.ids import idempotency_key, is_webhook, our_message_id
@@ -295,3 +296,35 @@ def test_plain_http_to_another_machine_is_warned_about(config_copy: Path) -> Non
     assert f"{path}:{at}: units.ticketing.webhook.url: warning: plain http:// to another machine" in "\n".join(warnings)
     path.write_text(path.read_text().replace("http://helpdesk.example", "http://127.0.0.1:8080"))
     assert not [w for w in load_config(path).warnings if "webhook" in str(w)]
+
+
+BREAKS_ON_SOME_MAIL = """  ticketing:
+    address: nossa-tickets@cc.example.co.id
+    webhook:
+      url: https://helpdesk.example/api/tickets
+      body: |
+        {"title": {{ subject | tojson }}{% if "ZZBREAK" in subject %}, "x": {{ missing.field }}{% endif %}}
+"""
+
+
+def test_a_body_that_fails_on_one_mail_fails_only_its_call_and_tells_the_failure_unit(config_copy: Path) -> None:
+    """The body passes `check` but breaks on this mail: the mail to the unit and the reply still go, the call is a
+    render failure (not a quarantine), and the failure unit's notice carries the customer's mail."""
+    config = load_config(with_ticketing(config_copy, BREAKS_ON_SOME_MAIL))
+    raw = (DATA / FAULT).read_bytes()
+    raw = re.sub(rb"^Subject: ", b"Subject: ZZBREAK ", raw, count=1, flags=re.M)
+    routing = route(raw, config, NOW)
+    (failure,) = routing.failed
+    assert failure.call and failure.type == "ticket" and failure.template == "ticketing webhook body"
+    assert "missing" in failure.reason
+    assert [o.call for o in routing.outgoing if o.call is not None] == []
+    assert any("nossa-tickets@cc.example.co.id" in o.to for o in routing.outgoing)
+    assert any(o.action.type == "reply" for o in routing.outgoing)
+    unit = config.units[config.router.failures_to]
+    notice = compose_render_failure_notice(
+        config.router, unit, routing.view, failure, rule=routing.decision.rule, reference="ER-1", now=NOW
+    )
+    assert str(notice["Subject"]).startswith("[CALL NOT MADE] ticket to ticketing's endpoint")
+    attached = [p for p in notice.iter_attachments() if p.get_content_type() == "message/rfc822"]
+    assert len(attached) == 1
+    assert "ticket call not made: ticketing webhook body not rendered" in as_text(routing, FAULT)

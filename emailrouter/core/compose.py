@@ -362,13 +362,18 @@ def webhook_context(case: Case, action: Forward | Escalate | OpenTicket, unit: U
     }
 
 
+def call_identity(case: Case, index: int, action: Forward | Escalate | OpenTicket, c: Composer) -> str:
+    """The identity of an action's webhook call (its Idempotency-Key derives from it), as for a Message-ID."""
+    seed = f"{case.decision.reference}\0{case.decision.rule}\0{index}\0{_shown(action)}\0{WEBHOOK}"
+    return our_message_id(seed, WEBHOOK, c.router.domain)
+
+
 def compose_call(case: Case, index: int, action: Forward | Escalate | OpenTicket, c: Composer) -> Outgoing:
     """The POST to a unit's endpoint for this action: its JSON body rendered from the unit's template, its
     identity (and so its Idempotency-Key) as deterministic as a Message-ID."""
     unit = c.units[action.unit]
     assert unit.webhook is not None
-    seed = f"{case.decision.reference}\0{case.decision.rule}\0{index}\0{_shown(action)}\0{WEBHOOK}"
-    identity = our_message_id(seed, WEBHOOK, c.router.domain)
+    identity = call_identity(case, index, action, c)
     body = render_body(unit.webhook, webhook_context(case, action, unit))
     call = WebhookCall(unit.webhook.url, body, idempotency_key(identity))
     subject = f"POST {len(body):,} bytes of JSON ({action.type} {case.decision.reference})"
@@ -473,7 +478,12 @@ def _compose(case: Case, composer: Composer) -> tuple[list[Outgoing], list[Suppr
             case Forward() | Escalate() | OpenTicket():
                 unit = composer.units[action.unit]
                 if unit.webhook is not None:
-                    out.append(compose_call(case, index, action, composer))
+                    try:
+                        out.append(compose_call(case, index, action, composer))
+                    except ComposeError as exc:  # the body template fails on this mail: the rest goes ahead
+                        identity = call_identity(case, index, action, composer)
+                        lang = case.classification.language
+                        failed.append(RenderFailure(action, f"{unit.key} webhook body", lang, str(exc), identity))
                 if not unit.address:
                     continue  # an endpoint only
                 msg, subject = _compose_to_unit(case, index, action, composer)
@@ -528,11 +538,15 @@ def compose_render_failure_notice(
     reference: str,
     now: datetime,
 ) -> EmailMessage:
-    """Tell the failure unit that a customer got no reply because its template failed on this mail.
+    """Tell the failure unit that a customer got no reply (or a unit's endpoint no call) because its template
+    failed on this mail.
 
     It names the mail (Message-ID, sender, subject), the rule, the template and the reason (file and line);
-    Reply-To is the customer, so an agent can answer by hand. The Message-ID is derived from the reply's,
-    so composing the notice again for the same mail gives the same message."""
+    Reply-To is the customer, so an agent can answer by hand. A call's notice carries the customer's mail:
+    the endpoint may have been all its unit was to get. The Message-ID is derived from the reply's (or the
+    call's), so composing the notice again for the same mail gives the same message."""
+    if failure.call:
+        return _call_failure_notice(router, unit, view, failure, rule=rule, reference=reference, now=now)
     seed = f"render-failure\0{failure.message_id}"
     language = "English" if failure.language == "en" else "Indonesian"
     headers = [
@@ -570,6 +584,57 @@ def compose_render_failure_notice(
         ]
     )
     mime.single(msg, body)
+    return msg
+
+
+def _call_failure_notice(
+    router: RouterIdentity,
+    unit: Unit,
+    view: MessageView,
+    failure: RenderFailure,
+    *,
+    rule: str,
+    reference: str,
+    now: datetime,
+) -> EmailMessage:
+    target = getattr(failure.action, "unit", "")
+    seed = f"render-failure\0{failure.message_id}"
+    headers = [
+        ("From", mime.address(router.name, router.address)),
+        ("To", mime.address(unit.name["en"], unit.address)),
+        ("Subject", mime.text(f"[CALL NOT MADE] {failure.type} to {target}'s endpoint: {_subject(view)}")),
+        ("Date", format_datetime(now)),
+        ("Message-ID", our_message_id(seed, "failure", router.domain)),
+        ("Auto-Submitted", "auto-generated"),
+        ("X-EmailRouter-Rule", mime.text(rule)),
+        ("X-EmailRouter-Reference", reference),
+    ]
+    if view.message_id:
+        headers.append(("References", clean_line(view.message_id)))
+    if view.sender is not None:
+        headers.append(("Reply-To", mime.address(view.sender.name, view.sender.address)))
+    msg = mime.new(headers)
+    body = "\n".join(
+        [
+            f"emailrouter did not make the {failure.type} call to the endpoint of unit {target}: its body",
+            "template could not be rendered for this mail. Everything else the rule does (mail to units, the",
+            "customer's reply) went ahead as planned. The customer's mail is attached: if the endpoint was all",
+            f"{target} was to get, please pass it on by hand.",
+            "",
+            f"Message-ID:  {clean_line(view.message_id or '(none)')}",
+            f"Sender:      {_customer(view)}",
+            f"Subject:     {_subject(view)}",
+            f"Rule:        {rule}",
+            f"Reference:   {reference}",
+            f"Template:    {failure.template}",
+            f"Reason:      {clean_line(failure.reason)}",
+            "",
+            "Please fix the body template (`emailrouter check` renders it against sample mails, and",
+            "`emailrouter explain` shows the failure for a saved copy of this mail).",
+            "",
+        ]
+    )
+    mime.mixed(msg, [mime.text_part(body), mime.message_part(view.raw)])
     return msg
 
 

@@ -29,14 +29,19 @@ def outcome(routing: Routing) -> dict[str, Any]:
         ],
         "recipients": sorted(f"{o.action.type}:{to}" for o in routing.outgoing for to in o.to),
         "templates": sorted(o.action.template for o in routing.outgoing if isinstance(o.action, Reply)),
-        "failed": [f"reply:{f.template}.{f.language}" for f in routing.failed],
+        "failed": [f"{f.type}:{f.template}" if f.call else f"reply:{f.template}.{f.language}" for f in routing.failed],
         "suppressed": [f"{s.type}: {s.reason}" for s in routing.suppressed],
     }
 
 
 def failure_lines(routing: Routing) -> list[str]:
-    """One line per reply whose template failed on this mail: which template, in which language, and why."""
-    return [f"reply {f.template} ({f.language}) not rendered: {f.reason}" for f in routing.failed]
+    """One line per reply (or webhook call) whose template failed on this mail: which template, and why."""
+    return [
+        f"{f.type} call not made: {f.template} not rendered: {f.reason}"
+        if f.call
+        else f"reply {f.template} ({f.language}) not rendered: {f.reason}"
+        for f in routing.failed
+    ]
 
 
 def memory_json(memory: Memory) -> dict[str, Any]:

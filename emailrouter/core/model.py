@@ -264,17 +264,25 @@ class Suppressed:
 
 @dataclass(frozen=True)
 class RenderFailure:
-    """A reply the plan had whose template failed on this mail: not sent; the rest of the plan goes ahead,
-    and the failure unit is told (`compose.compose_render_failure_notice`)."""
+    """A message the plan had whose template failed on this mail: a reply, or the webhook call of a forward,
+    escalation or ticket (its JSON body). Not sent; the rest of the plan goes ahead, and the failure unit is
+    told (`compose.compose_render_failure_notice`, with the customer's mail when the call was all the unit
+    was to get)."""
 
-    action: Reply
-    template: str
+    action: Reply | Forward | Escalate | OpenTicket
+    template: str  # the reply template's name, or "UNIT webhook body"
     language: Language
     reason: str  # where and why: "config/templates/education.id.txt:3: list object has no element 0"
-    message_id: str = ""  # the Message-ID the reply would have had (the notice's own is derived from it)
+    message_id: str = ""  # the Message-ID the reply (or the call's identity) would have had; the notice's derives
 
-    type: ClassVar[str] = "reply"  # its key in rules.yaml
-    help: ClassVar[str] = "An automatic answer to the customer from templates/NAME.<language>.txt."
+    @property
+    def type(self) -> str:
+        return self.action.type
+
+    @property
+    def call(self) -> bool:
+        """A webhook call, not a reply."""
+        return not isinstance(self.action, Reply)
 
     def describe(self) -> dict[str, str]:
         return {

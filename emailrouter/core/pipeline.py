@@ -82,7 +82,7 @@ class Routing:
     suppressed: tuple[Suppressed, ...]
     automated: str | None = None  # why the mail counts as automated, if it does
     bounced: tuple[BounceReport, ...] = ()  # recipients a delivery report says did not get a mail of ours
-    failed: tuple[RenderFailure, ...] = ()  # replies whose template failed on this mail: not sent, to be reported
+    failed: tuple[RenderFailure, ...] = ()  # replies (or webhook calls) whose template failed on this mail: reported
 
 
 @dataclass(frozen=True)
@@ -129,14 +129,15 @@ def route(mail: bytes | MessageView, config: RoutingConfig, now: datetime, memor
     outgoing, suppressed, failed = compose(case, Composer(config.router, config.units, config.templates))
     if automated is not None:
         suppressed.insert(0, Suppressed("all", f"automated mail: {automated}"))
-        dropped = [o for o in outgoing if isinstance(o.action, Reply)] + failed  # a reply never sent cannot fail
+        # a reply never sent cannot fail
+        dropped = [o for o in outgoing if isinstance(o.action, Reply)] + [f for f in failed if not f.call]
         outgoing = [o for o in outgoing if not isinstance(o.action, Reply)]
-        failed = []
+        failed = [f for f in failed if f.call]
         suppressed.extend(Suppressed("reply", f"never auto-answer automated mail ({automated})") for _ in dropped)
     elif (refused := auto_reply_refused(view)) is not None:  # a person who asked for no automatic answer
-        dropped = [o for o in outgoing if isinstance(o.action, Reply)] + failed
+        dropped = [o for o in outgoing if isinstance(o.action, Reply)] + [f for f in failed if not f.call]
         outgoing = [o for o in outgoing if not isinstance(o.action, Reply)]
-        failed = []
+        failed = [f for f in failed if f.call]
         suppressed.extend(Suppressed("reply", refused) for _ in dropped)
     if memory.loop is not None:
         outgoing, limited = limit_replies(outgoing, memory.replies, memory.bounced, now, memory.loop)

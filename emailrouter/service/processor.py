@@ -88,7 +88,7 @@ class Routed:
     replies: tuple[tuple[str, str], ...] = ()
     bounced: tuple[Bounce, ...] = ()  # (Message-IDs it quotes, recipient) per delivery report
     suppressed: tuple[str, ...] = ()  # the type of each action the limits or the guard suppressed
-    failed: tuple[tuple[str, str], ...] = ()  # (template, reason) of each reply that could not be rendered
+    failed: tuple[tuple[str, str, str], ...] = ()  # (type, template, reason) of each reply or call not rendered
     error: str | None = None
 
 
@@ -166,7 +166,7 @@ def summarise(routing: Routing, config: Config, key: str, now: datetime, started
         replies=replies,
         bounced=bounced,
         suppressed=tuple(s.type for s in routing.suppressed),
-        failed=tuple((f.template, f.reason) for f in routing.failed),
+        failed=tuple((f.type, f.template, f.reason) for f in routing.failed),
     )
 
 
@@ -327,13 +327,14 @@ class Processor:
     def _log_decision(self, mailbox: MailboxConfig, routed: Routed, outcome: str, size: int) -> None:
         """The one `decision` event of a mail, and its metrics."""
         log.info("decision", outcome=outcome, **routed.event, size=size)
-        for template, reason in routed.failed:
-            log.error("reply_not_rendered", template=template, reason=reason)
+        for kind, template, reason in routed.failed:
+            event = "reply_not_rendered" if kind == "reply" else "webhook_not_rendered"
+            log.error(event, template=template, reason=reason)
         self.metrics.message(mailbox.name, routed.segment, routed.intent, outcome)
         for skipped in routed.suppressed:
             self.metrics.action(skipped, None, "suppressed")
-        for _ in routed.failed:
-            self.metrics.action("reply", None, "failed")
+        for kind, _, _ in routed.failed:
+            self.metrics.action(kind, None, "failed")
 
     def _quarantine(
         self,
