@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import itertools
+import os
 import shutil
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -9,6 +11,7 @@ import pytest
 import structlog
 
 from emailrouter.config.loader import Config, load_config
+from tests.support.postgres import Postgres, make_base, postgres_available
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG_DIR = ROOT / "config"
@@ -38,6 +41,37 @@ def _not_a_service(monkeypatch: pytest.MonkeyPatch) -> None:
 def config() -> Config:
     """The shipped configuration."""
     return load_config(CONFIG_DIR / "emailrouter.yaml")
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[Postgres]:
+    """One real PostgreSQL server for the session (initdb takes seconds); tests take a database each
+    (`postgres_database`). Skipped without PostgreSQL, a failure under CI=true, where it must be there."""
+    reason = postgres_available()
+    if reason is not None:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"PostgreSQL is required under CI=true: {reason}")
+        pytest.skip(reason)
+    base = make_base()
+    try:
+        with Postgres(base) as server:
+            yield server
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+_DATABASES = itertools.count(1)
+
+
+@pytest.fixture
+def postgres_database(postgres_server: Postgres) -> Iterator[str]:
+    """The URL of a new, empty database on the session's server (no password in it), dropped afterwards."""
+    name = f"test_{os.getpid()}_{next(_DATABASES)}"
+    url = postgres_server.create_database(name)
+    try:
+        yield url
+    finally:
+        postgres_server.drop_database(name)
 
 
 @pytest.fixture

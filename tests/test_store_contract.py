@@ -1,7 +1,9 @@
 """The state-store contract: what every backend (`StateStore`) must do, run against each one.
 
-A backend joins by adding a factory to BACKENDS: given a test's tmp_path it yields a function that opens
-(or reopens) one and the same empty store. Only `StateStore` calls are used here.
+A backend joins by adding a factory to BACKENDS: given the test's request and tmp_path it yields a function
+that opens (or reopens) one and the same empty store. Only `StateStore` calls are used here. PostgreSQL runs
+on a real server (tests/support/postgres.py, one per session, a new database per test): skipped without one,
+a failure under CI=true.
 """
 
 from __future__ import annotations
@@ -22,12 +24,24 @@ Opener = Callable[[], StateStore]
 
 
 @contextmanager
-def sqlite_backend(tmp_path: Path) -> Iterator[Opener]:
+def sqlite_backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Opener]:
     path = tmp_path / "state.sqlite3"
     yield lambda: SqliteStore(path)
 
 
-BACKENDS: dict[str, Callable[[Path], AbstractContextManager[Opener]]] = {"sqlite": sqlite_backend}
+@contextmanager
+def postgres_backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Opener]:
+    from emailrouter.service.pgstore import PostgresStore
+    from tests.support.postgres import PASSWORD
+
+    url = request.getfixturevalue("postgres_database")
+    yield lambda: PostgresStore(url, password=PASSWORD)
+
+
+BACKENDS: dict[str, Callable[[pytest.FixtureRequest, Path], AbstractContextManager[Opener]]] = {
+    "sqlite": sqlite_backend,
+    "postgres": postgres_backend,
+}
 
 KEY = MessageKey("router@imap:993", "INBOX", 7, 42)
 TRACE = {"rule": "rule-1", "segment": "DCS", "intent": "fault", "hard_complaint": False, "suppressed": []}
@@ -37,7 +51,7 @@ TRACE = {"rule": "rule-1", "segment": "DCS", "intent": "fault", "hard_complaint"
 def reopen(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Opener]:
     """Opens the backend's store (again: the same data); every store opened is closed at the end."""
     opened: list[StateStore] = []
-    with BACKENDS[request.param](tmp_path) as open_store:
+    with BACKENDS[request.param](request, tmp_path) as open_store:
 
         def opener() -> StateStore:
             opened.append(open_store())
