@@ -10,11 +10,11 @@ from collections.abc import Iterator
 import pytest
 
 from emailrouter.core.errors import StateError
+from emailrouter.service import pgstore
 from emailrouter.service.store import MessageKey, Plan
 from tests.conftest import NOW
 from tests.support.postgres import PASSWORD, Postgres
 
-pgstore = pytest.importorskip("emailrouter.service.pgstore")
 KEY = MessageKey("router@imap:993", "INBOX", 7, 42)
 
 

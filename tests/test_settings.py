@@ -238,3 +238,33 @@ def test_the_daemon_defaults_are_the_models(config_copy: Path) -> None:
     assert settings.loop == LoopPolicy()
     assert (settings.max_message_bytes, settings.quarantine_notices_per_hour) == (25 * 1024 * 1024, 20)
     assert settings.report is None and settings.metrics_listen is None and settings.smtp is None
+
+
+# --------------------------------------------------------------------------- the state store: SQLite or PostgreSQL
+
+
+def test_a_state_url_chooses_postgresql_with_its_password_from_a_secret(config_copy: Path) -> None:
+    """`state: {url, password}` names a PostgreSQL database; the password is a secret reference; the SQLite
+    file stays the default."""
+    assert load_config(config_copy).settings.state_url is None
+    _with(config_copy, "state:\n  url: postgresql://router@db.cc.example.co.id/emailrouter\n  password: {env: PG}\n")
+    settings = load_config(config_copy).settings
+    assert settings.state_url == "postgresql://router@db.cc.example.co.id/emailrouter"
+    assert settings.state_password is not None and settings.state_password.describe() == "env PG"
+
+
+@pytest.mark.parametrize(
+    ("state", "problem"),
+    [
+        ("  url: postgresql://router:hunter2@db/er\n", "state.url: never put a password in the URL"),
+        ("  url: postgresql://db/er?sslmode=require&password=hunter2\n", "state.url: never put a password in the URL"),
+        ("  url: mysql://db/er\n", "state.url: expected a postgresql://[user@]host[:port]/dbname URL"),
+        ("  url: postgresql://db/er\n  path: state.sqlite3\n", "state.path: give path (SQLite) or url"),
+        ("  password: {env: PG}\n", "state.password: password given without a url"),
+        ("  url: postgresql://db/er\n  password: hunter2\n", "state.password: never put a secret in YAML"),
+    ],
+)
+def test_a_state_url_with_a_password_or_beside_a_path_is_refused(config_copy: Path, state: str, problem: str) -> None:
+    """A password never sits in the URL or in YAML; url and path exclude each other; each problem names its key."""
+    (found,) = _problems(_with(config_copy, "state:\n" + state))
+    assert found.startswith(problem) and "hunter2" not in found

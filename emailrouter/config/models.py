@@ -213,14 +213,66 @@ class Smtp(Section):
         return data
 
 
+POSTGRES_URL = r"^postgres(ql)?://"
+
+
 class State(Section):
-    """Where the daemon keeps what it has done."""
+    """Where the daemon keeps what it has done: a SQLite file (the default), or a PostgreSQL database (url)."""
 
     path: Maybe[NotBlank] = Field(
         default=None,
         description="SQLite file; $VARIABLES are expanded, relative paths are next to emailrouter.yaml"
         " (default: $STATE_DIRECTORY/emailrouter.sqlite3, else /var/lib/emailrouter/ for a service or when it"
         " exists, else state/ next to emailrouter.yaml; `emailrouter check` prints where).",
+    )
+    url: Maybe[
+        Annotated[
+            str,
+            Field(
+                pattern=POSTGRES_URL,
+                json_schema_extra=says(POSTGRES_URL, "expected a postgresql://[user@]host[:port]/dbname URL:"),
+            ),
+        ]
+    ] = Field(
+        default=None,
+        description="A PostgreSQL database instead of the SQLite file: postgresql://[user@]host[:port]/dbname"
+        " (libpq's URL, ?sslmode=verify-full and the like allowed; never a password: see password). Needs the"
+        " [postgres] extra.",
+    )
+    password: Secret = Field(
+        default=None,
+        description=f"The PostgreSQL password, with url. One of {_SECRET_FORMS}; left out, libpq's own sources"
+        " (~/.pgpass, $PGPASSFILE, $PGPASSWORD) are used.",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_store(cls, data: Any, info: ValidationInfo) -> Any:
+        if not isinstance(data, dict):
+            return data
+        url = data.get("url")
+        if "url" in data and "path" in data:
+            cross(info, data, "path", "give path (SQLite) or url (PostgreSQL), not both", at="url")
+        if "password" in data and "url" not in data:
+            cross(info, data, "password", "password given without a url (a SQLite file has none)", at="password")
+        if isinstance(url, str) and _url_password(url):
+            cross(
+                info,
+                data,
+                "url",
+                f"never put a password in the URL: give state.password, one of {_SECRET_FORMS}",
+                at="url",
+            )
+        return data
+
+
+def _url_password(url: str) -> bool:
+    """Whether a libpq URL carries a password (in its user part, or as ?password=)."""
+    rest = url.split("://", 1)[-1]
+    authority = rest.split("/", 1)[0]
+    query = rest.split("?", 1)[1] if "?" in rest else ""
+    return ("@" in authority and ":" in authority.rsplit("@", 1)[0]) or any(
+        part.split("=", 1)[0] == "password" for part in query.split("&")
     )
 
 

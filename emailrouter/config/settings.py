@@ -147,6 +147,10 @@ class Settings:
 
     workers: int = 1  # processes that route a backlog (1: the service's own)
 
+    # a PostgreSQL database instead of the SQLite file at state_path (which is then unused), and its password
+    state_url: str | None = None
+    state_password: Secret | None = None
+
     def plaintext_warnings(self) -> list[str]:
         out = [
             f"mailbox {m.name}: IMAP without TLS to {m.endpoint.host}" for m in self.mailboxes if m.endpoint.plaintext
@@ -248,6 +252,8 @@ def _settings(m: DaemonSettings, base: Path) -> Settings:
         quarantine_notices_per_hour=m.limits.quarantine_notices_per_hour,
         state_reason=state.reason,
         workers=m.workers if m.workers is not None else default_workers(),
+        state_url=os.path.expandvars(m.state.url) if m.state.url is not None else None,
+        state_password=secret_of(m.state.password, base),
     )
 
 

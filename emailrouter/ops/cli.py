@@ -24,7 +24,7 @@ from emailrouter.core.model import MessageView
 from emailrouter.core.pipeline import NO_MEMORY, Memory, read, route
 
 if TYPE_CHECKING:
-    from emailrouter.config.settings import MailboxConfig
+    from emailrouter.config.settings import MailboxConfig, Settings
     from emailrouter.service.router import PollReport, Router
 
 
@@ -187,7 +187,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if _unusable_secrets(config, "run"):
         return 1
     try:
-        lock = _single_instance(config.settings.state_path) if not args.dry_run else None
+        lock = _single_instance(config.settings) if not args.dry_run else None
         if lock is False:
             return 1
         router = make_router(config, dry_run=args.dry_run)
@@ -224,8 +224,8 @@ def cmd_quarantine(args: argparse.Namespace) -> int:
         return 1
     try:
         # retry sends and marks like the daemon does: under the daemon's lock, or through the daemon holding it
-        # (which checks the secrets in its own environment when it reloads)
-        lock = _single_instance(config.settings.state_path, quiet=True) if args.action == "retry" else None
+        # (which checks the secrets in its own environment when it reloads); None on PostgreSQL (no lock file)
+        lock = _single_instance(config.settings, quiet=True) if args.action == "retry" else None
         if lock is False:
             return _retry_in_daemon(config, args)
         if lock is not None and _unusable_secrets(config, "quarantine retry"):
@@ -424,13 +424,13 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 def _store_of(args: argparse.Namespace) -> tuple[Config, Any] | None:
     from emailrouter.service.statefiles import presence
-    from emailrouter.service.store import Store
+    from emailrouter.service.store import open_store
 
     config = _load(args)
     if config is None:
         return None
     settings = config.settings
-    if (found := presence(settings.state_path)) != "exists":
+    if settings.state_url is None and (found := presence(settings.state_path)) != "exists":
         print(
             f"error: no state store at {settings.state_path}: {found}; chosen by {settings.state_reason}"
             " (has the daemon run with this config?)",
@@ -438,11 +438,11 @@ def _store_of(args: argparse.Namespace) -> tuple[Config, Any] | None:
         )
         return None
     try:
-        store = Store(settings.state_path)
+        store = open_store(settings)
     except StateError as exc:  # e.g. the service's file, readable by root only
         print(f"error: {exc}", file=sys.stderr)
         return None
-    for note in store.notes:
+    for note in getattr(store, "notes", ()):
         print(f"warning: {note}", file=sys.stderr)
     return config, store
 
@@ -613,15 +613,19 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _single_instance(state_path: Path, what: str = "run", *, quiet: bool = False) -> Any:
+def _single_instance(settings: Settings, what: str = "run", *, quiet: bool = False) -> Any:
     """Hold an exclusive lock next to the state store for the life of the process: two `run`s polling and
     sending from one state would step on each other. False (after saying why, unless `quiet`) if another run
-    holds it. The lock file holds the holder's pid (`quarantine retry` signals it)."""
+    holds it. The lock file holds the holder's pid (`quarantine retry` signals it). None for a PostgreSQL
+    store: it has no file here, and claims in the database keep instances apart."""
     import fcntl
     import os
 
     from emailrouter.service import statefiles
 
+    if settings.state_url is not None:
+        return None
+    state_path = settings.state_path
     try:
         statefiles.make_folder(state_path.parent)
         lock = statefiles.open_private(state_path.with_name(state_path.name + ".lock"))

@@ -39,7 +39,7 @@ from emailrouter.service.metrics import MetricsServer, stale_mailboxes
 from emailrouter.service.router import PollReport, Router
 from emailrouter.service.sdnotify import Notifier
 from emailrouter.service.smtp import SmtpTransport
-from emailrouter.service.store import Store
+from emailrouter.service.store import open_store
 
 log = structlog.get_logger(__name__)
 M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter (malloc.h)
@@ -274,7 +274,8 @@ class Service:
         if config.credential_problems:  # it would stop every login and send: the running config stays
             self._reject([str(p) for p in config.credential_problems])
             return
-        if config.settings.state_path != self.router.config.settings.state_path:
+        old = self.router.config.settings
+        if (config.settings.state_path, config.settings.state_url) != (old.state_path, old.state_url):
             log.warning("reload_state_path_ignored", reason="the state store moves only with a restart")
         old_listen = self.router.config.settings.metrics_listen
         self.router.config = config
@@ -376,8 +377,8 @@ def make_router(config: Config, *, dry_run: bool) -> Router:
     release_big_blocks()
     for warning in config.settings.plaintext_warnings():
         log.warning("plaintext_connection", detail=warning, hint="credentials and mail cross the network unencrypted")
-    store = Store(config.settings.state_path)
-    for note in store.notes:
+    store = open_store(config.settings)
+    for note in getattr(store, "notes", ()):  # the SQLite file's permissions (statefiles.prepare)
         log.warning("state_permissions", detail=note)
     smtp = config.settings.smtp
     transport = SmtpTransport(smtp) if smtp is not None else None

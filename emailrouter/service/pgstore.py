@@ -151,14 +151,21 @@ def _v1_first_release(cur: Cursor) -> None:
         cur.execute(statement)
 
 
-MIGRATIONS: Final[tuple[Callable[[Cursor], None], ...]] = (_v1_first_release,)
+def _v2_webhook_answers(cur: Cursor) -> None:
+    # What a webhook's endpoint answered that we keep: its own ticket number (quoted to the customer).
+    cur.execute("ALTER TABLE outbox ADD COLUMN IF NOT EXISTS answer text")
+
+
+MIGRATIONS: Final[tuple[Callable[[Cursor], None], ...]] = (_v1_first_release, _v2_webhook_answers)
 SCHEMA_VERSION: Final = len(MIGRATIONS)
 
 _MESSAGE: Final = (
     "account, folder, uidvalidity, uid, dedupe_id, outcome, rule, segment, intent, hard, error, content_hash,"
     " received_at, finished_at, marked"
 )
-_SEND: Final = "id, msg_key, kind, unit, recipients, message_id, status, attempts, created_at, sent_at, last_error"
+_SEND: Final = (
+    "id, msg_key, kind, unit, recipients, message_id, status, attempts, created_at, sent_at, last_error, answer"
+)
 _ENTRY: Final = f"{_SEND}, mail_from, coalesce(body, head) AS raw"
 _WINDOW: Final = "m.received_at >= %s AND m.received_at < %s"
 _FENCE: Final = "(claimed_by IS NULL OR claimed_by = %s)"  # no other instance has taken the claim over
@@ -222,6 +229,7 @@ def _send_record(r: Row) -> SendRecord:
         created_at=r["created_at"],
         sent_at=r["sent_at"],
         last_error=r["last_error"],
+        answer=r["answer"],
     )
 
 
@@ -531,13 +539,13 @@ class PostgresStore:
                 (error, entry_id, self.instance),
             )
 
-    def mark_sent(self, entry_ids: Sequence[int], now: datetime) -> None:
+    def mark_sent(self, entry_ids: Sequence[int], now: datetime, answer: str | None = None) -> None:
         with self._tx() as cur:
             self._run(
                 cur,
-                "UPDATE outbox SET status='sent', sent_at=%s, last_error=NULL, body=NULL, lease_until=NULL"
-                f" WHERE id = ANY(%s) AND {_FENCE}",
-                (now, list(entry_ids), self.instance),
+                "UPDATE outbox SET status='sent', sent_at=%s, last_error=NULL, body=NULL, lease_until=NULL,"
+                f" answer=coalesce(%s, answer) WHERE id = ANY(%s) AND {_FENCE}",
+                (now, answer, list(entry_ids), self.instance),
             )
 
     def mark_retry(self, entry_id: int, error: str, next_attempt: datetime) -> None:

@@ -31,7 +31,7 @@ from emailrouter.service.metrics import Metrics
 from emailrouter.service.outbox import Outbox, Transport
 from emailrouter.service.poller import Poller
 from emailrouter.service.processor import Job, PollReport, Processor, Routed
-from emailrouter.service.store import MessageKey, Store
+from emailrouter.service.store import MessageKey, StateStore
 from emailrouter.service.workers import BrokenProcessPool, Pool
 
 # A batch with fewer new mails is routed in the service's process: a worker pays off on a backlog, and a
@@ -47,7 +47,7 @@ class Router:
     def __init__(
         self,
         config: Config,
-        store: Store,
+        store: StateStore,
         transport: Transport | None,
         *,
         dry_run: bool = False,

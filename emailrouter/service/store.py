@@ -48,6 +48,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, Literal, Protocol, cast, get_args
 
+from emailrouter.config.credentials import CredentialError
+from emailrouter.config.settings import Settings
 from emailrouter.core.classify import Contact
 from emailrouter.core.errors import StateError
 from emailrouter.service import statefiles
@@ -1046,7 +1048,30 @@ class SqliteStore:
             return int(cur.rowcount)
 
 
-Store = SqliteStore  # the name the daemon, the cli and the demo use
+Store = SqliteStore  # the name the demo and the tests use; the daemon and the cli use open_store()
+
+
+def open_store(settings: Settings) -> StateStore:
+    """The store the settings name: the PostgreSQL database of `state.url` (service/pgstore.py), else the
+    SQLite file (the default). `StateError` when it cannot be opened; it says whether retrying helps."""
+    if settings.state_url is None:
+        return SqliteStore(settings.state_path)
+    where = settings.state_url.split("?", 1)[0]  # the config refuses a password in the URL
+    try:
+        from emailrouter.service.pgstore import PostgresStore
+    except ImportError as exc:
+        raise StateError(
+            f"state store {where}: PostgreSQL needs psycopg ({exc.name} is missing): install emailrouter[postgres];"
+            " retrying does not help"
+        ) from None
+    password = None
+    if settings.state_password is not None:
+        try:
+            password = settings.state_password.read()
+        except CredentialError as exc:
+            raise StateError(f"state store {where}: password: {exc}") from None
+    return PostgresStore(settings.state_url, password)
+
 
 if TYPE_CHECKING:  # mypy proves that the SQLite store keeps the contract
 

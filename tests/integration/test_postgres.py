@@ -1,0 +1,92 @@
+"""The daemon on a PostgreSQL state store: one pass over a real Dovecot, then the tools ops use on its state.
+
+The PostgreSQL server is the session's (tests/conftest.py), with a new database for the test; skipped
+without PostgreSQL, a failure under CI=true.
+"""
+
+from __future__ import annotations
+
+import email
+import json
+from email.policy import default
+from pathlib import Path
+
+import pytest
+
+from emailrouter.config.loader import load_config
+from emailrouter.ops.cli import main
+from tests.conftest import DATA
+from tests.integration.test_daemon import ROUTED, once, write_config
+from tests.support.dovecot import Dovecot
+from tests.support.postgres import PASSWORD, Postgres
+from tests.support.sink import SmtpSink
+
+NAMES = ["dcs-hard-media-threat-informal.eml", "des-fault-pertamina-id.eml", "automated-out-of-office-en.eml"]
+
+
+def _postgres_config(tmp_path: Path, dovecot: Dovecot, sink: SmtpSink, url: str) -> Path:
+    """The daemon's test config with `state: {url, password: {file: ...}}` instead of the SQLite file."""
+    path = write_config(tmp_path, dovecot, sink)
+    (tmp_path / "pg-password").write_text(PASSWORD + "\n")
+    state = f"state:\n  url: {url}\n  password: {{file: {tmp_path / 'pg-password'}}}\n"
+    text = path.read_text()
+    start = text.index("state:\n  path:")
+    end = text.index("\n", text.index("  path:", start)) + 1
+    path.write_text(text[:start] + state + text[end:])
+    return path
+
+
+def test_a_pass_on_postgres_is_audited_counted_and_listed(
+    tmp_path: Path,
+    dovecot: Dovecot,
+    postgres_server: Postgres,
+    postgres_database: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`run --once` keeps its state in PostgreSQL (nothing in a SQLite file); `show`, `stats` and
+    `quarantine list` read it from there; a second pass sends nothing again."""
+    with SmtpSink() as sink:
+        path = _postgres_config(tmp_path, dovecot, sink, postgres_database)
+        for name in NAMES:
+            dovecot.append("router", "INBOX", (DATA / name).read_bytes())
+        config = load_config(path)
+        assert config.settings.state_url == postgres_database
+        status, reports = once(config)
+        assert status == 0 and reports[0].planned == 3 and reports[0].marked == 3
+        sent = sink.count
+        assert sent > 0 and all(ROUTED in flags for flags in dovecot.flags("router", "INBOX").values())
+        assert once(load_config(path))[0] == 0 and sink.count == sent
+    assert not (tmp_path / "state.sqlite3").exists()
+    dbname = postgres_database.rsplit("/", 1)[1]
+    assert postgres_server.execute("SELECT count(*) FROM messages", dbname) == [(3,)]
+    capsys.readouterr()
+
+    message_id = email.message_from_bytes((DATA / NAMES[0]).read_bytes(), policy=default)["Message-ID"]
+    assert main(["show", "-c", str(path), str(message_id)]) == 0
+    record = json.loads(capsys.readouterr().out)
+    assert record["decision"]["rule"] == "1.2.9-dcs-hard-complaint-educate-forward-escalate"
+    assert [s["kind"] for s in record["sends"]] == ["reply", "forward", "escalate"]
+    assert all(s["status"] == "sent" for s in record["sends"]) and record["marked_on_server"]
+
+    assert main(["stats", "-c", str(path), "--json"]) == 0
+    figures = json.loads(capsys.readouterr().out)
+    assert figures["messages"] == 3 and figures["hard_complaints"] == 1
+    assert figures["per_outcome"] == {"done": 2, "automated": 1} and figures["outbox_pending"] == 0
+    assert figures["arrival_to_sent_seconds"]["median"] is not None
+
+    assert main(["quarantine", "list", "-c", str(path)]) == 0
+    assert "quarantine is empty" in capsys.readouterr().out
+
+
+def test_a_state_url_that_cannot_be_reached_is_one_line_naming_it(
+    tmp_path: Path, dovecot: Dovecot, postgres_server: Postgres, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A database that refuses the login: `stats` says so in one line naming the database, not the password."""
+    with SmtpSink() as sink:
+        path = _postgres_config(tmp_path, dovecot, sink, postgres_server.url("postgres"))
+    (tmp_path / "pg-password").write_text("wrong-password\n")
+    assert main(["stats", "-c", str(path)]) == 1
+    err = capsys.readouterr().err
+    where = f"postgresql://{postgres_server.host}:{postgres_server.port}/postgres"
+    assert err.startswith(f"error: state store {where}: cannot connect: ") and err.count("\n") == 1
+    assert "password authentication failed" in err and "wrong-password" not in err
