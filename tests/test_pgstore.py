@@ -5,13 +5,16 @@ Runs on a real server (tests/support/postgres.py); skipped without PostgreSQL, a
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
+from datetime import timedelta
+from typing import Any
 
 import pytest
 
 from emailrouter.core.errors import StateError
 from emailrouter.service import pgstore
-from emailrouter.service.store import MessageKey, Plan
+from emailrouter.service.store import MessageKey, OutboxEntry, Plan, PlannedSend
 from tests.conftest import NOW
 from tests.support.postgres import PASSWORD, Postgres
 
@@ -78,3 +81,119 @@ def test_a_nul_in_text_is_stored_and_found_again(store: pgstore.PostgresStore) -
     assert store.seen("<m\x00@x>") == [(str(KEY), None)]
     (record,) = store.quarantined()
     assert record.error == "bad\ufffdbyte"
+
+
+# ---------------------------------------------------------------------- several instances: mailboxes and claims
+
+
+def _open(url: str, **kwargs: Any) -> pgstore.PostgresStore:
+    return pgstore.PostgresStore(url, password=PASSWORD, **kwargs)
+
+
+@pytest.fixture
+def instances(postgres_database: str) -> Iterator[Callable[..., pgstore.PostgresStore]]:
+    """Opens instances of the store on one database; every one opened is closed at the end."""
+    opened: list[pgstore.PostgresStore] = []
+
+    def open_one(**kwargs: Any) -> pgstore.PostgresStore:
+        opened.append(_open(postgres_database, **kwargs))
+        return opened[-1]
+
+    yield open_one
+    for one in opened:
+        one.close()
+
+
+def test_a_mailbox_is_held_by_one_instance_at_a_time(instances: Callable[..., pgstore.PostgresStore]) -> None:
+    """The first instance to ask holds the mailbox; another gets it once the first lets go or is gone."""
+    first, second = instances(), instances()
+    assert first.hold_mailbox(KEY.account, "INBOX") and first.hold_mailbox(KEY.account, "INBOX")
+    assert not second.hold_mailbox(KEY.account, "INBOX")
+    assert second.hold_mailbox(KEY.account, "Other")  # one lock per mailbox
+    first.release_mailbox(KEY.account, "INBOX")
+    assert second.hold_mailbox(KEY.account, "INBOX") and not first.hold_mailbox(KEY.account, "INBOX")
+    second.close()
+    assert first.hold_mailbox(KEY.account, "INBOX")
+
+
+def test_a_mailbox_lost_with_the_connection_is_taken_again_when_free(
+    instances: Callable[..., pgstore.PostgresStore], postgres_server: Postgres, postgres_database: str
+) -> None:
+    """After the server ended its session, an instance reconnects and takes its mailbox again if nobody has."""
+    first = instances()
+    assert first.hold_mailbox(KEY.account, "INBOX")
+    postgres_server.terminate_sessions(_name(postgres_database))
+    assert first.hold_mailbox(KEY.account, "INBOX")
+    assert not instances().hold_mailbox(KEY.account, "INBOX")
+
+
+def test_an_instance_whose_mailbox_was_taken_meanwhile_is_fenced(
+    instances: Callable[..., pgstore.PostgresStore], postgres_server: Postgres, postgres_database: str
+) -> None:
+    """An instance that lost its connection, and its mailbox to another instance meanwhile, no longer holds it."""
+    first = instances()
+    assert first.hold_mailbox(KEY.account, "INBOX")
+    postgres_server.terminate_sessions(_name(postgres_database))
+    second = instances()
+    assert second.hold_mailbox(KEY.account, "INBOX")
+    assert not first.hold_mailbox(KEY.account, "INBOX")
+
+
+def _claimed(store: pgstore.PostgresStore) -> tuple[OutboxEntry, OutboxEntry]:
+    store.plan([Plan(KEY, "<m@x>", "r", {}, (_planned("reply"), _planned("forward")), NOW, None)])
+    reply, forward = (e for i in store.due_ids(NOW) if (e := store.entry(i)) is not None)
+    assert store.claim(reply.id, durable=True) and store.claim(forward.id, durable=False)
+    return reply, forward
+
+
+def _planned(kind: str) -> PlannedSend:
+    return PlannedSend(kind, None if kind == "reply" else "dcs_unit", "er@x.id", ("budi@x.id",), f"<{kind}@x>", b"r")
+
+
+def test_the_claims_of_a_live_instance_are_not_taken_over(instances: Callable[..., pgstore.PostgresStore]) -> None:
+    """While the claimant's session lives and its lease runs, no other instance takes its claims."""
+    first = instances()
+    _claimed(first)
+    assert instances().interrupted() == []
+    assert [s.status for s in first.sends(str(KEY))] == ["sending", "sending"]
+
+
+def test_the_claims_of_a_gone_instance_are_taken_over_and_its_late_writes_change_nothing(
+    instances: Callable[..., pgstore.PostgresStore], postgres_server: Postgres, postgres_database: str
+) -> None:
+    """An instance whose session ended (killed, cut off) loses its claims at once to the next instance that
+    looks; what it records about them afterwards (it comes back) changes nothing."""
+    first = instances()
+    reply, forward = _claimed(first)
+    postgres_server.terminate_sessions(_name(postgres_database))
+    second = instances()
+    assert [(e.id, e.status) for e in second.interrupted()] == [(reply.id, "sending"), (forward.id, "sending")]
+    assert second.interrupted() == []  # now its own, and it is alive
+    with pytest.raises(StateError):  # the first one's connection is gone ...
+        first.mark_sent([forward.id], NOW)
+    first.mark_sent([forward.id], NOW)  # ... and it reconnects: fenced
+    first.release(reply.id)
+    first.mark_retry(forward.id, "451", NOW)
+    assert [(s.status, s.attempts) for s in second.sends(str(KEY))] == [("sending", 1), ("sending", 1)]
+    second.mark_failed(reply.id, "interrupted while sending: not sent again", status="uncertain")
+    second.mark_sent([forward.id], NOW)
+    assert [s.status for s in second.sends(str(KEY))] == ["uncertain", "sent"]
+
+
+def test_an_expired_lease_is_taken_over_from_an_instance_that_still_lives(
+    instances: Callable[..., pgstore.PostgresStore],
+) -> None:
+    """A claim held past its lease (a hung instance) is taken over although its session lives; the late
+    claimant's release then changes nothing."""
+    first = instances(lease=timedelta(milliseconds=1))
+    reply, forward = _claimed(first)
+    time.sleep(0.05)
+    second = instances()
+    assert [e.id for e in second.interrupted()] == [reply.id, forward.id]
+    first.release(forward.id)
+    entry = second.entry(forward.id)
+    assert entry is not None and entry.status == "sending" and entry.attempts == 1
+
+
+def _name(url: str) -> str:
+    return url.rsplit("/", 1)[1]

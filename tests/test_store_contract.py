@@ -358,6 +358,16 @@ def test_interrupted_sends_are_found_after_reopening(reopen: Opener) -> None:
     assert [e.kind for e in _due(store)] == ["forward"]
 
 
+def test_an_instance_holds_the_mailboxes_it_asks_for_while_no_other_does(store: StateStore) -> None:
+    """One instance alone holds every mailbox it asks for, again and again, and again after letting go
+    (SQLite: the one process that holds the state; PostgreSQL: no other instance asked first)."""
+    assert store.hold_mailbox(KEY.account, KEY.folder) and store.hold_mailbox(KEY.account, KEY.folder)
+    assert store.hold_mailbox(KEY.account, "Other")
+    store.release_mailbox(KEY.account, KEY.folder)
+    store.release_mailbox(KEY.account, "never-held")
+    assert store.hold_mailbox(KEY.account, KEY.folder)
+
+
 def test_quarantine_lists_quarantined_mail_and_forget_drops_everything_of_it(store: StateStore) -> None:
     """Quarantined mail is listed with its error; forget() drops its record, sends and contact."""
     store.plan([_plan(_key(1), rule="fine", contact=("budi@x.id", "fault"))])

@@ -168,6 +168,10 @@ _SEND: Final = (
 )
 _ENTRY: Final = f"{_SEND}, mail_from, coalesce(body, head) AS raw"
 _WINDOW: Final = "m.received_at >= %s AND m.received_at < %s"
+_HOLDS: Final = (  # whether this session holds the mailbox lock {key}
+    "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted AND pid = pg_backend_pid()"
+    f" AND objsubid = 2 AND classid::text::bigint = {MAILBOX_LOCKS} AND objid::text::bigint = {{key}}) AS held"
+)
 _FENCE: Final = "(claimed_by IS NULL OR claimed_by = %s)"  # no other instance has taken the claim over
 # the claimant of a `sending` entry o is gone: its session no longer holds its instance lock
 _OWNER_GONE: Final = (
@@ -266,7 +270,7 @@ class PostgresStore:
         self._lock = threading.RLock()
         self._db: psycopg.Connection[Row] | None = None
         self.instance = 0
-        self._mailboxes: set[str] = set()  # mailbox locks held on the current connection
+        self._mailboxes: dict[str, int] = {}  # mailbox -> its lock key, for the locks taken on this connection
         with self._lock:
             self._connect()
 
@@ -283,9 +287,13 @@ class PostgresStore:
         try:
             db.execute(SESSION)
             self._migrate(db)
-            if not self.instance:
+            # the same identity after a reconnect when its lock is free (the old session is gone); else a new
+            # one: the old session may still hold the lock, and its claims are then taken over in time
+            while not (
+                self.instance
+                and _one(db, f"SELECT pg_try_advisory_lock({INSTANCE_LOCKS}, {self.instance}) AS got")["got"]
+            ):
                 self.instance = int(_one(db, "SELECT nextval('instance_ids') AS n")["n"])
-            db.execute("SELECT pg_advisory_lock(%s, %s)", (INSTANCE_LOCKS, self.instance))
         except psycopg.Error as exc:
             db.close()
             raise StateError(f"state store {self.path}: cannot open: {_reason(exc)}") from None
@@ -293,7 +301,7 @@ class PostgresStore:
             db.close()
             raise
         self._db = db
-        self._mailboxes = set()
+        self._mailboxes = {}
         return db
 
     def _version(self, db: psycopg.Connection[Row]) -> int:
@@ -372,6 +380,52 @@ class PostgresStore:
     def _many(cur: Cursor, sql: str, rows: Sequence[Sequence[Any]]) -> None:
         if rows:
             cur.executemany(sql, [_clean(list(r)) for r in rows])
+
+    # ------------------------------------------------------------------ instances
+
+    def hold_mailbox(self, account: str, folder: str) -> bool:
+        """Checked on the server every time (one round trip): a connection lost since the lock was taken took
+        the lock with it, and another instance may hold it by now. A lost connection is opened again once and
+        the lock taken again if it is free; `StateError` if the database cannot be reached."""
+        name = f"{account}|{folder}"
+        with self._lock:
+            for attempt in (1, 2):
+                db = self._session()
+                try:
+                    if name in self._mailboxes:
+                        held = _one(db, _HOLDS.format(key=self._mailboxes[name]))["held"]
+                        if held:
+                            return True
+                        del self._mailboxes[name]
+                    key = self._lock_key(db, name)
+                    if _one(db, f"SELECT pg_try_advisory_lock({MAILBOX_LOCKS}, {key}) AS got")["got"]:
+                        self._mailboxes[name] = key
+                        return True
+                    return False
+                except psycopg.OperationalError as exc:
+                    if attempt == 2 or not db.broken:
+                        raise StateError(f"state store {self.path}: cannot lock mailbox: {_reason(exc)}") from None
+                except psycopg.Error as exc:
+                    raise StateError(f"state store {self.path}: cannot lock mailbox: {_reason(exc)}") from None
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def release_mailbox(self, account: str, folder: str) -> None:
+        with self._lock:
+            key = self._mailboxes.pop(f"{account}|{folder}", None)
+            if key is None or self._db is None or self._db.closed or self._db.broken:
+                return
+            try:
+                self._db.execute(f"SELECT pg_advisory_unlock({MAILBOX_LOCKS}, {key})")
+            except psycopg.Error as exc:  # the connection is gone: so is the lock
+                raise StateError(f"state store {self.path}: cannot unlock mailbox: {_reason(exc)}") from None
+
+    @staticmethod
+    def _lock_key(db: psycopg.Connection[Row], name: str) -> int:
+        """The mailbox's lock key: one per name, made on first use."""
+        db.execute("INSERT INTO lock_keys (name) VALUES (%s) ON CONFLICT (name) DO NOTHING", (_clean(name),))
+        row = db.execute("SELECT id FROM lock_keys WHERE name=%s", (_clean(name),)).fetchone()
+        assert row is not None  # inserted just now, or before
+        return int(row["id"])
 
     # ------------------------------------------------------------------ checkpoints
 

@@ -391,6 +391,19 @@ class StateStore(Protocol):
         contacts, replies and bounces as old. Returns how many mails were forgotten."""
         ...
 
+    # instances ------------------------------------------------------------------------------------
+
+    def hold_mailbox(self, account: str, folder: str) -> bool:
+        """Whether this instance holds the mailbox (and alone may poll, plan and mark for it), taking it when
+        it is free, again after a lost connection. False: another instance holds it. SQLite: one instance
+        holds the whole state (the lock file next to it), so always True. Sends need no mailbox: claims
+        keep them apart."""
+        ...
+
+    def release_mailbox(self, account: str, folder: str) -> None:
+        """Let another instance take the mailbox (a no-op when not held)."""
+        ...
+
     def close(self) -> None: ...
 
 
@@ -663,6 +676,12 @@ class SqliteStore:
     def close(self) -> None:
         with self._lock:
             self._db.close()
+
+    def hold_mailbox(self, account: str, folder: str) -> bool:
+        return True  # one process at a time holds a SQLite state (cli's lock file)
+
+    def release_mailbox(self, account: str, folder: str) -> None:
+        return None
 
     @contextmanager
     def _tx(self, durable: bool = False) -> Iterator[sqlite3.Connection]:
