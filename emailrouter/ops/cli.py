@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from emailrouter import __version__
 from emailrouter.config.loader import Config, find_config, load_config
 from emailrouter.config.modelfile import save_model
-from emailrouter.core.errors import ConfigError, EmailRouterError, StateError
+from emailrouter.core.errors import ConfigError, EmailRouterError, MailboxError, StateError
 from emailrouter.core.explain import as_json, as_text
 from emailrouter.core.model import MessageView
 from emailrouter.core.pipeline import NO_MEMORY, Memory, read, route
@@ -259,7 +259,12 @@ def cmd_quarantine(args: argparse.Namespace) -> int:
             uids = sorted(r.key.uid for r in rows if r.key.account == mailbox.account and r.key.uid in wanted)
             if not uids:
                 continue
-            report = asyncio.run(_retry(router, mailbox, uids))
+            try:
+                report = asyncio.run(_retry(router, mailbox, uids))
+            except (MailboxError, StateError) as exc:  # held by a running daemon (PostgreSQL), or unreachable
+                print(f"error: {exc}", file=sys.stderr)
+                status, wanted = 1, wanted - set(uids)
+                continue
             print(
                 f"{mailbox.name}: retried {len(uids)}: planned {report.planned}, duplicates {report.duplicates}, "
                 f"quarantined again {report.quarantined}"

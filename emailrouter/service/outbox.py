@@ -117,6 +117,8 @@ class Outbox:
                 return 0
             delivered = 0
             try:
+                if self.store.shared:  # the claims of an instance that died meanwhile are ours to finish
+                    await self.resume()
                 while ids := self.store.due_ids(self.clock(), DUE_PAGE):
                     for entry_id in ids:
                         if self.stopping:

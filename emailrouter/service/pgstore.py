@@ -262,6 +262,8 @@ class PostgresStore:
     """One PostgreSQL database, shared by any number of instances; one connection per store, reopened when
     it is lost (the next call after a loss raises `StateError`, the one after that reconnects)."""
 
+    shared = True
+
     def __init__(self, url: str, password: str | None = None, lease: timedelta = LEASE) -> None:
         self.url = url
         self.path = describe(url)  # what messages name, like SqliteStore.path

@@ -137,6 +137,9 @@ class Poller:
         quarantined = [r.key.uid for r in rows if r.outcome == "quarantined"]
         automated = [r.key.uid for r in rows if r.outcome == "automated"]
         processed = [r.key.uid for r in rows if r.outcome != "quarantined"]
+        if not self.store.hold_mailbox(mailbox.account, mailbox.folder):  # fenced: another instance took it over
+            log.warning("mailbox_lost", mailbox=mailbox.name, reason="another instance holds it now")
+            return 0
 
         def mark() -> None:
             conn.flag(quarantined, QUARANTINED)

@@ -141,13 +141,17 @@ class Router:
             report.ok, report.error = False, f"state store unwritable: {self.state.error}"
             return report
         try:
+            if not self.dry_run and not self.store.hold_mailbox(mailbox.account, mailbox.folder):
+                # another instance polls it (a shared store): this one is healthy, and asks again next time
+                self.poller.succeeded(mailbox)
+                return report
             conn, uidvalidity = await self.poller.connection(mailbox)
             if not self.dry_run:
                 report.marked += await self.poller.finish(mailbox, conn, uidvalidity)
             uids = await self.poller.new_uids(conn, mailbox, uidvalidity)
             for start in range(0, len(uids), mailbox.batch_size):
-                if self.stopping:
-                    break
+                if self.stopping or not (self.dry_run or self.store.hold_mailbox(mailbox.account, mailbox.folder)):
+                    break  # SIGTERM, or fenced: another instance took the mailbox over
                 await self._take(mailbox, conn, uidvalidity, uids[start : start + mailbox.batch_size], report)
                 if not self.dry_run:
                     await self.outbox.flush()
@@ -267,6 +271,8 @@ class Router:
     async def retry(self, mailbox: MailboxConfig, uids: Sequence[int]) -> PollReport:
         """`quarantine retry`: forget what went wrong with these mails, take them again, unflagged."""
         report = PollReport(mailbox.name)
+        if not self.store.hold_mailbox(mailbox.account, mailbox.folder):  # a daemon on the shared store polls it
+            raise MailboxError(f"mailbox {mailbox.name}: a running instance holds it; stop it first")
         conn, uidvalidity = await self.poller.connection(mailbox)
         for uid in uids:
             self.store.forget(MessageKey(mailbox.account, mailbox.folder, uidvalidity, uid))

@@ -248,6 +248,9 @@ class StateStore(Protocol):
     write that cannot be made raises `StateError` and changes nothing. Keys of mails travel as
     `str(MessageKey)`."""
 
+    shared: bool
+    """Several instances may use the store at once (PostgreSQL); False: one process holds it (SQLite)."""
+
     # checkpoints ----------------------------------------------------------------------------------
 
     def checkpoint(self, account: str, folder: str) -> Checkpoint | None:
@@ -623,6 +626,8 @@ BLOB_SLICE: Final = 1 << 20  # bytes of an outgoing message written to the state
 
 class SqliteStore:
     """One SQLite database in WAL mode; plans and reply sends are committed with fsync (see `_tx`)."""
+
+    shared = False  # one process at a time (the cli's lock file next to it)
 
     def __init__(self, path: Path | str) -> None:
         self.path = path

@@ -15,7 +15,9 @@ import pytest
 
 from emailrouter.config.loader import load_config
 from emailrouter.ops.cli import main
-from tests.conftest import DATA
+from emailrouter.service.pgstore import PostgresStore
+from emailrouter.service.store import MessageKey, Plan
+from tests.conftest import DATA, NOW
 from tests.integration.test_daemon import ROUTED, once, write_config
 from tests.support.dovecot import Dovecot
 from tests.support.postgres import PASSWORD, Postgres
@@ -90,3 +92,28 @@ def test_a_state_url_that_cannot_be_reached_is_one_line_naming_it(
     where = f"postgresql://{postgres_server.host}:{postgres_server.port}/postgres"
     assert err.startswith(f"error: state store {where}: cannot connect: ") and err.count("\n") == 1
     assert "password authentication failed" in err and "wrong-password" not in err
+
+
+def test_quarantine_retry_waits_for_the_instance_that_holds_the_mailbox(
+    tmp_path: Path, dovecot: Dovecot, postgres_database: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """On a shared store, `quarantine retry` refuses a mailbox a running instance holds (it would process
+    beside it), naming it; once that instance lets go, the retry runs."""
+    with SmtpSink() as sink:
+        path = _postgres_config(tmp_path, dovecot, sink, postgres_database)
+        mailbox = load_config(path).settings.mailboxes[0]
+        dovecot.append("router", "INBOX", (DATA / NAMES[1]).read_bytes())
+        daemon = PostgresStore(postgres_database, password=PASSWORD)  # stands for a running daemon
+        try:
+            key = MessageKey(mailbox.account, mailbox.folder, dovecot.uidvalidity("router", "INBOX"), 1)
+            daemon.plan([Plan(key, "<q@x>", "", {}, (), NOW, None, outcome="quarantined", error="boom")])
+            assert daemon.hold_mailbox(mailbox.account, mailbox.folder)
+            assert main(["quarantine", "retry", "-c", str(path), "1"]) == 1
+            err = capsys.readouterr().err
+            assert "error: mailbox jkt: a running instance holds it; stop it first" in err
+            assert "not in the quarantine" not in err
+            daemon.release_mailbox(mailbox.account, mailbox.folder)
+            assert main(["quarantine", "retry", "-c", str(path), "1"]) == 0
+            assert "jkt: retried 1: planned 1" in capsys.readouterr().out
+        finally:
+            daemon.close()
