@@ -7,7 +7,9 @@ from the YAML. The SQLite store stays the default; both pass tests/test_store_co
 What differs from SQLite, and why:
 - Durability: the connection commits with `synchronous_commit=off` (a commit survives a crash of our
   process, maybe not of the database server: SQLite's `synchronous=NORMAL`); plans and claims of customer
-  replies are committed with `synchronous_commit=on` (SQLite's `FULL`).
+  replies are committed with `synchronous_commit=on` (SQLite's `FULL`). A write of one statement runs on
+  its own (autocommit: atomic by itself, one round trip, not three); plans and other writes of several
+  statements run in a transaction, each table's rows of a batch in one `executemany` (pipelined).
 - Claims are owned and leased. Every store holds a session advisory lock on its own instance id (from a
   sequence); a claim records that id and a lease (`LEASE`, on the database's clock). `interrupted()` takes
   over the claims of an instance whose session is gone (killed: at once) or whose lease has expired (a host
@@ -363,15 +365,23 @@ class PostgresStore:
             except psycopg.Error as exc:  # connection lost, disk full, read-only, a constraint
                 raise StateError(f"state store {self.path}: cannot write: {_reason(exc)}") from None
 
-    def _rows(self, sql: str, args: Sequence[Any] = ()) -> list[Row]:
+    def _rows(self, sql: str, args: Sequence[Any] = (), what: str = "read") -> list[Row]:
         with self._lock:
             try:
                 return self._session().execute(sql, _clean(list(args))).fetchall()
             except psycopg.Error as exc:
-                raise StateError(f"state store {self.path}: cannot read: {_reason(exc)}") from None
+                raise StateError(f"state store {self.path}: cannot {what}: {_reason(exc)}") from None
 
     def _count(self, sql: str, args: Sequence[Any] = ()) -> int:
         return int(next(iter(self._rows(sql, args)[0].values())) or 0)
+
+    def _write(self, sql: str, args: Sequence[Any] = ()) -> int:
+        """One statement on its own (autocommit: atomic by itself, one round trip); the rows it changed."""
+        with self._lock:
+            try:
+                return self._session().execute(sql, _clean(list(args))).rowcount
+            except psycopg.Error as exc:
+                raise StateError(f"state store {self.path}: cannot write: {_reason(exc)}") from None
 
     @staticmethod
     def _run(cur: Cursor, sql: str, args: Sequence[Any] = ()) -> int:
@@ -438,13 +448,11 @@ class PostgresStore:
         return Checkpoint(int(rows[0]["uidvalidity"]), int(rows[0]["last_uid"])) if rows else None
 
     def set_checkpoint(self, account: str, folder: str, uidvalidity: int, last_uid: int) -> None:
-        with self._tx() as cur:
-            self._run(
-                cur,
-                "INSERT INTO checkpoints VALUES (%s,%s,%s,%s) ON CONFLICT (account, folder) DO UPDATE SET"
-                " uidvalidity = excluded.uidvalidity, last_uid = excluded.last_uid",
-                (account, folder, uidvalidity, last_uid),
-            )
+        self._write(
+            "INSERT INTO checkpoints VALUES (%s,%s,%s,%s) ON CONFLICT (account, folder) DO UPDATE SET"
+            " uidvalidity = excluded.uidvalidity, last_uid = excluded.last_uid",
+            (account, folder, uidvalidity, last_uid),
+        )
 
     # ------------------------------------------------------------------ intake
 
@@ -564,62 +572,53 @@ class PostgresStore:
 
     def interrupted(self) -> list[OutboxEntry]:
         """Claims of instances whose session is gone or whose lease has expired, taken over (now ours)."""
-        with self._tx() as cur:
-            cur.execute(
-                f"UPDATE outbox SET claimed_by=%s, lease_until=now() + %s WHERE id IN (SELECT o.id FROM outbox o"
-                f" WHERE o.status='sending' AND (o.claimed_by IS NULL OR o.lease_until < now() OR {_OWNER_GONE})"
-                f" FOR UPDATE SKIP LOCKED) RETURNING {_ENTRY}",
-                (self.instance, self.lease),
-            )
-            return sorted((_entry(r) for r in cur.fetchall()), key=lambda e: e.id)
+        rows = self._rows(  # one statement: atomic by itself
+            f"UPDATE outbox SET claimed_by=%s, lease_until=now() + %s WHERE id IN (SELECT o.id FROM outbox o"
+            f" WHERE o.status='sending' AND (o.claimed_by IS NULL OR o.lease_until < now() OR {_OWNER_GONE})"
+            f" FOR UPDATE SKIP LOCKED) RETURNING {_ENTRY}",
+            (self.instance, self.lease),
+            what="write",
+        )
+        return sorted((_entry(r) for r in rows), key=lambda e: e.id)
 
     def claim(self, entry_id: int, durable: bool) -> bool:
-        with self._tx(durable=durable) as cur:
-            return (
-                self._run(
-                    cur,
-                    "UPDATE outbox SET status='sending', attempts=attempts+1, claimed_by=%s, lease_until=now() + %s"
-                    " WHERE id = (SELECT id FROM outbox WHERE id=%s AND status='pending' FOR UPDATE SKIP LOCKED)",
-                    (self.instance, self.lease, entry_id),
-                )
-                == 1
-            )
+        sql = (
+            "UPDATE outbox SET status='sending', attempts=attempts+1, claimed_by=%s, lease_until=now() + %s"
+            " WHERE id = (SELECT id FROM outbox WHERE id=%s AND status='pending' FOR UPDATE SKIP LOCKED)"
+        )
+        args = (self.instance, self.lease, entry_id)
+        if not durable:
+            return self._write(sql, args) == 1
+        with self._tx(durable=True) as cur:
+            return self._run(cur, sql, args) == 1
 
     def release(self, entry_id: int, error: str | None = None) -> None:
-        with self._tx() as cur:
-            self._run(
-                cur,
-                "UPDATE outbox SET status='pending', attempts=greatest(attempts-1, 0),"
-                " last_error=coalesce(%s, last_error), claimed_by=NULL, lease_until=NULL"
-                f" WHERE id=%s AND status='sending' AND {_FENCE}",
-                (error, entry_id, self.instance),
-            )
+        self._write(
+            "UPDATE outbox SET status='pending', attempts=greatest(attempts-1, 0),"
+            " last_error=coalesce(%s, last_error), claimed_by=NULL, lease_until=NULL"
+            f" WHERE id=%s AND status='sending' AND {_FENCE}",
+            (error, entry_id, self.instance),
+        )
 
     def mark_sent(self, entry_ids: Sequence[int], now: datetime, answer: str | None = None) -> None:
-        with self._tx() as cur:
-            self._run(
-                cur,
-                "UPDATE outbox SET status='sent', sent_at=%s, last_error=NULL, body=NULL, lease_until=NULL,"
-                f" answer=coalesce(%s, answer) WHERE id = ANY(%s) AND {_FENCE}",
-                (now, answer, list(entry_ids), self.instance),
-            )
+        self._write(
+            "UPDATE outbox SET status='sent', sent_at=%s, last_error=NULL, body=NULL, lease_until=NULL,"
+            f" answer=coalesce(%s, answer) WHERE id = ANY(%s) AND {_FENCE}",
+            (now, answer, list(entry_ids), self.instance),
+        )
 
     def mark_retry(self, entry_id: int, error: str, next_attempt: datetime) -> None:
-        with self._tx() as cur:
-            self._run(
-                cur,
-                "UPDATE outbox SET status='pending', last_error=%s, next_attempt=%s, claimed_by=NULL,"
-                f" lease_until=NULL WHERE id=%s AND {_FENCE}",
-                (error, next_attempt, entry_id, self.instance),
-            )
+        self._write(
+            "UPDATE outbox SET status='pending', last_error=%s, next_attempt=%s, claimed_by=NULL,"
+            f" lease_until=NULL WHERE id=%s AND {_FENCE}",
+            (error, next_attempt, entry_id, self.instance),
+        )
 
     def mark_failed(self, entry_id: int, error: str, status: Literal["failed", "uncertain"] = "failed") -> None:
-        with self._tx() as cur:
-            self._run(
-                cur,
-                f"UPDATE outbox SET status=%s, last_error=%s, lease_until=NULL WHERE id=%s AND {_FENCE}",
-                (status, error, entry_id, self.instance),
-            )
+        self._write(
+            f"UPDATE outbox SET status=%s, last_error=%s, lease_until=NULL WHERE id=%s AND {_FENCE}",
+            (status, error, entry_id, self.instance),
+        )
 
     def add_send(self, msg_key: str, send: PlannedSend, now: datetime) -> None:
         with self._tx() as cur:
@@ -634,14 +633,12 @@ class PostgresStore:
     # ------------------------------------------------------------------ finishing
 
     def settle(self, now: datetime) -> None:
-        with self._tx() as cur:
-            self._run(
-                cur,
-                "UPDATE messages m SET outcome=coalesce(final_outcome, 'done'), finished_at=%s"
-                " WHERE outcome='planned' AND NOT EXISTS (SELECT 1 FROM outbox o WHERE o.msg_key=m.key"
-                " AND o.status NOT IN ('sent','failed','uncertain'))",
-                (now,),
-            )
+        self._write(
+            "UPDATE messages m SET outcome=coalesce(final_outcome, 'done'), finished_at=%s"
+            " WHERE outcome='planned' AND NOT EXISTS (SELECT 1 FROM outbox o WHERE o.msg_key=m.key"
+            " AND o.status NOT IN ('sent','failed','uncertain'))",
+            (now,),
+        )
 
     def unfinished(self, account: str, folder: str) -> list[MessageRecord]:
         rows = self._rows(
@@ -651,8 +648,7 @@ class PostgresStore:
         return [_message(r) for r in rows]
 
     def marked(self, keys: Sequence[str]) -> None:
-        with self._tx() as cur:
-            self._run(cur, "UPDATE messages SET marked=true WHERE key = ANY(%s)", (list(keys),))
+        self._write("UPDATE messages SET marked=true WHERE key = ANY(%s)", (list(keys),))
 
     # ------------------------------------------------------------------ audit, reports, housekeeping
 
