@@ -18,7 +18,7 @@ from emailrouter.ops.cli import main
 from emailrouter.service.pgstore import PostgresStore
 from emailrouter.service.store import MessageKey, Plan
 from tests.conftest import DATA, NOW
-from tests.integration.test_daemon import ROUTED, once, write_config
+from tests.integration.test_daemon import ROUTED, _run_cli, once, received_by_kind, write_config
 from tests.support.dovecot import Dovecot
 from tests.support.postgres import PASSWORD, Postgres
 from tests.support.sink import SmtpSink
@@ -117,3 +117,27 @@ def test_quarantine_retry_waits_for_the_instance_that_holds_the_mailbox(
             assert "jkt: retried 1: planned 1" in capsys.readouterr().out
         finally:
             daemon.close()
+
+
+def test_a_reply_in_flight_when_its_instance_died_is_never_sent_again_by_another(
+    tmp_path: Path, dovecot: Dovecot, postgres_server: Postgres, postgres_database: str
+) -> None:
+    """SIGKILL right after the relay took the first send (a customer reply), before it was recorded: the next
+    instance (a new one, the old session gone) takes the claim over, records the reply `uncertain` and never
+    sends it again; the rest goes out and the mail is marked."""
+    with SmtpSink() as sink:
+        path = _postgres_config(tmp_path, dovecot, sink, postgres_database)
+        dovecot.append("router", "INBOX", (DATA / NAMES[0]).read_bytes())
+        crashed = _run_cli(path, crash_at="after-smtp-accepted")
+        assert crashed.returncode == -9, crashed.stderr[-2000:]
+        assert [k for k, _ in received_by_kind(sink)] == ["reply"]
+        dbname = postgres_database.rsplit("/", 1)[1]
+        (claimant,) = postgres_server.execute("SELECT claimed_by FROM outbox WHERE status = 'sending'", dbname)
+        finished = _run_cli(path)
+        assert finished.returncode == 0, finished.stderr[-2000:]
+        assert sorted(k for k, _ in received_by_kind(sink)) == ["escalate", "forward", "reply"]
+    rows = postgres_server.execute("SELECT kind, status, claimed_by FROM outbox ORDER BY idx", dbname)
+    assert [(kind, status) for kind, status, _ in rows] == [("reply", "uncertain"), ("forward", "sent"),
+                                                            ("escalate", "sent")]  # fmt: skip
+    assert rows[0][2] != claimant[0]  # taken over by the new instance
+    assert all(ROUTED in f for f in dovecot.flags("router", "INBOX").values())
