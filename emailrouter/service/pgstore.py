@@ -401,25 +401,28 @@ class PostgresStore:
         the lock taken again if it is free; `StateError` if the database cannot be reached."""
         name = f"{account}|{folder}"
         with self._lock:
-            for attempt in (1, 2):
-                db = self._session()
-                try:
-                    if name in self._mailboxes:
-                        held = _one(db, _HOLDS.format(key=self._mailboxes[name]))["held"]
-                        if held:
-                            return True
-                        del self._mailboxes[name]
-                    key = self._lock_key(db, name)
-                    if _one(db, f"SELECT pg_try_advisory_lock({MAILBOX_LOCKS}, {key}) AS got")["got"]:
-                        self._mailboxes[name] = key
-                        return True
-                    return False
-                except psycopg.OperationalError as exc:
-                    if attempt == 2 or not db.broken:
-                        raise StateError(f"state store {self.path}: cannot lock mailbox: {_reason(exc)}") from None
-                except psycopg.Error as exc:
+            try:
+                return self._take_mailbox(self._session(), name)
+            except psycopg.OperationalError as exc:
+                if self._db is None or not self._db.broken:
                     raise StateError(f"state store {self.path}: cannot lock mailbox: {_reason(exc)}") from None
-        raise AssertionError("unreachable")  # pragma: no cover
+            except psycopg.Error as exc:
+                raise StateError(f"state store {self.path}: cannot lock mailbox: {_reason(exc)}") from None
+            try:  # the connection was lost: once more on a new one (_session reconnects)
+                return self._take_mailbox(self._session(), name)
+            except psycopg.Error as exc:
+                raise StateError(f"state store {self.path}: cannot lock mailbox: {_reason(exc)}") from None
+
+    def _take_mailbox(self, db: psycopg.Connection[Row], name: str) -> bool:
+        if name in self._mailboxes:
+            if _one(db, _HOLDS.format(key=self._mailboxes[name]))["held"]:
+                return True
+            del self._mailboxes[name]
+        key = self._lock_key(db, name)
+        if not _one(db, f"SELECT pg_try_advisory_lock({MAILBOX_LOCKS}, {key}) AS got")["got"]:
+            return False
+        self._mailboxes[name] = key
+        return True
 
     def release_mailbox(self, account: str, folder: str) -> None:
         with self._lock:
