@@ -30,6 +30,7 @@ two halves of one backend would change apart.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -342,7 +343,12 @@ class PostgresStore:
     def close(self) -> None:
         with self._lock:
             if self._db is not None:
-                self._db.close()  # the session's advisory locks go with it
+                # the locks go with the session, but only once its server process has ended, a moment after
+                # close() returns: released here first, another instance can take them as soon as this returns
+                with contextlib.suppress(psycopg.Error):
+                    if not (self._db.closed or self._db.broken):
+                        self._db.execute("SELECT pg_advisory_unlock_all()")
+                self._db.close()
                 self._db = None
 
     def _session(self) -> psycopg.Connection[Row]:

@@ -247,9 +247,10 @@ class Postgres:
         self.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
     def terminate_sessions(self, dbname: str) -> int:
-        """End every other session on a database (a lost connection, as the clients see it); how many."""
+        """End every other session on a database (a lost connection, as the clients see it) and wait until
+        their server processes are gone (and their locks with them); how many."""
         rows = self.execute(
-            f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{dbname}'"
-            " AND pid <> pg_backend_pid()"
+            f"SELECT pg_terminate_backend(pid, {int(STOP_TIMEOUT * 1000)}) FROM pg_stat_activity"
+            f" WHERE datname = '{dbname}' AND pid <> pg_backend_pid()"
         )
         return len(rows)
