@@ -74,15 +74,22 @@ class ExternalSink:
 
 
 def write_config(
-    workdir: Path, dovecot: Dovecot, sink_port: int, idle: bool, state: str | None = None, workers: int | None = None
+    workdir: Path,
+    dovecot: Dovecot,
+    sink_port: int,
+    idle: bool,
+    state: str | None = None,
+    workers: int | None = None,
+    postgres: str | None = None,
 ) -> Path:
     """The shipped config with one mailbox on `dovecot` (user router, INBOX) and the sink as relay.
 
     `state`: the state file's name in `workdir` (default: idle.sqlite3 or drain.sqlite3); `workers`: the
-    setting (default: none written, so the router's default)."""
+    setting (default: none written, so the router's default); `postgres`: a database URL instead of the file
+    (its password in workdir/pg-password)."""
     target = workdir / "config"
     if not target.exists():
-        shutil.copytree(ROOT / "config", target, ignore=shutil.ignore_patterns("samples", "tests"))
+        shutil.copytree(ROOT / "config", target, ignore=shutil.ignore_patterns("samples", "tests", "state"))
     (workdir / "imap-password").write_text(dovecot.users["router"] + "\n")
     main = target / "emailrouter.yaml"
     state_file = workdir / (state or ("idle.sqlite3" if idle else "drain.sqlite3"))
@@ -103,8 +110,12 @@ smtp:
   port: {sink_port}
   security: plain
 state:
-  path: {state_file}
 """
+        + (
+            f"  url: {postgres}\n  password: {{file: {workdir / 'pg-password'}}}\n"
+            if postgres
+            else f"  path: {state_file}\n"
+        )
         + (f"workers: {workers}\n" if workers is not None else "")
     )
     return main

@@ -15,13 +15,14 @@ to the first routed message at the sink, p50 and p95.
 Needs Dovecot (`.ci/setup` installs it as root). The sink is Postfix's smtp-sink when installed
 (`--sink postfix`, C, so that the sink is not the bottleneck), else emailrouter's own aiosmtpd sink.
 
-    .venv/bin/python benchmarks/drain.py [--count 5000] [--idle-seconds 20]
+    .venv/bin/python benchmarks/drain.py [--count 5000] [--idle-seconds 20] [--postgres]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import atexit
 import shutil
 import signal
 import statistics
@@ -31,6 +32,7 @@ import tempfile
 import time
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(Path(__file__).resolve().parent)]
@@ -42,6 +44,8 @@ from imapclient import IMAPClient  # noqa: E402
 
 from emailrouter.config.settings import default_workers  # noqa: E402
 from tests.support.dovecot import Dovecot, dovecot_available, make_base  # noqa: E402
+from tests.support.postgres import Postgres, postgres_available  # noqa: E402
+from tests.support.postgres import make_base as make_pg_base  # noqa: E402
 from tests.support.sink import SmtpSink  # noqa: E402
 from tests.support.sqlite import opened  # noqa: E402
 
@@ -76,18 +80,32 @@ async def baseline(dovecot: Dovecot, sink_port: int) -> tuple[int, float]:
     return len(messages), time.perf_counter() - started
 
 
-def router_sends(state: Path) -> dict[str, int]:
-    """Mails the router sent, by kind (forward, reply, ticket, escalate, ...)."""
-    with opened(state) as db:
-        rows = db.execute("SELECT kind, count(*) FROM outbox WHERE status='sent' GROUP BY kind ORDER BY 2 DESC")
+class StateQueries:
+    """The two figures drain.py reads back from a state store: SQLite file or PostgreSQL database."""
+
+    def __init__(self, sqlite: Path | None = None, postgres: tuple[Postgres, str] | None = None) -> None:
+        self.sqlite, self.postgres = sqlite, postgres
+
+    def _rows(self, sql: str) -> list[tuple[Any, ...]]:
+        if self.postgres is not None:
+            server, dbname = self.postgres
+            return server.execute(sql, dbname)
+        assert self.sqlite is not None
+        with opened(self.sqlite) as db:
+            return [tuple(r) for r in db.execute(sql)]
+
+    def sends(self) -> dict[str, int]:
+        """Mails the router sent, by kind (forward, reply, ticket, escalate, ...)."""
+        rows = self._rows("SELECT kind, count(*) FROM outbox WHERE status='sent' GROUP BY kind ORDER BY 2 DESC")
         return {str(kind): int(n) for kind, n in rows}
 
-
-def route_seconds(state: Path) -> float:
-    """The time routing took (parse -> compose, as each decision's trace says), wherever it ran."""
-    with opened(state) as db:
-        row = db.execute("SELECT sum(json_extract(decision, '$.timings.decide_ms')) FROM messages").fetchone()
-        return float(row[0] or 0) / 1000
+    def route_seconds(self) -> float:
+        """The time routing took (parse -> compose, as each decision's trace says), wherever it ran."""
+        if self.postgres is not None:
+            sql = "SELECT sum((decision::json->'timings'->>'decide_ms')::float) FROM messages"
+        else:
+            sql = "SELECT sum(json_extract(decision, '$.timings.decide_ms')) FROM messages"
+        return float(self._rows(sql)[0][0] or 0) / 1000
 
 
 def unmark(dovecot: Dovecot) -> None:
@@ -149,10 +167,18 @@ def main() -> int:
     parser.add_argument("--sink", choices=["postfix", "python"], default=default_sink())
     parser.add_argument("--idle-seconds", type=float, default=20.0)
     parser.add_argument("--seed", type=int, default=2026)
+    parser.add_argument("--postgres", action="store_true", help="the same runs against a PostgreSQL state store too")
     args = parser.parse_args()
     if (reason := dovecot_available()) is not None:
         print(f"cannot run: {reason}", file=sys.stderr)
         return 2
+    if args.postgres and (reason := postgres_available()) is not None:
+        print(f"cannot run --postgres: {reason}", file=sys.stderr)
+        return 2
+    pg_base = make_pg_base() if args.postgres else None
+    pg = Postgres(pg_base).__enter__() if pg_base is not None else None
+    if pg is not None:
+        atexit.register(pg.stop)  # also when a run fails: the server runs in its own process group
     base = make_base("emailrouter-drain-")
     workdir = Path(tempfile.mkdtemp(prefix="emailrouter-drain-work-"))
     senders, mails = backlog.mails(args.seed, args.count)
@@ -178,32 +204,45 @@ def main() -> int:
             n, base_s = asyncio.run(baseline(dovecot, sink.port))
             base_rate = n / base_s
             print(f"baseline (fetch + re-send as-is): {n} msgs in {base_s:.1f} s = {base_rate:.0f} msg/s")
-            for label, workers in (("workers: 1", 1), (f"workers: default ({default_workers()})", None)):
-                state = f"drain-{workers or 'default'}.sqlite3"
-                config = write_config(workdir, dovecot, sink.port, idle=False, state=state, workers=workers)
-                directory = config.parent / "customers.csv"
-                if "dinas" not in directory.read_text():
-                    directory.write_text(directory.read_text() + senders.directory_csv().split("\n", 1)[1])
-                unmark(dovecot)
-                run = run_router_once(config)
-                routed = len(dovecot.uids("router", "INBOX", ["KEYWORD", "$Routed"]))
-                sent = router_sends(workdir / state)
-                route_s = route_seconds(workdir / state)
-                rate = routed / run.seconds
-                per_mail = 1000 / max(routed, 1)
-                print(
-                    f"emailrouter run --once, {label}: {routed} msgs in {run.seconds:.1f} s = {rate:.0f} msg/s, "
-                    f"ratio {rate / base_rate:.2f} (exit {run.status}; {sum(sent.values()) / max(routed, 1):.1f} "
-                    "mails sent per mail in)"
-                )
-                print(
-                    f"  CPU per mail {run.cpu * per_mail:.1f} ms: route {route_s * per_mail:.1f} ms, shell "
-                    f"{(run.cpu - route_s) * per_mail:.1f} ms (target <= 1.5 ms); "
-                    f"peak RSS {run.peak_kib / 1024:.0f} MB, "
-                    f"with its workers {run.tree_peak_kib / 1024:.0f} MB (target <= 150 MB)"
-                )
-                print(f"  sent: {mix(Counter(sent))}")
-                runs.append((label, rate / base_rate))
+            backends: list[tuple[str, Postgres | None]] = [("SQLite", None)]
+            if pg is not None:
+                backends.append(("PostgreSQL", pg))
+            for backend, server in backends:
+                for label, workers in (("workers: 1", 1), (f"workers: default ({default_workers()})", None)):
+                    name = f"drain-{workers or 'default'}"
+                    url = None
+                    if server is not None:
+                        url = server.create_database(name.replace("-", "_"))
+                        (workdir / "pg-password").write_text(server.password + "\n")
+                    state = f"{name}.sqlite3"
+                    config = write_config(
+                        workdir, dovecot, sink.port, idle=False, state=state, workers=workers, postgres=url
+                    )
+                    directory = config.parent / "customers.csv"
+                    if "dinas" not in directory.read_text():
+                        directory.write_text(directory.read_text() + senders.directory_csv().split("\n", 1)[1])
+                    unmark(dovecot)
+                    run = run_router_once(config)
+                    routed = len(dovecot.uids("router", "INBOX", ["KEYWORD", "$Routed"]))
+                    queries = StateQueries(
+                        workdir / state, (server, name.replace("-", "_")) if server is not None else None
+                    )
+                    sent, route_s = queries.sends(), queries.route_seconds()
+                    rate = routed / run.seconds
+                    per_mail = 1000 / max(routed, 1)
+                    print(
+                        f"emailrouter run --once, {backend}, {label}: {routed} msgs in {run.seconds:.1f} s = "
+                        f"{rate:.0f} msg/s, ratio {rate / base_rate:.2f} (exit {run.status}; "
+                        f"{sum(sent.values()) / max(routed, 1):.1f} mails sent per mail in)"
+                    )
+                    print(
+                        f"  CPU per mail {run.cpu * per_mail:.1f} ms: route {route_s * per_mail:.1f} ms, shell "
+                        f"{(run.cpu - route_s) * per_mail:.1f} ms (target <= 1.5 ms); "
+                        f"peak RSS {run.peak_kib / 1024:.0f} MB, "
+                        f"with its workers {run.tree_peak_kib / 1024:.0f} MB (target <= 150 MB)"
+                    )
+                    print(f"  sent: {mix(Counter(sent))}")
+                    runs.append((f"{backend}, {label}", rate / base_rate))
         finally:
             sink.stop()
         print(
@@ -211,6 +250,13 @@ def main() -> int:
             + ", ".join(f"{label} {ratio:.2f}" for label, ratio in runs)
             + " (targets: >= 0.25 with workers: 1, >= 0.45 with the default)"
         )
+        if pg is not None:
+            by = dict(runs)
+            default = f"workers: default ({default_workers()})"
+            print(
+                f"PostgreSQL / SQLite, {default}: {by[f'PostgreSQL, {default}'] / by[f'SQLite, {default}']:.0%} "
+                "(target >= 80 %; the test server runs without fsync, see tests/support/postgres.py)"
+            )
         if args.idle_seconds > 0:
             lat = idle_latency(workdir, dovecot, args.idle_seconds, 10.0)
             if lat:
@@ -221,6 +267,10 @@ def main() -> int:
                 )
             else:
                 print("IDLE: nothing arrived")
+    if pg is not None and pg_base is not None:
+        pg.stop()
+        atexit.unregister(pg.stop)
+        shutil.rmtree(pg_base, ignore_errors=True)
     shutil.rmtree(base, ignore_errors=True)
     shutil.rmtree(workdir, ignore_errors=True)
     return 0
