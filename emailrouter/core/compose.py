@@ -545,96 +545,68 @@ def compose_render_failure_notice(
     Reply-To is the customer, so an agent can answer by hand. A call's notice carries the customer's mail:
     the endpoint may have been all its unit was to get. The Message-ID is derived from the reply's (or the
     call's), so composing the notice again for the same mail gives the same message."""
-    if failure.call:
-        return _call_failure_notice(router, unit, view, failure, rule=rule, reference=reference, now=now)
-    seed = f"render-failure\0{failure.message_id}"
-    language = "English" if failure.language == "en" else "Indonesian"
-    headers = [
-        ("From", mime.address(router.name, router.address)),
-        ("To", mime.address(unit.name["en"], unit.address)),
-        ("Subject", mime.text(f"[REPLY NOT SENT] template {failure.template}: {_subject(view)}")),
-        ("Date", format_datetime(now)),
-        ("Message-ID", our_message_id(seed, "failure", router.domain)),
-        ("Auto-Submitted", "auto-generated"),
-        ("X-EmailRouter-Rule", mime.text(rule)),
-        ("X-EmailRouter-Reference", reference),
-    ]
-    if view.message_id:
-        headers.append(("References", clean_line(view.message_id)))
-    if view.sender is not None:
-        headers.append(("Reply-To", mime.address(view.sender.name, view.sender.address)))
-    msg = mime.new(headers)
-    body = "\n".join(
-        [
-            "emailrouter did not send an automatic reply to a customer: its template could not be rendered",
-            "for this mail. Everything else the rule does (forward, escalation, ticket) went ahead as planned.",
-            "",
-            f"Message-ID:  {clean_line(view.message_id or '(none)')}",
-            f"Sender:      {_customer(view)}",
-            f"Subject:     {_subject(view)}",
-            f"Rule:        {rule}",
-            f"Reference:   {reference}",
-            f"Template:    {failure.template} ({language})",
-            f"Reason:      {clean_line(failure.reason)}",
-            "",
-            "Please fix the template (`emailrouter check` renders every template against sample data, and",
-            "`emailrouter explain` shows the failure for a saved copy of this mail), and answer the customer",
-            "by hand if they need it: replying to this message writes to them.",
-            "",
-        ]
-    )
-    mime.single(msg, body)
-    return msg
-
-
-def _call_failure_notice(
-    router: RouterIdentity,
-    unit: Unit,
-    view: MessageView,
-    failure: RenderFailure,
-    *,
-    rule: str,
-    reference: str,
-    now: datetime,
-) -> EmailMessage:
     target = getattr(failure.action, "unit", "")
-    seed = f"render-failure\0{failure.message_id}"
-    headers = [
-        ("From", mime.address(router.name, router.address)),
-        ("To", mime.address(unit.name["en"], unit.address)),
-        ("Subject", mime.text(f"[CALL NOT MADE] {failure.type} to {target}'s endpoint: {_subject(view)}")),
-        ("Date", format_datetime(now)),
-        ("Message-ID", our_message_id(seed, "failure", router.domain)),
-        ("Auto-Submitted", "auto-generated"),
-        ("X-EmailRouter-Rule", mime.text(rule)),
-        ("X-EmailRouter-Reference", reference),
-    ]
-    if view.message_id:
-        headers.append(("References", clean_line(view.message_id)))
-    if view.sender is not None:
-        headers.append(("Reply-To", mime.address(view.sender.name, view.sender.address)))
-    msg = mime.new(headers)
-    body = "\n".join(
-        [
+    if failure.call:
+        subject = f"[CALL NOT MADE] {failure.type} to {target}'s endpoint: {_subject(view)}"
+        opening = [
             f"emailrouter did not make the {failure.type} call to the endpoint of unit {target}: its body",
             "template could not be rendered for this mail. Everything else the rule does (mail to units, the",
             "customer's reply) went ahead as planned. The customer's mail is attached: if the endpoint was all",
             f"{target} was to get, please pass it on by hand.",
+        ]
+        template = failure.template
+        closing = [
+            "Please fix the body template (`emailrouter check` renders it against sample mails, and",
+            "`emailrouter explain` shows the failure for a saved copy of this mail).",
+        ]
+    else:
+        subject = f"[REPLY NOT SENT] template {failure.template}: {_subject(view)}"
+        opening = [
+            "emailrouter did not send an automatic reply to a customer: its template could not be rendered",
+            "for this mail. Everything else the rule does (forward, escalation, ticket) went ahead as planned.",
+        ]
+        template = f"{failure.template} ({'English' if failure.language == 'en' else 'Indonesian'})"
+        closing = [
+            "Please fix the template (`emailrouter check` renders every template against sample data, and",
+            "`emailrouter explain` shows the failure for a saved copy of this mail), and answer the customer",
+            "by hand if they need it: replying to this message writes to them.",
+        ]
+    seed = f"render-failure\0{failure.message_id}"
+    headers = [
+        ("From", mime.address(router.name, router.address)),
+        ("To", mime.address(unit.name["en"], unit.address)),
+        ("Subject", mime.text(subject)),
+        ("Date", format_datetime(now)),
+        ("Message-ID", our_message_id(seed, "failure", router.domain)),
+        ("Auto-Submitted", "auto-generated"),
+        ("X-EmailRouter-Rule", mime.text(rule)),
+        ("X-EmailRouter-Reference", reference),
+    ]
+    if view.message_id:
+        headers.append(("References", clean_line(view.message_id)))
+    if view.sender is not None:
+        headers.append(("Reply-To", mime.address(view.sender.name, view.sender.address)))
+    msg = mime.new(headers)
+    body = "\n".join(
+        [
+            *opening,
             "",
             f"Message-ID:  {clean_line(view.message_id or '(none)')}",
             f"Sender:      {_customer(view)}",
             f"Subject:     {_subject(view)}",
             f"Rule:        {rule}",
             f"Reference:   {reference}",
-            f"Template:    {failure.template}",
+            f"Template:    {template}",
             f"Reason:      {clean_line(failure.reason)}",
             "",
-            "Please fix the body template (`emailrouter check` renders it against sample mails, and",
-            "`emailrouter explain` shows the failure for a saved copy of this mail).",
+            *closing,
             "",
         ]
     )
-    mime.mixed(msg, [mime.text_part(body), mime.message_part(view.raw)])
+    if failure.call:
+        mime.mixed(msg, [mime.text_part(body), mime.message_part(view.raw)])
+    else:
+        mime.single(msg, body)
     return msg
 
 
