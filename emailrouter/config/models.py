@@ -207,6 +207,11 @@ class Smtp(Section):
         default=None, description="SMTP login name; leave out for a relay that needs no login."
     )
     password: Secret = Field(default=None, description=f"SMTP password; needed with username. One of {_SECRET_FORMS}.")
+    connections: int = Field(
+        default=2,
+        ge=1,
+        description="Connections to the relay that send at once, each reused (1: one message at a time).",
+    )
 
     @model_validator(mode="before")
     @classmethod

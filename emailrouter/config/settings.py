@@ -96,6 +96,7 @@ class SmtpConfig:
     username: str | None
     password: Secret | None
     data_timeout: float = DATA_TIMEOUT  # seconds to wait for the answer to the final "." before it is uncertain
+    connections: int = 2  # connections that send at once (service/smtp.py's SmtpPool)
 
 
 @dataclass(frozen=True)
@@ -233,7 +234,11 @@ def _settings(m: DaemonSettings, base: Path) -> Settings:
     smtp = None
     if m.smtp is not None:
         smtp = SmtpConfig(
-            _endpoint(m.smtp, SMTP_PORTS, base), m.smtp.username, secret_of(m.smtp.password, base), m.smtp.data_timeout
+            _endpoint(m.smtp, SMTP_PORTS, base),
+            m.smtp.username,
+            secret_of(m.smtp.password, base),
+            m.smtp.data_timeout,
+            m.smtp.connections,
         )
     d, h, lp = m.delivery, m.housekeeping, m.loop_protection
     state = state_location(m.state.path, base)

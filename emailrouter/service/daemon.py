@@ -38,7 +38,7 @@ from emailrouter.service.imap import watch_idle
 from emailrouter.service.metrics import MetricsServer, stale_mailboxes
 from emailrouter.service.router import PollReport, Router
 from emailrouter.service.sdnotify import Notifier
-from emailrouter.service.smtp import SmtpTransport
+from emailrouter.service.smtp import SmtpPool
 from emailrouter.service.store import open_store
 
 log = structlog.get_logger(__name__)
@@ -381,7 +381,7 @@ def make_router(config: Config, *, dry_run: bool) -> Router:
     for note in getattr(store, "notes", ()):  # the SQLite file's permissions (statefiles.prepare)
         log.warning("state_permissions", detail=note)
     smtp = config.settings.smtp
-    transport = SmtpTransport(smtp) if smtp is not None else None
+    transport = SmtpPool(smtp) if smtp is not None else None
     if transport is None and not dry_run:
         log.warning("no_smtp_relay", detail="nothing can be sent: configure smtp:")
     return Router(config, store, transport, dry_run=dry_run)

@@ -120,13 +120,8 @@ class Outbox:
                 if self.store.shared:  # the claims of an instance that died meanwhile are ours to finish
                     await self.resume()
                 while ids := self.store.due_ids(self.clock(), DUE_PAGE):
-                    for entry_id in ids:
-                        if self.stopping:
-                            return delivered
-                        entry = self.store.entry(entry_id)
-                        if entry is not None and entry.status == "pending":
-                            delivered += await self._deliver(entry)
-                    if len(ids) < DUE_PAGE:
+                    delivered += await self._deliver_page(ids)
+                    if self.stopping or len(ids) < DUE_PAGE:
                         break
             except RelayError as exc:
                 retry_max = min(DEPENDENCY_RETRY_MAX, self.config.settings.delivery.retry_max)
@@ -138,6 +133,46 @@ class Outbox:
                     self.store.settle(self.clock())
                     self.metrics.outbox_pending(self.store.pending_count())
             return delivered
+
+    async def _deliver_page(self, ids: Sequence[int]) -> int:
+        """Send these due entries, as many at once as the transport has connections (`size`, 1 if it says
+        none), in order, one entry of a mail at a time (its reply may wait for its ticket call). A send that
+        raises (the relay is down, the state cannot be written) starts no new one; those under way finish and
+        are recorded first, then the error goes up. Returns how many were sent."""
+        parallel = max(1, int(getattr(self.transport, "size", 1)))
+        running: dict[asyncio.Task[int], str] = {}  # send -> the mail it is for
+        delivered = 0
+        failures: list[BaseException] = []
+
+        async def settle_one() -> None:
+            nonlocal delivered
+            done, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                del running[task]
+                if (error := task.exception()) is not None:
+                    failures.append(error)
+                else:
+                    delivered += task.result()
+
+        try:
+            for entry_id in ids:
+                if self.stopping or failures:
+                    break
+                entry = self.store.entry(entry_id)
+                if entry is None or entry.status != "pending":
+                    continue
+                while running and (len(running) >= parallel or entry.msg_key in running.values()):
+                    await settle_one()
+                if failures:
+                    break
+                running[asyncio.create_task(self._deliver(entry))] = entry.msg_key
+                del entry  # its body is held by its send alone
+        finally:
+            while running:  # never abandon a send under way: its result is recorded before anything else
+                await settle_one()
+        if failures:
+            raise failures[0]
+        return delivered
 
     async def _deliver(self, entry: OutboxEntry) -> int:
         """Send one entry and record what happened at once (1 if it was delivered). Claimed before the send,

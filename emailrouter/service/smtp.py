@@ -1,4 +1,4 @@
-"""SMTP transport (aiosmtplib): one reused connection per relay, TLS verified by default.
+"""SMTP transport (aiosmtplib): reused connections to one relay (a pool of `smtp.connections`), TLS verified.
 
 `send()` either returns (every recipient accepted) or raises an error that says what is broken:
 
@@ -216,3 +216,27 @@ class SmtpTransport:
                 except (aiosmtplib.SMTPException, OSError):
                     self._client.close()
             self._client = None
+
+
+class SmtpPool:
+    """`smtp.connections` connections to one relay, each reused: up to that many messages go out at once (the
+    outbox sends that many in parallel, `size`). A connection is opened when a send first needs it."""
+
+    def __init__(self, config: SmtpConfig) -> None:
+        self.size = config.connections
+        self._all = [SmtpTransport(config) for _ in range(self.size)]
+        self._idle: asyncio.Queue[SmtpTransport] = asyncio.Queue()
+        for transport in self._all:
+            self._idle.put_nowait(transport)
+
+    async def send(self, mail_from: str, recipients: Sequence[str], raw: bytes) -> str:
+        """Deliver one message over an idle connection (waiting for one); the same errors as SmtpTransport.send."""
+        transport = await self._idle.get()
+        try:
+            return await transport.send(mail_from, recipients, raw)
+        finally:
+            self._idle.put_nowait(transport)
+
+    async def close(self) -> None:
+        for transport in self._all:
+            await transport.close()

@@ -378,3 +378,18 @@ def test_a_full_disk_stops_intake_and_resumes_by_itself(tmp_path: Path, dovecot:
         )
         forwards = [m for m in counts if ".forward@" in m]
         assert len(forwards) == 40 and all(counts[m] <= 2 for m in forwards)
+
+
+@pytest.mark.parametrize("connections", [1, 2])
+def test_the_outbox_sends_over_as_many_reused_connections_as_configured(
+    tmp_path: Path, dovecot: Dovecot, sink: SmtpSink, connections: int
+) -> None:
+    """`smtp.connections` connections carry a backlog's sends, each reused for many messages; every message
+    reaches the sink once."""
+    path = write_config(tmp_path, dovecot, sink, smtp_extra=f"  connections: {connections}\n")
+    for n in range(12):
+        dovecot.append("router", "INBOX", mail(n))
+    assert _run_cli(path).returncode == 0
+    counts = message_ids(sink)
+    assert len(counts) == 24 and set(counts.values()) == {1}
+    assert sink.connections == connections
