@@ -355,6 +355,104 @@ class HistoryRule:
         return (f"{len(earlier)} earlier mail(s){about} within {self.days:g} days",)
 
 
+def _top_level_branches(pattern: str) -> list[str]:
+    """`pattern` cut at each "|" outside groups and character classes (one piece: no such "|")."""
+    depth, i, in_class, start, out = 0, 0, False, 0, []
+    while i < len(pattern):
+        c = pattern[i]
+        if c == "\\":
+            i += 2
+            continue
+        if in_class:
+            in_class = c != "]"
+        elif c == "[":
+            in_class = True
+            if pattern[i + 1 : i + 2] == "]":
+                i += 1
+        elif c == "(":
+            depth += 1
+        elif c == ")":
+            depth -= 1
+        elif c == "|" and depth == 0:
+            out.append(pattern[start:i])
+            start = i + 1
+        i += 1
+    return [*out, pattern[start:]]
+
+
+@dataclass(frozen=True)
+class _RegexPlan:
+    """How a regex is run: as it is, or (it starts with \\b) without the \\b, the boundary checked by hand,
+    and tried only where one of `starts` stands when every match starts with one of them."""
+
+    regex: re.Pattern[str]
+    unbounded: re.Pattern[str] | None  # the regex without its leading \b: re scans a leading literal fast
+    starts: tuple[str, ...] | None  # strings (rarely in a text) one of which every match of `unbounded` starts with
+
+    @classmethod
+    def of(cls, regex: re.Pattern[str]) -> _RegexPlan:
+        pattern = regex.pattern
+        unbounded = None
+        if pattern.startswith("(?:\\b") and _no_top_level_branch(pattern[3:-1]):  # one regex: (?:\b...)
+            unbounded = re.compile(pattern[5:-1], regex.flags)
+        return cls(regex, unbounded, match_starts(unbounded) if unbounded is not None else None)
+
+    def finditer(self, folded: str) -> Iterator[re.Match[str]]:
+        """The regex's matches in text order (what regex.finditer finds)."""
+        fast = self.unbounded
+        if fast is None:
+            yield from self.regex.finditer(folded)
+            return
+        pos = 0
+        if self.starts is not None:  # a match starts where one of these does: tried only there
+            places = sorted({i for start in self.starts for i in _occurrences(folded, start)})
+            for start in places:
+                if start >= pos and (m := fast.match(folded, start)) is not None:
+                    before = start > 0 and _is_word(folded[start - 1])
+                    after = start < len(folded) and _is_word(folded[start])
+                    if before != after:
+                        yield m
+                        pos = max(m.end(), start + 1)
+            return
+        while (m := fast.search(folded, pos)) is not None:
+            start = m.start()
+            before = start > 0 and _is_word(folded[start - 1])
+            after = start < len(folded) and _is_word(folded[start])
+            if before != after:  # a word boundary: where \b would have matched
+                yield m
+                pos = max(m.end(), start + 1)
+            else:
+                pos = start + 1
+
+
+MAX_BRANCHES_SPLIT = 4  # a signal's regexes (joined by "|") are run apart only up to this many
+_BACKREFERENCE = re.compile(r"\\[1-9]|\(\?P=|\(\?\(")  # a group referred to by number or name: keep it whole
+
+
+def _branch_plans(
+    regex: re.Pattern[str],
+) -> tuple[tuple[tuple[str, ...] | None, ...], dict[tuple[bool, ...], _RegexPlan]] | None:
+    """For a regex of several top-level branches (a signal's regexes, joined): the strings each branch needs
+    (needed_strings), and a plan for every proper subset of branches, by which of them may match. In a text where
+    a branch cannot match, the regex without it finds exactly the same matches (an alternative that fails at every
+    position changes nothing), and may run much faster (a leading \\b of its own, a literal start).
+    None: one branch, too many, a backreference, or no branch needs anything."""
+    branches = _top_level_branches(regex.pattern)
+    if not 2 <= len(branches) <= MAX_BRANCHES_SPLIT or _BACKREFERENCE.search(regex.pattern):
+        return None
+    try:
+        needs = tuple(needed_strings(re.compile(b, regex.flags)) for b in branches)
+    except re.error:
+        return None
+    if all(n is None for n in needs):
+        return None
+    plans: dict[tuple[bool, ...], _RegexPlan] = {}
+    for key in itertools.product((False, True), repeat=len(branches)):
+        if any(key) and not all(key):
+            plans[key] = _RegexPlan.of(re.compile("|".join(itertools.compress(branches, key)), regex.flags))
+    return needs, plans
+
+
 def _no_top_level_branch(pattern: str) -> bool:
     """True when `pattern` has no "|" outside groups and character classes (so a leading \\b binds it all)."""
     depth, i, in_class = 0, 0, False
@@ -516,6 +614,11 @@ class Signal:
     _second: frozenset[str] | None = field(init=False, repr=False, compare=False)
     # strings (rarely in a text) one of which every match of _unbounded starts with (None: no such strings)
     _starts: tuple[str, ...] | None = field(init=False, repr=False, compare=False)
+    _plan: _RegexPlan | None = field(init=False, repr=False, compare=False)
+    # for a regex of a few branches (the signal's regexes): what each needs, and a plan per subset that may match
+    _branches: tuple[tuple[tuple[str, ...] | None, ...], dict[tuple[bool, ...], _RegexPlan]] | None = field(
+        init=False, repr=False, compare=False
+    )
 
     def __post_init__(self) -> None:
         index: dict[str, tuple[Phrase, ...]] = {}
@@ -539,12 +642,11 @@ class Signal:
         object.__setattr__(self, "_word_keys", frozenset(by_word))
         object.__setattr__(self, "_exact", tuple(p for p in self.phrases if p.forms[2] and p.by == 1))
         object.__setattr__(self, "_exact_firsts", frozenset(p.forms[1][0] for p in self._exact))
-        pattern = self.regex.pattern if self.regex is not None else ""
-        unbounded = None
-        if pattern.startswith("(?:\\b") and _no_top_level_branch(pattern[3:-1]):  # one regex: (?:\b...)
-            unbounded = re.compile(pattern[5:-1])
-        object.__setattr__(self, "_unbounded", unbounded)
-        object.__setattr__(self, "_starts", match_starts(unbounded) if unbounded is not None else None)
+        plan = _RegexPlan.of(self.regex) if self.regex is not None else None
+        object.__setattr__(self, "_plan", plan)
+        object.__setattr__(self, "_unbounded", plan.unbounded if plan is not None else None)
+        object.__setattr__(self, "_starts", plan.starts if plan is not None else None)
+        object.__setattr__(self, "_branches", _branch_plans(self.regex) if self.regex is not None else None)
         object.__setattr__(self, "_needs", needed_strings(self.regex) if self.regex is not None else None)
         trigger: frozenset[str] | None = None
         if self.regex is None and self.caps_ratio is None and self.exclamation_run is None and self.history is None:
@@ -556,32 +658,17 @@ class Signal:
         object.__setattr__(self, "_second", self.near.second if only_near and self.near is not None else None)
 
     def _regex_matches(self, folded: str) -> Iterator[re.Match[str]]:
-        """The regex's matches in text order; a leading word boundary is checked by hand (same matches, less time)."""
-        assert self.regex is not None
-        fast = self._unbounded
-        if fast is None:
-            yield from self.regex.finditer(folded)
-            return
-        pos = 0
-        if self._starts is not None:  # a match starts where one of these does: tried only there
-            places = sorted({i for start in self._starts for i in _occurrences(folded, start)})
-            for start in places:
-                if start >= pos and (m := fast.match(folded, start)) is not None:
-                    before = start > 0 and _is_word(folded[start - 1])
-                    after = start < len(folded) and _is_word(folded[start])
-                    if before != after:
-                        yield m
-                        pos = max(m.end(), start + 1)
-            return
-        while (m := fast.search(folded, pos)) is not None:
-            start = m.start()
-            before = start > 0 and _is_word(folded[start - 1])
-            after = start < len(folded) and _is_word(folded[start])
-            if before != after:  # a word boundary: where \b would have matched
-                yield m
-                pos = max(m.end(), start + 1)
-            else:
-                pos = start + 1
+        """The regex's matches in text order (what regex.finditer finds); branches that cannot match in this text
+        (none of the strings they need is in it) are left out of the search."""
+        assert self._plan is not None
+        plan = self._plan
+        if self._branches is not None:
+            needs, plans = self._branches
+            key = tuple(n is None or any(map(folded.__contains__, n)) for n in needs)
+            if not any(key):
+                return iter(())
+            plan = plans.get(key, plan)
+        return plan.finditer(folded)
 
     def _may_match(self, text: Text) -> bool:
         """False when _matches finds nothing for certain: no keyword in the text, no phrase's first root (or
