@@ -19,8 +19,9 @@ def _edit(path: Path, old: str, new: str) -> None:
 
 
 def _line_of(path: Path, needle: str) -> int:
+    """The first line holding `needle` that is not a comment (the shipped files carry commented examples)."""
     for number, line in enumerate(path.read_text().splitlines(), start=1):
-        if needle in line:
+        if needle in line and not line.lstrip().startswith("#"):
             return number
     raise AssertionError(f"{needle!r} not in {path}")
 
@@ -164,7 +165,7 @@ def test_a_broken_template_is_reported_once_not_at_every_row_using_it(config_cop
 
 def test_a_broken_unit_is_reported_once_not_at_every_row_using_it(config_copy: Path) -> None:
     """A unit with a bad address gives that one error, not 'unknown unit' at every row and action naming it."""
-    _edit(config_copy, "address: dcs-care@cc.example.co.id", "address: not-an-address")
+    _edit(config_copy, "\n    address: dcs-care@cc.example.co.id", "\n    address: not-an-address")
     problems = _problems(config_copy)
     assert len(problems) == 1, problems
     assert "units.dcs_unit.address: not an email address: 'not-an-address'" in problems[0]

@@ -141,8 +141,9 @@ def test_the_run_lock_is_private_too(config_copy: Path) -> None:
     """The lock `run` holds next to the state is created 0600, in the 0700 folder."""
     from emailrouter.ops.cli import _single_instance
 
-    state = load_config(config_copy).settings.state_path
-    handle = _single_instance(state)
+    settings = load_config(config_copy).settings
+    state = settings.state_path
+    handle = _single_instance(settings)
     try:
         assert _mode(state.parent) == 0o700
         assert _mode(state.with_name(state.name + ".lock")) == 0o600

@@ -134,7 +134,12 @@ def test_prometheus_metrics_and_health_endpoint(tmp_path: Path, dovecot: Dovecot
         while sink.count < 2 and time.monotonic() < deadline:
             time.sleep(0.1)
         assert sink.count == 2
-        metrics = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+        poll_done = 'emailrouter_last_poll_success_timestamp_seconds{mailbox="jkt"}'
+        while True:  # the sends reach the sink before the pass ends (marking comes last): wait for its end
+            metrics = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+            if poll_done in metrics or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
         health = urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5)
         assert health.status == 200
     finally:
