@@ -132,6 +132,7 @@ class Run:
     cpu: float
     stderr: bytes = b""
     tree_peak_kib: int = 0
+    descendants_cpu: float = 0.0  # CPU seconds of its descendants (worker processes), sampled from /proc
 
 
 def _descendants(pid: int) -> list[int]:
@@ -146,6 +147,15 @@ def _descendants(pid: int) -> list[int]:
         except OSError:
             continue
     return out
+
+
+def _cpu_seconds(pid: int) -> float:
+    """utime + stime of one process so far (/proc/PID/stat), 0 if it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _status_kib(pid: int, field: str) -> int:
@@ -170,9 +180,13 @@ def run_measured(cmd: Sequence[str], timeout: float | None = None) -> Run:
     os.set_blocking(proc.stderr.fileno(), False)
     err = bytearray()
     peak_kib = tree_kib = 0
+    descendant_cpu: dict[int, float] = {}  # the last CPU figure seen of each descendant (a worker ends unseen)
     while True:
         peak_kib = max(peak_kib, _status_kib(proc.pid, "VmHWM:"))
-        tree_kib = max(tree_kib, sum(_status_kib(p, "VmRSS:") for p in [proc.pid, *_descendants(proc.pid)]))
+        descendants = _descendants(proc.pid)
+        tree_kib = max(tree_kib, sum(_status_kib(p, "VmRSS:") for p in [proc.pid, *descendants]))
+        for pid in descendants:
+            descendant_cpu[pid] = max(descendant_cpu.get(pid, 0.0), _cpu_seconds(pid))
         with contextlib.suppress(BlockingIOError):
             err += proc.stderr.read() or b""  # keep the pipe drained, so a chatty process never blocks on it
         pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
@@ -185,7 +199,15 @@ def run_measured(cmd: Sequence[str], timeout: float | None = None) -> Run:
     proc.stderr.close()
     proc.returncode = os.waitstatus_to_exitcode(status)  # reaped by wait4: tell Popen, so it does not wait again
     cpu = usage.ru_utime + usage.ru_stime
-    return Run(time.perf_counter() - started, proc.returncode, peak_kib, cpu, bytes(err), max(tree_kib, peak_kib))
+    return Run(
+        time.perf_counter() - started,
+        proc.returncode,
+        peak_kib,
+        cpu,
+        bytes(err),
+        max(tree_kib, peak_kib),
+        sum(descendant_cpu.values()),
+    )
 
 
 def run_router_once(config: Path, timeout: float | None = None) -> Run:
