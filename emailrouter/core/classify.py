@@ -356,7 +356,8 @@ class HistoryRule:
 
 
 def _top_level_branches(pattern: str) -> list[str]:
-    """`pattern` cut at each "|" outside groups and character classes (one piece: no such "|")."""
+    """`pattern` cut at each "|" outside groups and character classes (one piece: no such "|"); none for a
+    fragment that closes a group it did not open ("a)|(?:b" is not one piece)."""
     depth, i, in_class, start, out = 0, 0, False, 0, []
     while i < len(pattern):
         c = pattern[i]
@@ -373,6 +374,8 @@ def _top_level_branches(pattern: str) -> list[str]:
             depth += 1
         elif c == ")":
             depth -= 1
+            if depth < 0:
+                return []
         elif c == "|" and depth == 0:
             out.append(pattern[start:i])
             start = i + 1
@@ -455,28 +458,7 @@ def _branch_plans(
 
 def _no_top_level_branch(pattern: str) -> bool:
     """True when `pattern` has no "|" outside groups and character classes (so a leading \\b binds it all)."""
-    depth, i, in_class = 0, 0, False
-    while i < len(pattern):
-        c = pattern[i]
-        if c == "\\":
-            i += 2
-            continue
-        if in_class:
-            in_class = c != "]"
-        elif c == "[":
-            in_class = True
-            if pattern[i + 1 : i + 2] == "]":
-                i += 1
-        elif c == "(":
-            depth += 1
-        elif c == ")":
-            depth -= 1
-            if depth < 0:  # "(?:a)|(?:b)": several regexes joined
-                return False
-        elif c == "|" and depth == 0:
-            return False
-        i += 1
-    return True
+    return len(_top_level_branches(pattern)) == 1
 
 
 def needed_strings(regex: re.Pattern[str]) -> tuple[str, ...] | None:
