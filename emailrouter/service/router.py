@@ -32,7 +32,7 @@ from emailrouter.service.outbox import Outbox, Transport
 from emailrouter.service.poller import Poller
 from emailrouter.service.processor import Job, PollReport, Processor, Routed
 from emailrouter.service.store import MessageKey, StateStore
-from emailrouter.service.workers import BrokenProcessPool, Pool
+from emailrouter.service.workers import Pool, WorkerDied
 
 # A batch with fewer new mails is routed in the service's process: a worker pays off on a backlog, and a
 # mail that just came in under IDLE is not held up by the way to and from a worker.
@@ -182,7 +182,7 @@ class Router:
         not committed yet (at most PLAN_BATCH_BYTES)."""
         batch = Batch(self.store)
         pool = self._pool_for(len(uids))
-        pending: deque[tuple[Job, asyncio.Future[Routed | None], int]] = deque()
+        pending: deque[tuple[Job, asyncio.Future[Routed | None]]] = deque()
         try:
             for piece in await self.poller.pieces(conn, uids):
                 if self.should_stop():
@@ -202,7 +202,7 @@ class Router:
                             while pending and (len(pending) >= 2 * pool.size or self._earlier(job, pending)):
                                 await self._settle(pending.popleft(), pool, report, batch)
                             job = self.processor.remember(job, batch)
-                            pending.append((job, *pool.submit(job.fetched.raw, str(job.key), job.now, job.memory)))
+                            pending.append((job, pool.submit(job.fetched.raw, str(job.key), job.now, job.memory)))
                     mail = None  # nothing of this mail is held past this point but its job or its plan
                     if batch.full():
                         self._commit(batch)
@@ -211,16 +211,16 @@ class Router:
             while pending and pool is not None:
                 await self._settle(pending.popleft(), pool, report, batch)
         finally:
-            for _, future, _ in pending:
+            for _, future in pending:
                 future.cancel()
             if pool is not None and pool is not self._pool:
                 pool.close()  # the config was reloaded during this batch
         self._commit(batch)
 
     @staticmethod
-    def _earlier(job: Job, pending: deque[tuple[Job, asyncio.Future[Routed | None], int]]) -> bool:
+    def _earlier(job: Job, pending: deque[tuple[Job, asyncio.Future[Routed | None]]]) -> bool:
         """Whether a mail of the same sender is still in the workers."""
-        return job.sender is not None and any(other.sender == job.sender for other, _, _ in pending)
+        return job.sender is not None and any(other.sender == job.sender for other, _ in pending)
 
     def _pool_for(self, new: int) -> Pool | None:
         """The worker pool for a batch of `new` mails, or None to route them here."""
@@ -232,32 +232,28 @@ class Router:
         return self._pool
 
     async def _settle(
-        self, item: tuple[Job, asyncio.Future[Routed | None], int], pool: Pool, report: PollReport, batch: Batch
+        self, item: tuple[Job, asyncio.Future[Routed | None]], pool: Pool, report: PollReport, batch: Batch
     ) -> None:
         """The plan of the oldest mail in the workers, added to the batch in mailbox order."""
-        job, future, generation = item
+        job, future = item
         try:
             routed = await future
-        except BrokenProcessPool:  # a worker died: this mail, or another one in the pool then, killed it
-            routed = await self._alone(job, pool, generation)
+        except WorkerDied:  # this mail killed its worker, or something outside did: once more decides
+            routed = await self._again(job, pool)
         if routed is None:  # the worker's files said another config than ours
             routed = self.processor.decide_here(job, batch)
         else:
             routed = self.processor.checked(job, routed, batch)
         self.processor.complete(job, routed, report, batch)
 
-    async def _alone(self, job: Job, pool: Pool, generation: int) -> Routed | None:
-        """A mail whose worker died, routed once more in a fresh worker with nothing else running: quarantined
-        if it kills that one too."""
-        for _ in range(2):
-            if pool.generation == generation:
-                pool.restart()
-            future, generation = pool.submit(job.fetched.raw, str(job.key), job.now, job.memory)
-            try:
-                return await future
-            except BrokenProcessPool:
-                continue
-        return Routed(None, None, error="a worker process died routing this mail (twice, once alone)")
+    @staticmethod
+    async def _again(job: Job, pool: Pool) -> Routed | None:
+        """A mail whose worker died, routed once more as a new worker's first mail: quarantined if it kills that one
+        too."""
+        try:
+            return await pool.submit(job.fetched.raw, str(job.key), job.now, job.memory, fresh=True)
+        except WorkerDied:
+            return Routed(None, None, error="a worker process died routing this mail (twice)")
 
     def _commit(self, batch: Batch) -> None:
         if not self.dry_run:

@@ -58,7 +58,7 @@ def drained(tmp_path: Path, dovecot: Dovecot, sink: SmtpSink, workers: int, cras
         dovecot.append("router", "INBOX", raw)
     done = _run_cli(path, crash_at=crash_at)
     assert done.returncode == 0, done.stderr[-2000:]
-    assert ('"workers_started"' in done.stdout) == (workers > 1)  # the pool was (or was not) used
+    assert ('"worker_started"' in done.stdout) == (workers > 1)  # the pool was (or was not) used
     return done.stdout
 
 
