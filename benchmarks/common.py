@@ -124,7 +124,8 @@ state:
 @dataclass(frozen=True)
 class Run:
     """How a process went: wall seconds, exit status, peak RSS (KiB, VmHWM), CPU seconds (its own and its
-    reaped descendants'), and the peak of the RSS of it and all its descendants together (KiB, sampled)."""
+    reaped descendants'), and the peak of the RSS and of the PSS of it and all its descendants together (KiB,
+    sampled)."""
 
     seconds: float
     status: int
@@ -133,6 +134,7 @@ class Run:
     stderr: bytes = b""
     tree_peak_kib: int = 0
     descendants_cpu: float = 0.0  # CPU seconds of its descendants (worker processes), sampled from /proc
+    tree_pss_kib: int = 0  # the peak of the PSS of it and its descendants: a page they share counted once
 
 
 def _descendants(pid: int) -> list[int]:
@@ -168,6 +170,17 @@ def _status_kib(pid: int, field: str) -> int:
     return 0
 
 
+def _pss_kib(pid: int) -> int:
+    """The process's proportional set size: each page it shares with N processes counted as 1/N."""
+    try:
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return 0
+
+
 def run_measured(cmd: Sequence[str], timeout: float | None = None) -> Run:
     """Run `cmd` (stdout discarded) and read its VmHWM from /proc while it runs, and the RSS of its whole
     process tree (worker processes included).
@@ -179,12 +192,16 @@ def run_measured(cmd: Sequence[str], timeout: float | None = None) -> Run:
     assert proc.stderr is not None
     os.set_blocking(proc.stderr.fileno(), False)
     err = bytearray()
-    peak_kib = tree_kib = 0
+    peak_kib = tree_kib = pss_kib = 0
+    next_pss = 0.0  # smaps_rollup walks the page tables: read 4 times a second, not 50
     descendant_cpu: dict[int, float] = {}  # the last CPU figure seen of each descendant (a worker ends unseen)
     while True:
         peak_kib = max(peak_kib, _status_kib(proc.pid, "VmHWM:"))
         descendants = _descendants(proc.pid)
         tree_kib = max(tree_kib, sum(_status_kib(p, "VmRSS:") for p in [proc.pid, *descendants]))
+        if time.perf_counter() >= next_pss:
+            pss_kib = max(pss_kib, sum(_pss_kib(p) for p in [proc.pid, *descendants]))
+            next_pss = time.perf_counter() + 0.25
         for pid in descendants:
             descendant_cpu[pid] = max(descendant_cpu.get(pid, 0.0), _cpu_seconds(pid))
         with contextlib.suppress(BlockingIOError):
@@ -207,6 +224,7 @@ def run_measured(cmd: Sequence[str], timeout: float | None = None) -> Run:
         bytes(err),
         max(tree_kib, peak_kib),
         sum(descendant_cpu.values()),
+        pss_kib,
     )
 
 

@@ -244,7 +244,8 @@ def main() -> int:
                         f"{run.cpu * per_mail:.1f}, workers {run.descendants_cpu * per_mail:.1f}): route "
                         f"{route_s * per_mail:.1f} ms (wall, in {'the workers' if pooled else 'the service'}), shell "
                         f"{shell * per_mail:.1f} ms (target <= 1.5 ms); peak RSS {run.peak_kib / 1024:.0f} MB, "
-                        f"with its workers {run.tree_peak_kib / 1024:.0f} MB (target <= 150 MB)"
+                        f"with its workers {run.tree_peak_kib / 1024:.0f} MB, their PSS (a shared page counted "
+                        f"once) {run.tree_pss_kib / 1024:.0f} MB (target <= 150 MB)"
                     )
                     print(f"  sent: {mix(Counter(sent))}")
                     runs.append((f"{backend}, {label}", rate / base_rate))

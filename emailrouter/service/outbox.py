@@ -49,6 +49,7 @@ from emailrouter.service.webhook import WebhookTransport
 
 log = structlog.get_logger(__name__)
 DUE_PAGE = 500  # due entries read at a time
+IDENTITIES = 2 * DUE_PAGE  # the incoming mails' identities kept during a flush
 
 
 class Transport(Protocol):
@@ -81,6 +82,7 @@ class Outbox:
         self.webhooks = WebhookTransport()
         self.endpoints: dict[str, Dependency] = {}  # unit key -> the health of its endpoint
         self._lock = asyncio.Lock()
+        self._identities: dict[str, dict[str, object]] = {}  # msg_key -> `_incoming`, for one flush
 
     def endpoint(self, unit: str | None) -> Dependency:
         """The health of a unit's HTTP endpoint, like the relay's: while it is down its calls wait."""
@@ -116,6 +118,7 @@ class Outbox:
             if self.relay.waiting() or not self.state.usable():
                 return 0
             delivered = 0
+            self._identities = {}  # a mail's sends are read once a flush (a reload may rename its mailbox)
             try:
                 if self.store.shared:  # the claims of an instance that died meanwhile are ours to finish
                     await self.resume()
@@ -195,7 +198,11 @@ class Outbox:
             raw = self._reply_raw(entry) if entry.kind == "reply" else entry.raw
             if raw is None:
                 return 0  # it waits for the ticket system's number
-            if not self.store.claim(entry.id, durable=entry.kind == "reply"):
+            if entry.kind == "reply":  # its fsync waits in a thread: the event loop routes and sends meanwhile
+                claimed = await asyncio.to_thread(self.store.claim, entry.id, True)
+            else:
+                claimed = self.store.claim(entry.id, False)
+            if not claimed:
                 return 0
             try:
                 if webhook:
@@ -252,6 +259,14 @@ class Outbox:
     def _incoming(self, msg_key: str) -> dict[str, object]:
         """The identity of the mail a send is for, under the keys its `decision` event has (mailbox, uid,
         message_id; the send's own is `sent_message_id`): one grep finds a mail's decision and every send."""
+        if (known := self._identities.get(msg_key)) is not None:
+            return known
+        if len(self._identities) >= IDENTITIES:
+            self._identities.clear()
+        self._identities[msg_key] = known = self._identity(msg_key)
+        return known
+
+    def _identity(self, msg_key: str) -> dict[str, object]:
         key = MessageKey.parse(msg_key)
         if key is None:
             return {}

@@ -90,6 +90,7 @@ class Routed:
     suppressed: tuple[str, ...] = ()  # the type of each action the limits or the guard suppressed
     failed: tuple[tuple[str, str, str], ...] = ()  # (type, template, reason) of each reply or call not rendered
     error: str | None = None
+    content: str | None = None  # the content hash (core/dedupe.py), when the worker that routed it worked it out
 
 
 def row(routing: Routing) -> dict[str, Any]:
@@ -205,7 +206,6 @@ class Job:
     mailbox: MailboxConfig
     key: MessageKey
     fetched: Fetched
-    content: str
     now: datetime
     headers: MessageView | None  # None: the headers alone do not parse (routing quarantines the mail)
     memory: Memory
@@ -251,7 +251,7 @@ class Processor:
         except Exception:  # the mail breaks the parser: routing it quarantines it, with the reason
             headers = None
         loop = self.config.settings.loop
-        return Job(mailbox, key, fetched, content_hash(fetched.raw), self.clock(), headers, Memory(loop=loop), whole)
+        return Job(mailbox, key, fetched, self.clock(), headers, Memory(loop=loop), whole)
 
     def remember(self, job: Job, batch: Batch) -> Job:
         """The job with its sender's memory as of now: the store and the plans of `batch` (so every earlier
@@ -284,7 +284,8 @@ class Processor:
                 batch.add(plan)
 
     def _plan(self, job: Job, routed: Routed, report: PollReport, batch: Batch) -> Plan | None:
-        mailbox, key, fetched, content, now = job.mailbox, job.key, job.fetched, job.content, job.now
+        mailbox, key, fetched, now = job.mailbox, job.key, job.fetched, job.now
+        content = routed.content or content_hash(fetched.raw)  # a worker's, or worked out here
         if routed.error is not None:
             return self._quarantine(mailbox, key, fetched, content, routed.error, report, batch)
         dedupe = routed.message_id or bytes_hash(fetched.raw)

@@ -24,8 +24,10 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import gc
 import itertools
 import multiprocessing
+import multiprocessing.forkserver
 import os
 import pickle
 import select
@@ -33,7 +35,7 @@ import signal
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
@@ -41,6 +43,7 @@ from multiprocessing.process import BaseProcess
 import structlog
 
 from emailrouter.config.loader import Config, load_config
+from emailrouter.core.dedupe import content_hash
 from emailrouter.core.errors import ConfigError
 from emailrouter.core.pipeline import Memory
 from emailrouter.service.faults import crashpoint
@@ -50,6 +53,7 @@ __all__ = ["Pool", "WorkerDied"]
 
 log = structlog.get_logger(__name__)
 
+PRELOAD = "EMAILROUTER_WORKER_CONFIG"  # in the fork server's environment: the config it loads for every worker
 DEPTH = 2  # mails a worker holds at once: the one it routes and the next one, already in its pipe
 FITS = 16 * 1024  # a second mail is written only if this small: two fit the pipe's 64 KiB without blocking
 
@@ -89,18 +93,44 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def _preload() -> Config | None:
+    """In the fork server (which imports this module first): the service's config, loaded once, so that every
+    worker forked from it starts with the config and the model in pages it shares with the others. Frozen
+    out of the garbage collector's reach, which would otherwise write to every object's pages."""
+    path = os.environ.get(PRELOAD)
+    if not path:
+        return None
+    try:
+        config = load_config(path)
+    except Exception:  # the worker loads the files itself and says why it cannot
+        return None
+    gc.collect()
+    gc.freeze()
+    return config
+
+
+_preloaded = _preload()
+
+
+def _config_for(path: str, version: str) -> Config | None:
+    """The config a worker routes with: the fork server's when it is the service's, else loaded from the files
+    (the config was reloaded since the fork server started); None if those give another version."""
+    if _preloaded is not None and str(_preloaded.path) == path and _preloaded.version == version:
+        return _preloaded
+    try:
+        config = load_config(path)
+    except ConfigError:  # the files broke since the service loaded them: it routes the mail itself
+        return None
+    return config if config.version == version else None
+
+
 def _serve(conn: Connection, path: str, version: str, service: int) -> None:
     """A worker's life: load the config, then answer (seq, raw, key, now, memory) with (seq, ok, value)
     until the service closes the pipe."""
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _die_with(service)
-    try:
-        config: Config | None = load_config(path)
-    except ConfigError:  # the files broke since the service loaded them: it routes the mail itself
-        config = None
-    if config is not None and config.version != version:
-        config = None
+    config = _config_for(path, version)
     while True:
         try:
             seq, raw, key, now, memory = pickle.loads(conn.recv_bytes())
@@ -113,6 +143,8 @@ def _answer(seq: int, config: Config | None, raw: bytes, key: str, now: datetime
     crashpoint("worker-route")
     try:
         routed = decide(raw, config, key, now, memory) if config is not None else None
+        if routed is not None:  # the service needs it only once the mail is routed: worked out here, not there
+            routed = replace(routed, content=content_hash(raw))
         return pickle.dumps((seq, True, routed), pickle.HIGHEST_PROTOCOL)
     except Exception as error:  # a bug: the service raises it as the routing's own error would be raised
         try:
@@ -122,6 +154,10 @@ def _answer(seq: int, config: Config | None, raw: bytes, key: str, now: datetime
 
 
 # --- in the service --------------------------------------------------------------------------------
+
+
+def _forkserver_running() -> bool:
+    return multiprocessing.forkserver._forkserver._forkserver_pid is not None  # type: ignore[attr-defined]
 
 
 @dataclass(eq=False)
@@ -202,7 +238,13 @@ class Pool:
 
     def _start(self) -> _Worker:
         context = multiprocessing.get_context("forkserver")
-        context.set_forkserver_preload([__name__])
+        if not _forkserver_running():
+            context.set_forkserver_preload([__name__])
+            os.environ[PRELOAD] = str(self.config.path)  # read by the fork server as it starts, then gone
+            try:
+                multiprocessing.forkserver.ensure_running()
+            finally:
+                del os.environ[PRELOAD]
         ours, theirs = context.Pipe(duplex=True)
         process = context.Process(
             target=_serve,
@@ -291,8 +333,9 @@ class Pool:
             if worker.process.is_alive():
                 worker.process.kill()
                 worker.process.join(1)
-        for _, future, _ in self._jobs.values():
-            future.cancel()
+        if self._loop is not None and not self._loop.is_closed():  # at exit the loop may be gone with them
+            for _, future, _ in self._jobs.values():
+                future.cancel()
         self._jobs.clear()
         self._waiting.clear()
         atexit.unregister(self.close)
