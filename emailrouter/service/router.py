@@ -152,9 +152,7 @@ class Router:
             sending: asyncio.Task[int] | None = None  # the flush of the batch before: it runs while this one routes
             try:
                 for start in range(0, len(uids), mailbox.batch_size):
-                    if self.stopping or not (
-                        self.dry_run or self.store.hold_mailbox(mailbox.account, mailbox.folder)
-                    ):
+                    if self.stopping or not (self.dry_run or self.store.hold_mailbox(mailbox.account, mailbox.folder)):
                         break  # SIGTERM, or fenced: another instance took the mailbox over
                     await self._take(mailbox, conn, uidvalidity, uids[start : start + mailbox.batch_size], report)
                     if not self.dry_run:
