@@ -198,8 +198,7 @@ class Outbox:
             raw = self._reply_raw(entry) if entry.kind == "reply" else entry.raw
             if raw is None:
                 return 0  # it waits for the ticket system's number
-            claimed = await self._claim_reply(entry.id) if entry.kind == "reply" else self.store.claim(entry.id, False)
-            if not claimed:
+            if not self.store.claim(entry.id, durable=entry.kind == "reply"):
                 return 0
             try:
                 if webhook:
@@ -252,18 +251,6 @@ class Outbox:
             if self._for_failure_unit(entry):
                 self.failure_unit.came_back()
             return 1
-
-    async def _claim_reply(self, entry_id: int) -> bool:
-        """A reply's durable claim, its fsync waited for in a thread (the event loop routes and sends meanwhile).
-        Cancelled while it is under way, the claim is given back once it is made: nothing was sent."""
-        claim = asyncio.ensure_future(asyncio.to_thread(self.store.claim, entry_id, True))
-        try:
-            return await asyncio.shield(claim)
-        except asyncio.CancelledError:
-            with contextlib.suppress(Exception):
-                if await claim:
-                    self.store.release(entry_id)
-            raise
 
     def _incoming(self, msg_key: str) -> dict[str, object]:
         """The identity of the mail a send is for, under the keys its `decision` event has (mailbox, uid,

@@ -149,23 +149,13 @@ class Router:
             if not self.dry_run:
                 report.marked += await self.poller.finish(mailbox, conn, uidvalidity)
             uids = await self.poller.new_uids(conn, mailbox, uidvalidity)
-            sending: asyncio.Task[int] | None = None  # the flush of the batch before: it runs while this one routes
-            try:
-                for start in range(0, len(uids), mailbox.batch_size):
-                    if self.stopping or not (self.dry_run or self.store.hold_mailbox(mailbox.account, mailbox.folder)):
-                        break  # SIGTERM, or fenced: another instance took the mailbox over
-                    await self._take(mailbox, conn, uidvalidity, uids[start : start + mailbox.batch_size], report)
-                    if not self.dry_run:
-                        if sending is not None:
-                            await sending
-                            report.marked += await self.poller.finish(mailbox, conn, uidvalidity)
-                        sending = asyncio.create_task(self.outbox.flush())
-            finally:
-                if sending is not None:  # never cancelled: a send under way is finished and recorded first
-                    await asyncio.wait([sending])
-            if sending is not None:
-                sending.result()  # what went wrong in it, if anything
-                report.marked += await self.poller.finish(mailbox, conn, uidvalidity)
+            for start in range(0, len(uids), mailbox.batch_size):
+                if self.stopping or not (self.dry_run or self.store.hold_mailbox(mailbox.account, mailbox.folder)):
+                    break  # SIGTERM, or fenced: another instance took the mailbox over
+                await self._take(mailbox, conn, uidvalidity, uids[start : start + mailbox.batch_size], report)
+                if not self.dry_run:
+                    await self.outbox.flush()
+                    report.marked += await self.poller.finish(mailbox, conn, uidvalidity)
         except StateError as exc:  # the IMAP side is fine: keep the connection, wait for the disk
             self.state_gate.failed(exc)
             report.ok, report.error = False, f"state store unwritable: {exc}"
@@ -205,7 +195,6 @@ class Router:
                     mail = fetched.pop(uid, None)  # dropped once decided
                     if mail is not None and pool is None:
                         self.processor.process(mailbox, uidvalidity, mail, report, batch)
-                        await asyncio.sleep(0)  # the sends of the batch before go on between two mails
                     elif mail is not None and pool is not None:
                         job = self.processor.take(mailbox, uidvalidity, mail, batch)
                         if job is not None:
