@@ -152,3 +152,19 @@ def test_a_mail_that_kills_a_worker_twice_is_quarantined() -> None:
     routed = again(pool)
     assert routed is not None and routed.error == "a worker process died routing this mail (twice)"
     assert pool.submitted == 1 and pool.deaths == 0
+
+
+def test_a_worker_takes_the_fork_servers_config_only_when_it_is_the_services(
+    config: Config, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The config the fork server loaded is shared by its workers while it is the service's; after a reload
+    (another version) a worker loads the files itself, and a version the files no longer give is none."""
+    from emailrouter.service import workers
+
+    monkeypatch.setattr(workers, "_preloaded", config)
+    assert workers._config_for(str(config.path), config.version) is config
+    reloaded = workers._config_for(str(config.path), "another version")
+    assert reloaded is None  # the files give the shipped config's version, not the one asked for
+    monkeypatch.setattr(workers, "_preloaded", None)
+    loaded = workers._config_for(str(config.path), config.version)
+    assert loaded is not None and loaded is not config and loaded.version == config.version
