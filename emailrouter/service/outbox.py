@@ -118,7 +118,7 @@ class Outbox:
             if self.relay.waiting() or not self.state.usable():
                 return 0
             delivered = 0
-            self._identities = {}  # a mail's sends are read once a flush (a reload may rename its mailbox)
+            self._identities = {}  # each mail's identity read once a flush (a reload may rename its mailbox)
             try:
                 if self.store.shared:  # the claims of an instance that died meanwhile are ours to finish
                     await self.resume()
