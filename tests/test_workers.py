@@ -5,9 +5,11 @@ quarantined, not retried."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import signal
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,7 +17,8 @@ import pytest
 from emailrouter.config.loader import Config
 from emailrouter.core.pipeline import NO_MEMORY
 from emailrouter.service.processor import Routed, decide
-from emailrouter.service.router import Router
+from emailrouter.service.router import POOL_MIN, Router
+from emailrouter.service.store import Store
 from emailrouter.service.workers import Pool, WorkerDied
 
 NOW = datetime(2026, 12, 2, 9, 0, tzinfo=UTC)
@@ -168,3 +171,27 @@ def test_a_worker_takes_the_fork_servers_config_only_when_it_is_the_services(
     monkeypatch.setattr(workers, "_preloaded", None)
     loaded = workers._config_for(str(config.path), config.version)
     assert loaded is not None and loaded is not config and loaded.version == config.version
+
+
+def test_a_reload_closes_the_old_pool_once_no_batch_uses_it(config: Config, tmp_path: Path) -> None:
+    """A pool no batch uses is closed by the reload itself (no idle workers left behind); one a batch of any
+    mailbox still uses is closed when the last such batch is done, not before (its mails stay in flight)."""
+    pooled = dataclasses.replace(config, settings=dataclasses.replace(config.settings, workers=2))
+    store = Store(tmp_path / "s.sqlite3")
+    try:
+        router = Router(pooled, store, None)
+        idle = router._pool_for(POOL_MIN)
+        assert idle is not None
+        router._release(idle)
+        assert not idle._closed  # still the current pool
+        router.config = pooled  # a reload
+        assert idle._closed
+        first, second = router._pool_for(POOL_MIN), router._pool_for(POOL_MIN)  # two mailboxes' batches
+        assert first is second and first is not None
+        router.config = pooled
+        router._release(first)
+        assert not first._closed  # the other batch still routes with it
+        router._release(second)
+        assert first._closed
+    finally:
+        store.close()

@@ -77,7 +77,9 @@ class Router:
     def config(self, config: Config) -> None:
         """A reload: the next mail is decided, and the next send made, under the new config."""
         self._config = self.processor.config = self.outbox.config = config
-        self._pool = None  # a batch under way keeps its pool to its end; the next batch starts a new one
+        old, self._pool = self._pool, None  # the next batch starts a new pool, for the new config
+        if old is not None:
+            self._release(old, taken=False)
 
     @property
     def stopping(self) -> bool:
@@ -213,8 +215,8 @@ class Router:
         finally:
             for _, future in pending:
                 future.cancel()
-            if pool is not None and pool is not self._pool:
-                pool.close()  # the config was reloaded during this batch
+            if pool is not None:
+                self._release(pool)
         self._commit(batch)
 
     @staticmethod
@@ -229,7 +231,15 @@ class Router:
             return None
         if self._pool is None:
             self._pool = Pool(self.config, workers)
+        self._pool.users += 1
         return self._pool
+
+    def _release(self, pool: Pool, taken: bool = True) -> None:
+        """A batch is done with `pool` (`taken`), or a reload replaced it: closed once no batch of any mailbox
+        uses it and it is not the current one (a batch under way keeps its pool to its end)."""
+        pool.users -= taken
+        if pool is not self._pool and pool.users == 0:
+            pool.close()
 
     async def _settle(
         self, item: tuple[Job, asyncio.Future[Routed | None]], pool: Pool, report: PollReport, batch: Batch

@@ -175,6 +175,7 @@ class Pool:
         self.config = config
         self.size = size
         self.started = 0  # worker processes started so far (a dead one is replaced by a new one)
+        self.users = 0  # batches routing with it now (the router's count: it closes the pool at none)
         self._workers: list[_Worker] = []
         self._retired: list[_Worker] = []  # workers beyond the size, started for a retry: waited for at close
         self._waiting: deque[int] = deque()  # mails not handed to a worker yet, oldest first

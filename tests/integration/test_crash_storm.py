@@ -260,6 +260,8 @@ class Figures:
     planned: Counter[str] = field(default_factory=Counter)  # outgoing messages planned, by kind
     delivered: int = 0  # messages the relay accepted, resends included
     resent: int = 0  # extra copies of forwards/escalations/tickets (same Message-ID) the relay got
+    over_twice: int = 0  # ... of those, the ones the relay got more than twice (a kill right after each)
+    most: int = 0  # the most copies of one forward/escalation/ticket the relay got
     lost: int = 0  # mails with no outcome, or not flagged processed on the server
     doubled: int = 0  # customer replies the relay got more than once
     uncertain_replies: int = 0  # replies written off after a kill in the middle of their send
@@ -273,7 +275,8 @@ class Figures:
             f"automated); {result.killed} kills ({by['time']} timed, {by['decision']} after a decision, "
             f"{by['send']} after a send, {by['service']} of the service; {result.finished} more runs ended before "
             f"their kill); planned {sum(self.planned.values())} messages ({planned}); the relay accepted "
-            f"{self.delivered}: {self.resent} forwards/escalations/tickets again, {self.uncertain_replies} replies "
+            f"{self.delivered}: {self.resent} forwards/escalations/tickets again ({self.over_twice} more than twice, "
+            f"at most {self.most} copies of one), {self.uncertain_replies} replies "
             f"uncertain ({self.uncertain_arrived} of them had arrived); {self.lost} lost, {self.doubled} doubled "
             f"replies; {result.seconds:.1f} s"
         )
@@ -357,6 +360,8 @@ def verdict(
                 problems.append(f"reply {r['message_id']}: unexpected status {status!r}")
         else:
             figures.resent += n - 1 if n > 1 else 0
+            figures.over_twice += n > 2
+            figures.most = max(figures.most, n)
             most = 2 + targeted[r["message_id"]]
             if not 1 <= n <= most:
                 problems.append(f"{r['kind']} {r['message_id']}: at the relay {n} times (expected 1 to {most})")
