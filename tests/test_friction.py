@@ -243,3 +243,21 @@ def test_the_daemon_does_not_start_nor_reload_with_a_secret_that_cannot_be_read(
         assert any("smtp.password" in p for p in rejected["problems"])
     finally:
         router.store.close()
+
+
+def test_a_retry_takes_only_the_uids_quarantined_in_its_own_folder() -> None:
+    """Two folders of one login number their mail alike: uid 5 quarantined in Archive is not uid 5 of INBOX."""
+    from datetime import UTC, datetime
+
+    from emailrouter.ops.cli import _quarantined_in
+    from emailrouter.service.store import MessageKey, MessageRecord
+
+    mailbox = mailbox_config()
+
+    def row(folder: str, uid: int) -> MessageRecord:
+        key = MessageKey(mailbox.account, folder, 7, uid)
+        at = datetime(2026, 12, 2, tzinfo=UTC)
+        return MessageRecord(key, "<m@x>", "quarantined", None, None, None, None, None, "boom", None, at, None, False)
+
+    rows = [row("Archive", 5), row("INBOX", 6), row("Archive", 6)]
+    assert _quarantined_in(rows, mailbox, {5, 6}) == [6]

@@ -26,6 +26,7 @@ from emailrouter.core.pipeline import NO_MEMORY, Memory, read, route
 if TYPE_CHECKING:
     from emailrouter.config.settings import MailboxConfig, Settings
     from emailrouter.service.router import PollReport, Router
+    from emailrouter.service.store import MessageRecord
 
 
 SUMMARY = """emailrouter: route a contact centre's customer mail by a decision table ops edit in YAML.
@@ -212,6 +213,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         router.store.close()
 
 
+def _quarantined_in(rows: Sequence[MessageRecord], mailbox: MailboxConfig, wanted: set[int]) -> list[int]:
+    """The wanted UIDs that are quarantined in this mailbox's folder."""
+    return sorted(r.key.uid for r in rows if r.key.in_folder(mailbox.account, mailbox.folder) and r.key.uid in wanted)
+
+
 def cmd_quarantine(args: argparse.Namespace) -> int:
     import asyncio
 
@@ -256,7 +262,7 @@ def cmd_quarantine(args: argparse.Namespace) -> int:
         for mailbox in config.settings.mailboxes:
             if args.mailbox and mailbox.name != args.mailbox:
                 continue
-            uids = sorted(r.key.uid for r in rows if r.key.account == mailbox.account and r.key.uid in wanted)
+            uids = _quarantined_in(rows, mailbox, wanted)
             if not uids:
                 continue
             try:
@@ -305,7 +311,7 @@ def _retry_in_daemon(config: Config, args: argparse.Namespace) -> int:
         store.close()
     wanted, asked, status = {int(u) for u in args.uids}, [], 0
     for mailbox in config.settings.mailboxes:
-        uids = sorted(r.key.uid for r in rows if r.key.account == mailbox.account and r.key.uid in wanted)
+        uids = _quarantined_in(rows, mailbox, wanted)
         if uids and (not args.mailbox or mailbox.name == args.mailbox):
             try:
                 asked.append((mailbox.name, retries.request(state, mailbox.name, uids)))

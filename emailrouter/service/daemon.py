@@ -139,8 +139,12 @@ class Service:
     async def _retry_requested(self, mailbox: MailboxConfig) -> None:
         """`quarantine retry` requests for this mailbox (taken after an accepted reload), in its own task: never
         beside one of its polls. Only UIDs still quarantined are taken again; each request gets its answer."""
-        for req in self._retries.pop(mailbox.name, []):
-            quarantined = {r.key.uid for r in self.router.store.quarantined() if r.key.account == mailbox.account}
+        requests = self._retries.pop(mailbox.name, [])
+        if not requests:
+            return
+        rows = self.router.store.quarantined()
+        quarantined = {r.key.uid for r in rows if r.key.in_folder(mailbox.account, mailbox.folder)}
+        for req in requests:
             uids = [uid for uid in req.uids if uid in quarantined]
             result: dict[str, Any] = {"ok": True, "version": self.router.config.version, "uids": uids}
             try:

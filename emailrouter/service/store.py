@@ -86,6 +86,10 @@ class MessageKey:
     def __str__(self) -> str:
         return f"{self.account}|{self.folder}|{self.uidvalidity}|{self.uid}"
 
+    def in_folder(self, account: str, folder: str) -> bool:
+        """Whether this is a mail of that folder of that login (a login's folders share nothing, UIDs included)."""
+        return self.account == account and self.folder == folder
+
     @classmethod
     def parse(cls, text: str) -> MessageKey | None:
         """The key `str()` wrote (an account name may hold a "|"); None for anything else."""
