@@ -267,11 +267,11 @@ class Outbox:
         if key is None:
             return {}
         names = {(m.account, m.folder): m.name for m in self.config.settings.mailboxes}
-        found = self.store.find(msg_key)
+        record = self.store.outcome(key)  # by its key: the primary key's lookup
         return {
             "mailbox": names.get((key.account, key.folder), key.account),
             "uid": key.uid,
-            "message_id": found[0].dedupe_id if found and found[0].dedupe_id.startswith("<") else None,
+            "message_id": record.dedupe_id if record and record.dedupe_id.startswith("<") else None,
         }
 
     async def _call(self, entry: OutboxEntry) -> str | None:
