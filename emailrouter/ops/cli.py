@@ -93,15 +93,9 @@ def _memory_source(
     if args.state:
         from emailrouter.core.dedupe import bytes_hash, content_hash, duplicate_of
         from emailrouter.service.memory import Batch
-        from emailrouter.service.store import Store
 
-        if not config.settings.state_path.exists():
-            print(f"error: no state store at {config.settings.state_path} (has the daemon run?)", file=sys.stderr)
-            return False, None
-        try:
-            store = Store(config.settings.state_path)
-        except StateError as exc:
-            print(f"error: {exc}", file=sys.stderr)
+        store = _open_state(config)
+        if store is None:
             return False, None
         stack.callback(store.close)
         batch = Batch(store)  # nothing is planned in it, so nothing is written
@@ -434,12 +428,18 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 
 def _store_of(args: argparse.Namespace) -> tuple[Config, Any] | None:
-    from emailrouter.service.statefiles import presence
-    from emailrouter.service.store import open_store
-
     config = _load(args)
     if config is None:
         return None
+    store = _open_state(config)
+    return None if store is None else (config, store)
+
+
+def _open_state(config: Config) -> Any | None:
+    """The config's state store (SQLite or PostgreSQL), opened to be read; None when it cannot be (said why)."""
+    from emailrouter.service.statefiles import presence
+    from emailrouter.service.store import open_store
+
     settings = config.settings
     if settings.state_url is None and (found := presence(settings.state_path)) != "exists":
         print(
@@ -455,7 +455,7 @@ def _store_of(args: argparse.Namespace) -> tuple[Config, Any] | None:
         return None
     for note in getattr(store, "notes", ()):
         print(f"warning: {note}", file=sys.stderr)
-    return config, store
+    return store
 
 
 def cmd_stats(args: argparse.Namespace) -> int:
