@@ -29,6 +29,11 @@ def bytes_hash(raw: bytes) -> str:
     return "sha256:" + hashlib.sha256(raw).hexdigest()
 
 
+def dedupe_id(message_id: str | None, raw: bytes) -> str:
+    """What a mail is recorded under, to find its copies: its Message-ID, else the hash of its bytes."""
+    return message_id or bytes_hash(raw)
+
+
 def content_hash(raw: bytes) -> str:
     """sha256 over the sender's own headers and the body; the same for every copy of one mail."""
     head_end, body_at = _header_end(raw)

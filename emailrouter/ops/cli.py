@@ -91,7 +91,7 @@ def _memory_source(
             return False, None
         return True, lambda raw, view: (history.memory(view.sender.address if view.sender else None, now, loop), None)
     if args.state:
-        from emailrouter.core.dedupe import bytes_hash, content_hash, duplicate_of
+        from emailrouter.core.dedupe import content_hash, dedupe_id, duplicate_of
         from emailrouter.service.memory import Batch
 
         store = _open_state(config)
@@ -101,7 +101,7 @@ def _memory_source(
         batch = Batch(store)  # nothing is planned in it, so nothing is written
 
         def remember(raw: bytes, view: MessageView) -> tuple[Memory, str | None]:
-            earlier = batch.seen(view.message_id or bytes_hash(raw))
+            earlier = batch.seen(dedupe_id(view.message_id, raw))
             return batch.memory(view, now, config.signals.history_days, loop), duplicate_of(content_hash(raw), earlier)
 
         return True, remember

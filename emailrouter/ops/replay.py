@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from emailrouter.config.loader import Config
-from emailrouter.core.dedupe import bytes_hash, content_hash, duplicate_of
+from emailrouter.core.dedupe import content_hash, dedupe_id, duplicate_of
 from emailrouter.core.explain import EVALUATION_TIME, outcome
 from emailrouter.core.pipeline import Routing, read, route
 from emailrouter.service.memory import Batch, remembered
@@ -88,7 +88,7 @@ class Simulation:
         config = self.config
         try:
             view = read(raw, config)
-            dedupe, content = view.message_id or bytes_hash(raw), content_hash(raw)
+            dedupe, content = dedupe_id(view.message_id, raw), content_hash(raw)
             if duplicate_of(content, self.batch.seen(dedupe)) is not None:
                 return "duplicate"
             memory = self.batch.memory(view, now, config.signals.history_days, config.settings.loop)

@@ -25,7 +25,7 @@ from emailrouter.config.loader import Config
 from emailrouter.config.settings import MailboxConfig
 from emailrouter.core import mime
 from emailrouter.core.compose import compose_quarantine_notice, compose_render_failure_notice
-from emailrouter.core.dedupe import bytes_hash, content_hash, duplicate_of
+from emailrouter.core.dedupe import content_hash, dedupe_id, duplicate_of
 from emailrouter.core.explain import as_json
 from emailrouter.core.model import MessageView, Outgoing, Record
 from emailrouter.core.parse import parse_headers_only
@@ -288,7 +288,7 @@ class Processor:
         content = routed.content or content_hash(fetched.raw)  # a worker's, or worked out here
         if routed.error is not None:
             return self._quarantine(mailbox, key, fetched, content, routed.error, report, batch)
-        dedupe = routed.message_id or bytes_hash(fetched.raw)
+        dedupe = dedupe_id(routed.message_id, fetched.raw)
         structlog.contextvars.bind_contextvars(message_id=routed.message_id)
         earlier = batch.seen(dedupe)
         first = duplicate_of(content, earlier)
@@ -378,7 +378,7 @@ class Processor:
                 sends.append(send)
         else:
             log.warning("quarantine_notice_suppressed", limit_per_hour=limit)
-        dedupe = headers.get("message-id") or bytes_hash(fetched.raw)
+        dedupe = dedupe_id(headers.get("message-id"), fetched.raw)
         return Plan(key, dedupe, "", {}, sends, now, None, "quarantined", error=error, content_hash=content)
 
 
