@@ -51,8 +51,7 @@ def compile_webhook(key: str, model: routing.Webhook, units_node: Any, r: Reader
     def render(context: dict[str, Any]) -> str:
         return template.render(context)
 
-    path = tuple(model.ticket_number.split(".")) if model.ticket_number else ()
-    return Webhook(model.url, render, path, source)
+    return Webhook(model.url, render, source)
 
 
 def check_webhook(unit: Unit, reference: str, units_node: Any, r: Reader) -> None:

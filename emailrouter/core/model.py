@@ -306,7 +306,6 @@ class Webhook:
 
     url: str
     render: Callable[[dict[str, Any]], str] = field(repr=False, compare=False)
-    ticket_number: tuple[str, ...] = ()  # JSON path into the answer of the endpoint: its own ticket number
     source: str = ""  # where the template is configured (file:line), for errors
 
 
