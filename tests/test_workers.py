@@ -79,7 +79,8 @@ def test_a_dead_worker_fails_the_mail_it_was_routing_and_hands_on_the_one_behind
 
 
 def test_a_retry_is_the_first_mail_of_a_new_worker_even_in_a_full_pool(config: Config) -> None:
-    """Both workers have routed mail: the retry starts a third, which is let go once it has answered."""
+    """Both workers have routed mail: the retry starts a third, which is let go once it has answered, and
+    reaped once it has exited."""
 
     async def run() -> tuple[int, int, int, Routed | None]:
         pool = Pool(config, 2)
@@ -87,6 +88,11 @@ def test_a_retry_is_the_first_mail_of_a_new_worker_even_in_a_full_pool(config: C
             await asyncio.gather(*(pool.submit(raw(n), f"k|{n}", NOW, NO_MEMORY) for n in range(4)))
             before = pool.started
             routed = await pool.submit(raw(5), "k|5", NOW, NO_MEMORY, fresh=True)
+            for _ in range(250):  # the third worker exits once let go, and is no longer kept
+                if not pool._retired:
+                    break
+                await asyncio.sleep(0.02)
+            assert not pool._retired
             return before, pool.started, len(pool._workers), routed
         finally:
             pool.close()

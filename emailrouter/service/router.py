@@ -32,7 +32,7 @@ from emailrouter.service.outbox import Outbox, Transport
 from emailrouter.service.poller import Poller
 from emailrouter.service.processor import Job, PollReport, Processor, Routed
 from emailrouter.service.store import MessageKey, StateStore
-from emailrouter.service.workers import Pool, WorkerDied
+from emailrouter.service.workers import DEPTH, Pool, WorkerDied
 
 # A batch with fewer new mails is routed in the service's process: a worker pays off on a backlog, and a
 # mail that just came in under IDLE is not held up by the way to and from a worker.
@@ -201,7 +201,7 @@ class Router:
                         job = self.processor.take(mailbox, uidvalidity, mail, batch)
                         if job is not None:
                             # its memory must count every earlier mail of its sender: those are settled first
-                            while pending and (len(pending) >= 2 * pool.size or self._earlier(job, pending)):
+                            while pending and (len(pending) >= DEPTH * pool.size or self._earlier(job, pending)):
                                 await self._settle(pending.popleft(), pool, report, batch)
                             job = self.processor.remember(job, batch)
                             pending.append((job, pool.submit(job.fetched.raw, str(job.key), job.now, job.memory)))

@@ -177,7 +177,7 @@ class Pool:
         self.started = 0  # worker processes started so far (a dead one is replaced by a new one)
         self.users = 0  # batches routing with it now (the router's count: it closes the pool at none)
         self._workers: list[_Worker] = []
-        self._retired: list[_Worker] = []  # workers beyond the size, started for a retry: waited for at close
+        self._retired: list[_Worker] = []  # workers beyond the size, started for a retry, until they have exited
         self._waiting: deque[int] = deque()  # mails not handed to a worker yet, oldest first
         self._jobs: dict[int, tuple[bytes, asyncio.Future[Routed | None], bool]] = {}  # every mail not answered
         self._seq = itertools.count()
@@ -273,10 +273,19 @@ class Pool:
             return
         self._settle(worker, data)
         if not worker.held and len(self._workers) > self.size:  # the one started for a retry is done
-            self._forget(worker)
+            self._forget(worker)  # its pipe closed: it exits
             self._workers.remove(worker)
             self._retired.append(worker)
+            assert self._loop is not None
+            self._loop.add_reader(worker.process.sentinel, self._exited, worker)
         self._hand_out()
+
+    def _exited(self, worker: _Worker) -> None:
+        """A retired worker has exited: reaped, and no longer kept."""
+        assert self._loop is not None
+        self._loop.remove_reader(worker.process.sentinel)
+        worker.process.join(1)
+        self._retired.remove(worker)
 
     def _settle(self, worker: _Worker, data: bytes) -> None:
         seq, ok, value = pickle.loads(data)
@@ -313,8 +322,10 @@ class Pool:
             self._hand_out()
 
     def _forget(self, worker: _Worker) -> None:
+        """No more reading from this worker: its readers removed, its pipe closed (it exits at EOF)."""
         if self._loop is not None and not self._loop.is_closed():
-            self._loop.remove_reader(worker.conn.fileno())
+            if not worker.conn.closed:
+                self._loop.remove_reader(worker.conn.fileno())
             self._loop.remove_reader(worker.process.sentinel)
         worker.conn.close()
 
@@ -326,8 +337,7 @@ class Pool:
         workers, self._workers = self._workers + self._retired, []
         self._retired = []
         for worker in workers:
-            if not worker.conn.closed:
-                self._forget(worker)
+            self._forget(worker)
         deadline = time.monotonic() + 5
         for worker in workers:
             worker.process.join(max(0.0, deadline - time.monotonic()))
