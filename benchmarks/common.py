@@ -160,9 +160,10 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def _status_kib(pid: int, field: str) -> int:
+def _status_kib(pid: int, field: str, name: str = "status") -> int:
+    """A figure in KiB from /proc/PID/status (or another such file, `name`): the line that starts with `field`."""
     try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        for line in Path(f"/proc/{pid}/{name}").read_text().splitlines():
             if line.startswith(field):
                 return int(line.split()[1])
     except (OSError, ValueError):
@@ -172,13 +173,7 @@ def _status_kib(pid: int, field: str) -> int:
 
 def _pss_kib(pid: int) -> int:
     """The process's proportional set size: each page it shares with N processes counted as 1/N."""
-    try:
-        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
-            if line.startswith("Pss:"):
-                return int(line.split()[1])
-    except (OSError, ValueError):
-        pass
-    return 0
+    return _status_kib(pid, "Pss:", "smaps_rollup")
 
 
 def run_measured(cmd: Sequence[str], timeout: float | None = None) -> Run:
