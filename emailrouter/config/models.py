@@ -33,6 +33,7 @@ SECURITIES: tuple[Security, ...] = get_args(Security)
 IMAP_PORTS = {"tls": 993, "starttls": 143, "plain": 143}
 SMTP_PORTS = {"tls": 465, "starttls": 587, "plain": 25}
 DATA_TIMEOUT = 600.0  # RFC 5321 4.5.3.2.6: a server may take 10 minutes to answer the final "."
+SMTP_CONNECTIONS = 2  # connections to the relay that send at once, each reused
 MIB = 1024 * 1024
 _LOOP = LoopPolicy()
 _HOUR = timedelta(hours=1)
@@ -208,7 +209,7 @@ class Smtp(Section):
     )
     password: Secret = Field(default=None, description=f"SMTP password; needed with username. One of {_SECRET_FORMS}.")
     connections: int = Field(
-        default=2,
+        default=SMTP_CONNECTIONS,
         ge=1,
         description="Connections to the relay that send at once, each reused (1: one message at a time).",
     )

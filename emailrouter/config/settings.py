@@ -20,6 +20,7 @@ from emailrouter.config.models import (
     IMAP_PORTS,
     MIB,
     SECURITIES,
+    SMTP_CONNECTIONS,
     SMTP_PORTS,
     DaemonSettings,
     SecretRef,
@@ -96,7 +97,7 @@ class SmtpConfig:
     username: str | None
     password: Secret | None
     data_timeout: float = DATA_TIMEOUT  # seconds to wait for the answer to the final "." before it is uncertain
-    connections: int = 2  # connections that send at once (service/smtp.py's SmtpPool)
+    connections: int = SMTP_CONNECTIONS  # connections that send at once (service/smtp.py's SmtpPool)
 
 
 @dataclass(frozen=True)
