@@ -159,10 +159,16 @@ def sent_at(raw: bytes) -> datetime | None:
     return when.replace(tzinfo=UTC) if when is not None and when.tzinfo is None else when
 
 
+def _head(path: Path, size: int = 65536) -> bytes:
+    """The start of a file, where its headers are: only that is read to sort the folder."""
+    with path.open("rb") as f:
+        return f.read(size)
+
+
 def eml_folder(folder: Path) -> Iterator[tuple[str, bytes]]:
     """Every .eml file under `folder`, in the order they were written (Date:; the undated last, by name)."""
     paths = sorted(folder.rglob("*.eml"))
-    dates = {path: sent_at(path.read_bytes()[:65536]) for path in paths}
+    dates = {path: sent_at(_head(path)) for path in paths}
     latest = datetime.max.replace(tzinfo=UTC)
     for path in sorted(paths, key=lambda p: (dates[p] or latest, str(p))):
         yield str(path), path.read_bytes()
