@@ -4,12 +4,13 @@ and how the service runs its tasks."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 from datetime import UTC, datetime
 from pathlib import Path
 
 from emailrouter.config.loader import Config, load_config
 from emailrouter.config.settings import MailboxConfig
-from emailrouter.service.daemon import Service, seconds_until
+from emailrouter.service.daemon import FOLLOW_UP, Service, seconds_until
 from emailrouter.service.router import PollReport, Router
 from emailrouter.service.store import Store
 
@@ -92,3 +93,57 @@ state:
         assert asyncio.run(scenario()) == 0
     finally:
         router.store.close()
+
+
+class BurstRouter(Router):
+    """A router whose polls take mail the first `busy` times (no IMAP), then find none: a burst of mail."""
+
+    polls: list[float]
+    busy: int
+
+    async def poll_once(self, mailbox: MailboxConfig) -> PollReport:
+        self.polls.append(asyncio.get_running_loop().time())
+        report = PollReport(mailbox.name)
+        report.fetched = 2 if len(self.polls) <= self.busy else 0
+        return report
+
+
+def test_a_poll_that_took_mail_is_followed_by_another_soon_and_one_that_found_none_waits_its_interval(
+    config_copy: Path, tmp_path: Path
+) -> None:
+    """While mail comes in (a poll took some), the mailbox is polled again FOLLOW_UP after that poll began, not
+    after its 600 s interval and not waiting for IDLE (which a server may announce late); the first poll that
+    finds nothing ends the burst."""
+    config_copy.write_text(
+        config_copy.read_text()
+        + f"""
+mailboxes:
+  - name: jkt
+    host: 127.0.0.1
+    security: plain
+    username: router
+    password: {{env: NOT_NEEDED}}
+    idle: false
+    poll_interval: 600
+state:
+  path: {tmp_path / "state.sqlite3"}
+"""
+    )
+    config = load_config(config_copy)
+    router = BurstRouter(config, Store(config.settings.state_path), None)
+    router.polls, router.busy = [], 3
+    service = Service(config_copy, router)
+
+    async def scenario() -> None:
+        serving = asyncio.create_task(service.serve())
+        await asyncio.sleep(5 * FOLLOW_UP)
+        service.stop_event.set()
+        await asyncio.wait_for(serving, 10)
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        router.store.close()
+    assert len(router.polls) == 4  # three that took mail, one that found none, then the interval
+    gaps = [b - a for a, b in itertools.pairwise(router.polls)]
+    assert all(0.9 * FOLLOW_UP <= gap < 2 * FOLLOW_UP for gap in gaps), gaps

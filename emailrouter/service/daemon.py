@@ -43,6 +43,10 @@ from emailrouter.service.store import open_store
 
 log = structlog.get_logger(__name__)
 M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter (malloc.h)
+# After a poll that took new mail, the mailbox is polled again this long after that poll began (seconds), until
+# a poll finds none: mail comes in bursts, and a server may announce it under IDLE late (Dovecot groups a
+# mailbox's changes for up to half a second); a poll sees it at once.
+FOLLOW_UP = 0.2
 
 
 async def run_once(router: Router) -> tuple[int, list[PollReport]]:
@@ -103,7 +107,8 @@ class Service:
 
     async def _mailbox_task(self, name: str) -> None:
         """Poll one mailbox at once, then every `poll_interval` or as soon as IDLE announces mail (also mail that
-        came during a poll); after a failure not before its backoff, nor its interval, has passed."""
+        came during a poll), and FOLLOW_UP after a poll that took mail; after a failure not before its backoff, nor
+        its interval, has passed."""
         wake = self._wake[f"mailbox:{name}"]
         while not self.router.stopping:
             mailbox = next((m for m in self.router.config.settings.mailboxes if m.name == name), None)
@@ -111,19 +116,22 @@ class Service:
                 return  # no longer configured (a reload)
             wake.clear()
             self._polling.add(name)
+            started = time.monotonic()
             try:
                 await self._retry_requested(mailbox)
-                ok = await self._poll(mailbox)
+                report = await self._poll(mailbox)
             finally:
                 self._polling.discard(name)
-            if ok:
-                await pause(mailbox.poll_interval, wake)
+            if report is None or report.ok:
+                took = report is not None and report.fetched > 0 and not self.router.dry_run  # a dry run takes it again
+                follow_up = min(FOLLOW_UP, mailbox.poll_interval) - (time.monotonic() - started)  # from its start
+                await pause(follow_up if took else mailbox.poll_interval, wake)
             else:
                 backoff_left = self.router.health[name].retry_at - time.monotonic()
                 await pause(max(backoff_left, mailbox.poll_interval), self.stop_event)
 
-    async def _poll(self, mailbox: MailboxConfig) -> bool:
-        """One poll of a mailbox; True if it went well."""
+    async def _poll(self, mailbox: MailboxConfig) -> PollReport | None:
+        """One poll of a mailbox: its report (None: a bug, logged; the mailbox is polled again after its interval)."""
         try:
             report = await self.router.poll_once(mailbox)
             if report.ok and not self._ready:
@@ -131,10 +139,10 @@ class Service:
                 self.notifier.send(ready="1")
             if self.notifier.enabled:  # counting the store is not free: only when someone listens
                 self.notifier.send(status=self.router.status())
-            return report.ok
-        except Exception:  # a bug: logged, and the mailbox is polled again after its interval
+            return report
+        except Exception:
             log.exception("task_failed", task=f"mailbox:{mailbox.name}")
-            return True
+            return None
 
     async def _retry_requested(self, mailbox: MailboxConfig) -> None:
         """`quarantine retry` requests for this mailbox (taken after an accepted reload), in its own task: never
