@@ -21,6 +21,8 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from datetime import datetime
 
+import structlog
+
 from emailrouter.config.loader import Config
 from emailrouter.config.settings import MailboxConfig
 from emailrouter.core.errors import MailboxError, StateError
@@ -37,6 +39,8 @@ from emailrouter.service.workers import DEPTH, Pool, WorkerDied
 # A batch with fewer new mails is routed in the service's process: a worker pays off on a backlog, and a
 # mail that just came in under IDLE is not held up by the way to and from a worker.
 POOL_MIN = 16
+
+log = structlog.get_logger(__name__)
 
 __all__ = ["PollReport", "Router", "Transport"]
 
@@ -280,6 +284,9 @@ class Router:
         if not self.store.hold_mailbox(mailbox.account, mailbox.folder):  # a daemon on the shared store polls it
             raise MailboxError(f"mailbox {mailbox.name}: a running instance holds it; stop it first")
         conn, uidvalidity = await self.poller.connection(mailbox)
+        uids = self._quarantined_now(mailbox, uidvalidity, uids)
+        if not uids:
+            return report
         for uid in uids:
             self.store.forget(MessageKey(mailbox.account, mailbox.folder, uidvalidity, uid))
         await self.poller.unflag_quarantined(conn, uids)
@@ -292,6 +299,26 @@ class Router:
         await self.flush_outbox()
         report.marked += await self.poller.finish(mailbox, conn, uidvalidity)
         return report
+
+    def _quarantined_now(self, mailbox: MailboxConfig, uidvalidity: int, uids: Sequence[int]) -> list[int]:
+        """The UIDs whose mail is quarantined under the folder's UIDVALIDITY now. One quarantined under an earlier
+        UIDVALIDITY is another mail than the one at that UID today (maybe routed long ago): forgetting and taking
+        that one again would send its forward and reply a second time."""
+        kept: list[int] = []
+        for uid in uids:
+            record = self.store.outcome(MessageKey(mailbox.account, mailbox.folder, uidvalidity, uid))
+            if record is not None and record.outcome == "quarantined":
+                kept.append(uid)
+            else:
+                log.warning(
+                    "retry_skipped",
+                    mailbox=mailbox.name,
+                    uid=uid,
+                    uidvalidity=uidvalidity,
+                    reason="not quarantined under the folder's UIDVALIDITY now"
+                    + (f" (it is {record.outcome})" if record is not None else ""),
+                )
+        return kept
 
     async def close(self) -> None:
         """Log out of every mailbox and say QUIT to the relay."""

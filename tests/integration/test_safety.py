@@ -13,6 +13,7 @@ import sys
 import threading
 from collections import Counter
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from email.policy import default
 from pathlib import Path
 
@@ -21,6 +22,8 @@ import pytest
 from emailrouter.config.loader import load_config
 from emailrouter.ops.cli import main
 from emailrouter.service.daemon import make_router
+from emailrouter.service.router import PollReport
+from emailrouter.service.store import MessageKey, Plan
 from tests.conftest import DATA, ROOT
 from tests.integration.test_daemon import ROUTED, once, planned_recipients, received_by_kind, write_config
 from tests.support.dovecot import Dovecot
@@ -85,6 +88,42 @@ def test_uidvalidity_change_processes_nothing_twice_and_skips_nothing(
     new = Counter(after) - Counter(before)
     assert new == Counter({("reply", "newcomer@outlook.com"): 1, ("forward", "dcs-care@cc.example.co.id"): 1})
     assert all(ROUTED in f for f in dovecot.flags("router", "INBOX").values())
+
+
+def test_a_retry_of_a_uid_quarantined_under_an_earlier_uidvalidity_takes_nothing_again(
+    tmp_path: Path, dovecot: Dovecot, sink: SmtpSink
+) -> None:
+    """A quarantined record from before the folder's UIDVALIDITY changed names a mail that is not the one at that
+    UID now: retrying it neither forgets nor re-sends the mail routed at that UID since (a warning says why)."""
+    config = load_config(write_config(tmp_path, dovecot, sink))
+    old = dovecot.uidvalidity("router", "INBOX")
+    assert dovecot.reset_uidvalidity("router", "INBOX") != old
+    dovecot.append("router", "INBOX", with_id(OUTLOOK, "today@x", "today@outlook.com"))
+    assert once(config)[0] == 0
+    sent = received_by_kind(sink)
+    assert ("reply", "today@outlook.com") in sent
+    mailbox = config.settings.mailboxes[0]
+    router = make_router(config, dry_run=False)
+    try:
+        (uid,) = dovecot.uids("router", "INBOX", ["ALL"])
+        now = datetime.now(UTC)
+        stale = MessageKey(mailbox.account, mailbox.folder, old, uid)
+        router.store.plan([Plan(stale, "<gone@x>", "", {}, (), now, None, "quarantined", error="a stage broke")])
+
+        async def retry() -> PollReport:
+            try:
+                return await router.retry(mailbox, [uid])
+            finally:
+                await router.close()
+
+        report = asyncio.run(retry())
+        current = router.store.outcome(stale)
+        assert current is not None and current.outcome == "quarantined"  # the stale record is left as it was
+        assert [r.outcome for r in router.store.find("<today@x>")] == ["done"]  # today's mail is not forgotten
+    finally:
+        router.store.close()
+    assert (report.planned, report.duplicates, report.quarantined) == (0, 0, 0)
+    assert received_by_kind(sink) == sent  # nothing sent a second time
 
 
 class ResettingProxy:
