@@ -42,6 +42,24 @@ def test_a_new_database_gets_the_current_schema_version(
     assert _version(postgres_server, postgres_database) == [(pgstore.SCHEMA_VERSION,)]
 
 
+def test_outbox_bodies_are_stored_uncompressed_and_read_back_whole(
+    store: pgstore.PostgresStore, postgres_server: Postgres, postgres_database: str
+) -> None:
+    """A body lives from its plan to its send: kept out of line as it is (EXTERNAL, no pglz on every write and read),
+    and the entry read back (in binary form) is the message byte for byte."""
+    dbname = postgres_database.rsplit("/", 1)[1]
+    storage = postgres_server.execute(
+        "SELECT attstorage FROM pg_attribute WHERE attrelid = 'outbox'::regclass AND attname = 'body'", dbname
+    )
+    assert storage == [("e",)]
+    raw = b"Message-ID: <big@x>\r\nSubject: scan\r\n\r\n" + bytes(range(256)) * 400  # every byte value
+    send = PlannedSend("forward", "care", "router@cc.example.co.id", ("care@cc.example.co.id",), "<big@x>", raw)
+    store.plan([Plan(KEY, "<m@x>", "r", {}, [send], NOW, None)])
+    (entry_id,) = store.due_ids(NOW)
+    entry = store.entry(entry_id)
+    assert entry is not None and entry.raw == raw and entry.recipients == ("care@cc.example.co.id",)
+
+
 def test_a_database_of_a_newer_version_is_refused_untouched(
     store: pgstore.PostgresStore, postgres_server: Postgres, postgres_database: str
 ) -> None:

@@ -16,7 +16,9 @@ What differs from SQLite, and why:
   that vanished, a hung instance), and returns them, now ours. Writes on a claimed entry (`release`,
   `mark_*`) are fenced: once another instance took the claim over, the first one's writes change nothing.
 - Bodies live in the `body` column of the outbox row (TOAST keeps them apart: a status change does not
-  copy them); `head` keeps the header block that a sent message keeps for the audit.
+  copy them), uncompressed (`STORAGE EXTERNAL`: a body is written once and read once, and pglz cost more
+  than all the mail's other statements), read back in binary form; `head` keeps the header block that a
+  sent message keeps for the audit.
 - Text cannot hold NUL in PostgreSQL: a NUL in any string written or looked up becomes U+FFFD (the same
   both ways, so a Message-ID with a NUL still finds its duplicates).
 
@@ -159,7 +161,18 @@ def _v2_webhook_answers(cur: Cursor) -> None:
     cur.execute("ALTER TABLE outbox ADD COLUMN IF NOT EXISTS answer text")
 
 
-MIGRATIONS: Final[tuple[Callable[[Cursor], None], ...]] = (_v1_first_release, _v2_webhook_answers)
+def _v3_bodies_stored_as_they_are(cur: Cursor) -> None:
+    # An outbox body lives from its plan to its send: compressing it (TOAST's default, pglz) cost the server more
+    # than the rest of the mail's statements together, and reading it back uncompressing it again. Out of line as
+    # it is (EXTERNAL); rows written before keep their form. A column's storage is its catalog entry: instant.
+    cur.execute("ALTER TABLE outbox ALTER COLUMN body SET STORAGE EXTERNAL")
+
+
+MIGRATIONS: Final[tuple[Callable[[Cursor], None], ...]] = (
+    _v1_first_release,
+    _v2_webhook_answers,
+    _v3_bodies_stored_as_they_are,
+)
 SCHEMA_VERSION: Final = len(MIGRATIONS)
 
 _MESSAGE: Final = (
@@ -371,10 +384,11 @@ class PostgresStore:
             except psycopg.Error as exc:  # connection lost, disk full, read-only, a constraint
                 raise StateError(f"state store {self.path}: cannot write: {_reason(exc)}") from None
 
-    def _rows(self, sql: str, args: Sequence[Any] = (), what: str = "read") -> list[Row]:
+    def _rows(self, sql: str, args: Sequence[Any] = (), what: str = "read", binary: bool = False) -> list[Row]:
+        """`binary`: the results in binary form (a message's bytes as they are, not as hex text twice as long)."""
         with self._lock:
             try:
-                return self._session().execute(sql, _clean(list(args))).fetchall()
+                return self._session().execute(sql, _clean(list(args)), binary=binary).fetchall()
             except psycopg.Error as exc:
                 raise StateError(f"state store {self.path}: cannot {what}: {_reason(exc)}") from None
 
@@ -576,7 +590,7 @@ class PostgresStore:
         return [int(r["id"]) for r in rows]
 
     def entry(self, entry_id: int) -> OutboxEntry | None:
-        rows = self._rows(f"SELECT {_ENTRY} FROM outbox WHERE id=%s", (entry_id,))
+        rows = self._rows(f"SELECT {_ENTRY} FROM outbox WHERE id=%s", (entry_id,), binary=True)
         return _entry(rows[0]) if rows else None
 
     def interrupted(self) -> list[OutboxEntry]:
