@@ -39,19 +39,8 @@ def test_seconds_until_the_next_daily_time() -> None:
     assert seconds_until(3, 0, now) == 24 * 3600
 
 
-class CountingRouter(Router):
-    """A router whose polls only count (no IMAP): what the service's tasks call, and when."""
-
-    polls: list[str]
-
-    async def poll_once(self, mailbox: MailboxConfig) -> PollReport:
-        self.polls.append(mailbox.name)
-        return PollReport(mailbox.name)
-
-
-def test_a_mailbox_task_polls_at_once_again_when_woken_and_ends_on_sigterm(config_copy: Path, tmp_path: Path) -> None:
-    """`run` polls each mailbox at start, polls again as soon as IDLE wakes it (not after its 600 s interval),
-    says READY only after a good poll, and on stop every task ends and the service exits 0."""
+def _one_mailbox(config_copy: Path, tmp_path: Path) -> Config:
+    """The shipped config with one mailbox `jkt` (no IDLE, polled every 600 s) and a state file in tmp_path."""
     config_copy.write_text(
         config_copy.read_text()
         + f"""
@@ -67,7 +56,23 @@ state:
   path: {tmp_path / "state.sqlite3"}
 """
     )
-    config = load_config(config_copy)
+    return load_config(config_copy)
+
+
+class CountingRouter(Router):
+    """A router whose polls only count (no IMAP): what the service's tasks call, and when."""
+
+    polls: list[str]
+
+    async def poll_once(self, mailbox: MailboxConfig) -> PollReport:
+        self.polls.append(mailbox.name)
+        return PollReport(mailbox.name)
+
+
+def test_a_mailbox_task_polls_at_once_again_when_woken_and_ends_on_sigterm(config_copy: Path, tmp_path: Path) -> None:
+    """`run` polls each mailbox at start, polls again as soon as IDLE wakes it (not after its 600 s interval),
+    says READY only after a good poll, and on stop every task ends and the service exits 0."""
+    config = _one_mailbox(config_copy, tmp_path)
     router = CountingRouter(config, Store(config.settings.state_path), None)
     router.polls = []
     service = Service(config_copy, router)
@@ -114,22 +119,7 @@ def test_a_poll_that_took_mail_is_followed_by_another_soon_and_one_that_found_no
     """While mail comes in (a poll took some), the mailbox is polled again FOLLOW_UP after that poll began, not
     after its 600 s interval and not waiting for IDLE (which a server may announce late); the first poll that
     finds nothing ends the burst."""
-    config_copy.write_text(
-        config_copy.read_text()
-        + f"""
-mailboxes:
-  - name: jkt
-    host: 127.0.0.1
-    security: plain
-    username: router
-    password: {{env: NOT_NEEDED}}
-    idle: false
-    poll_interval: 600
-state:
-  path: {tmp_path / "state.sqlite3"}
-"""
-    )
-    config = load_config(config_copy)
+    config = _one_mailbox(config_copy, tmp_path)
     router = BurstRouter(config, Store(config.settings.state_path), None)
     router.polls, router.busy = [], 3
     service = Service(config_copy, router)
