@@ -249,7 +249,11 @@ def cmd_quarantine(args: argparse.Namespace) -> int:
             for row in rows:
                 mailbox = by_account.get(row.key.account)
                 name = mailbox.name if mailbox else row.key.account
-                print(f"{name}\t{row.key.folder}\tuid {row.key.uid}\t{row.received_at:%Y-%m-%dT%H:%M:%S}\t{row.error}")
+                checkpoint = router.store.checkpoint(row.key.account, row.key.folder)
+                stale = checkpoint is not None and checkpoint.uidvalidity != row.key.uidvalidity
+                note = "\t(an earlier UIDVALIDITY: the UID names another mail now; retry skips it)" if stale else ""
+                when = f"{row.received_at:%Y-%m-%dT%H:%M:%S}"
+                print(f"{name}\t{row.key.folder}\tuid {row.key.uid}\t{when}\t{row.error}{note}")
             return 0
         wanted = {int(u) for u in args.uids}
         status = 0

@@ -91,31 +91,43 @@ def test_uidvalidity_change_processes_nothing_twice_and_skips_nothing(
 
 
 def test_a_retry_of_a_uid_quarantined_under_an_earlier_uidvalidity_takes_nothing_again(
-    tmp_path: Path, dovecot: Dovecot, sink: SmtpSink
+    tmp_path: Path, dovecot: Dovecot, sink: SmtpSink, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """A quarantined record from before the folder's UIDVALIDITY changed names a mail that is not the one at that
-    UID now: retrying it neither forgets nor re-sends the mail routed at that UID since (a warning says why)."""
-    config = load_config(write_config(tmp_path, dovecot, sink))
+    UID now: `quarantine list` says so, and retrying it neither forgets nor re-sends the mail routed at that UID
+    since (a warning says why)."""
+    path = write_config(tmp_path, dovecot, sink)
+    config = load_config(path)
+    mailbox = config.settings.mailboxes[0]
     old = dovecot.uidvalidity("router", "INBOX")
+    stale = MessageKey(mailbox.account, mailbox.folder, old, 1)  # a mail at UID 1 that broke a stage, long ago
+    router = make_router(config, dry_run=False)
+    try:
+        router.store.plan(
+            [Plan(stale, "<gone@x>", "", {}, (), datetime.now(UTC), None, "quarantined", error="a stage broke")]
+        )
+    finally:
+        router.store.close()
+    # the server lost its index: a new UIDVALIDITY, and today's mail is UID 1 again
     assert dovecot.reset_uidvalidity("router", "INBOX") != old
     dovecot.append("router", "INBOX", with_id(OUTLOOK, "today@x", "today@outlook.com"))
     assert once(config)[0] == 0
+    assert dovecot.uids("router", "INBOX", ["ALL"]) == [1]
     sent = received_by_kind(sink)
     assert ("reply", "today@outlook.com") in sent
-    mailbox = config.settings.mailboxes[0]
+    capsys.readouterr()
+    assert main(["quarantine", "list", "-c", str(path)]) == 0
+    assert "uid 1\t" in (listed := capsys.readouterr().out)
+    assert "a stage broke\t(an earlier UIDVALIDITY: the UID names another mail now; retry skips it)" in listed
     router = make_router(config, dry_run=False)
+
+    async def retry() -> PollReport:
+        try:
+            return await router.retry(mailbox, [1])
+        finally:
+            await router.close()
+
     try:
-        (uid,) = dovecot.uids("router", "INBOX", ["ALL"])
-        now = datetime.now(UTC)
-        stale = MessageKey(mailbox.account, mailbox.folder, old, uid)
-        router.store.plan([Plan(stale, "<gone@x>", "", {}, (), now, None, "quarantined", error="a stage broke")])
-
-        async def retry() -> PollReport:
-            try:
-                return await router.retry(mailbox, [uid])
-            finally:
-                await router.close()
-
         report = asyncio.run(retry())
         current = router.store.outcome(stale)
         assert current is not None and current.outcome == "quarantined"  # the stale record is left as it was
