@@ -7,7 +7,7 @@ from pathlib import Path
 
 from emailrouter.core.guard import LoopPolicy
 from emailrouter.core.parse import parse
-from emailrouter.service.memory import PLAN_BATCH, Batch
+from emailrouter.service.memory import PLAN_BATCH, PLAN_BATCH_BYTES, Batch
 from emailrouter.service.store import MessageKey, Plan, PlannedSend, Store
 from tests.conftest import NOW, eml
 
@@ -66,5 +66,29 @@ def test_a_batch_is_full_at_plan_batch_plans(tmp_path: Path) -> None:
         assert not batch.full()
         batch.add(_plan(PLAN_BATCH, 0))
         assert batch.full()
+    finally:
+        store.close()
+
+
+def test_a_batch_is_full_at_plan_batch_bytes_of_outgoing_mail_and_empty_again_after_its_commit(tmp_path: Path) -> None:
+    """A few big forwards fill a batch before PLAN_BATCH plans do (the memory held before the commit stays bounded);
+    after the commit the count starts again from nothing."""
+    store = Store(tmp_path / "s.sqlite3")
+    big = b"x" * (PLAN_BATCH_BYTES // 2)
+    try:
+        batch = Batch(store)
+
+        def forward(uid: int) -> Plan:
+            send = PlannedSend("forward", "care", "er@x.id", ("care@x.id",), f"<f{uid}@x>", big)
+            return _plan(uid, 0, sends=(send,), outcome="done")
+
+        batch.add(forward(1))
+        assert not batch.full()
+        batch.add(forward(2))
+        assert batch.full()
+        batch.commit()
+        assert not batch.full()
+        batch.add(forward(3))
+        assert not batch.full()  # one big forward again: half the bytes
     finally:
         store.close()

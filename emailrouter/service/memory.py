@@ -71,12 +71,14 @@ class Batch:
     def __init__(self, store: StateStore) -> None:
         self.store = store
         self.plans: list[Plan] = []
+        self._bytes = 0  # of outgoing mail in `plans`
 
     def add(self, plan: Plan) -> None:
         self.plans.append(plan)
+        self._bytes += plan.size
 
     def full(self) -> bool:
-        return len(self.plans) >= PLAN_BATCH or sum(p.size for p in self.plans) >= PLAN_BATCH_BYTES
+        return len(self.plans) >= PLAN_BATCH or self._bytes >= PLAN_BATCH_BYTES
 
     def commit(self) -> None:
         """The plan commit: durable before anything of these mails is sent. If it fails (StateError), nothing
@@ -84,6 +86,7 @@ class Batch:
         if self.plans:
             self.store.plan(self.plans)
             self.plans.clear()
+            self._bytes = 0
             crashpoint("after-plan")
 
     # ------------------------------------------------------------------ what is remembered
