@@ -406,6 +406,25 @@ def test_prune_forgets_old_finished_mail_only(store: StateStore) -> None:
     assert store.pending_count() == 1
 
 
+def test_prune_forgets_old_finished_mail_of_an_earlier_uidvalidity_that_is_never_marked(store: StateStore) -> None:
+    """After the folder got a new UIDVALIDITY, the poller never marks the mail recorded under the old one: once as old
+    as keep_days it is forgotten like marked mail, a quarantined one too; mail still planned and mail of the
+    UIDVALIDITY now stay."""
+    old = NOW - timedelta(days=100)
+    store.plan([_plan(_key(1, uidvalidity=6), outcome="quarantined", error="a stage broke", now=old)])
+    store.plan([_plan(_key(2, uidvalidity=6), dedupe_id="<m2@x>", now=old)])
+    store.plan([_plan(_key(3, uidvalidity=6), sends=(_send("forward", 3),), dedupe_id="<m3@x>", now=old)])
+    store.plan([_plan(_key(4, uidvalidity=7), dedupe_id="<m4@x>", now=old)])  # the folder's now, not marked yet
+    store.plan([_plan(_key(5, uidvalidity=6), dedupe_id="<m5@x>")])  # recent
+    assert store.checkpoint(KEY.account, KEY.folder) == Checkpoint(6, 5)
+    store.set_checkpoint(KEY.account, KEY.folder, 7, 4)  # the new UIDVALIDITY, as the poller records it
+    assert store.prune(NOW, keep_days=90) == 2
+    assert store.outcome(_key(1, uidvalidity=6)) is None and store.outcome(_key(2, uidvalidity=6)) is None
+    assert store.quarantined() == []
+    assert all(store.outcome(k) is not None for k in (_key(3, 6), _key(4, 7), _key(5, 6)))
+    assert store.pending_count() == 1
+
+
 # ---------------------------------------------------------------------- figures
 
 

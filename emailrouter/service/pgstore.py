@@ -763,7 +763,10 @@ class PostgresStore:
 
     def prune(self, now: datetime, keep_days: int) -> int:
         cutoff = now - timedelta(days=keep_days)
-        old = "SELECT key FROM messages WHERE marked AND outcome<>'planned' AND received_at<%s"
+        old = (
+            "SELECT key FROM messages m WHERE (m.marked OR m.uidvalidity <> (SELECT c.uidvalidity FROM checkpoints c"
+            " WHERE c.account = m.account AND c.folder = m.folder)) AND m.outcome<>'planned' AND m.received_at<%s"
+        )  # marked, or of an earlier UIDVALIDITY of its folder (never marked): store.py's _PRUNABLE
         with self._tx() as cur:
             self._run(cur, "DELETE FROM contacts WHERE at<%s", (cutoff,))
             self._run(cur, "DELETE FROM replies WHERE at<%s", (cutoff,))

@@ -395,7 +395,8 @@ class StateStore(Protocol):
 
     def prune(self, now: datetime, keep_days: int) -> int:
         """Forget marked, finished mail received more than keep_days ago (with its outbox entries), and
-        contacts, replies and bounces as old. Returns how many mails were forgotten."""
+        contacts, replies and bounces as old. Finished mail of an earlier UIDVALIDITY of its folder counts as
+        marked: it is never marked (its UID names another mail now). Returns how many mails were forgotten."""
         ...
 
     # instances ------------------------------------------------------------------------------------
@@ -626,6 +627,14 @@ def _entry(r: sqlite3.Row, raw: bytes) -> OutboxEntry:
 
 
 BLOB_SLICE: Final = 1 << 20  # bytes of an outgoing message written to the state store at a time
+
+
+# a finished mail that housekeeping may forget once old: marked processed, or of an earlier UIDVALIDITY of its
+# folder (never marked: the poller marks only mail of the folder's UIDVALIDITY now)
+_PRUNABLE = (
+    "(marked=1 OR uidvalidity != (SELECT c.uidvalidity FROM checkpoints c"
+    " WHERE c.account = messages.account AND c.folder = messages.folder))"
+)
 
 
 class SqliteStore:
@@ -1070,9 +1079,9 @@ class SqliteStore:
             db.execute("DELETE FROM contacts WHERE at<?", (cutoff,))
             db.execute("DELETE FROM replies WHERE at<?", (cutoff,))
             db.execute("DELETE FROM bounces WHERE at<?", (cutoff,))
-            old = "SELECT key FROM messages WHERE marked=1 AND outcome!='planned' AND received_at<?"
+            old = f"SELECT key FROM messages WHERE {_PRUNABLE} AND outcome!='planned' AND received_at<?"
             db.execute(f"DELETE FROM outbox WHERE msg_key IN ({old})", (cutoff,))
-            cur = db.execute("DELETE FROM messages WHERE marked=1 AND outcome!='planned' AND received_at<?", (cutoff,))
+            cur = db.execute(f"DELETE FROM messages WHERE key IN ({old})", (cutoff,))
             return int(cur.rowcount)
 
 
