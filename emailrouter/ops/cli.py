@@ -270,7 +270,7 @@ def cmd_quarantine(args: argparse.Namespace) -> int:
                 status, wanted = 1, wanted - set(uids)
                 continue
             print(
-                f"{mailbox.name}: retried {len(uids)}: planned {report.planned}, duplicates {report.duplicates}, "
+                f"{mailbox.name}: retried {report.fetched}: planned {report.planned}, duplicates {report.duplicates}, "
                 f"quarantined again {report.quarantined}"
             )
             status |= 1 if report.quarantined else 0
@@ -358,7 +358,7 @@ def _retry_in_daemon(config: Config, args: argparse.Namespace) -> int:
         else:
             again = result.get("quarantined", 0)
             print(
-                f"{name}: retried {len(result['uids'])} in the daemon under version {result['version']}: "
+                f"{name}: retried {result.get('retried', 0)} in the daemon under version {result['version']}: "
                 f"planned {result.get('planned', 0)}, duplicates {result.get('duplicates', 0)}, "
                 f"quarantined again {again}"
             )

@@ -158,7 +158,12 @@ class Service:
             try:
                 if uids:
                     report = await self.router.retry(mailbox, uids)
-                    result.update(planned=report.planned, duplicates=report.duplicates, quarantined=report.quarantined)
+                    result.update(
+                        retried=report.fetched,
+                        planned=report.planned,
+                        duplicates=report.duplicates,
+                        quarantined=report.quarantined,
+                    )
                 log.info("quarantine_retried", request=req.id, **result)
             except Exception as exc:  # the mailbox is down, a bug: the request is answered, the task goes on
                 result = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}

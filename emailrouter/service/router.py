@@ -291,6 +291,7 @@ class Router:
             self.store.forget(MessageKey(mailbox.account, mailbox.folder, uidvalidity, uid))
         await self.poller.unflag_quarantined(conn, uids)
         fetched = await self.poller.fetch(conn, uids)
+        report.fetched += len(fetched)  # the mails retried: those still quarantined now, and still on the server
         batch = Batch(self.store)
         for uid in uids:
             if uid in fetched:
