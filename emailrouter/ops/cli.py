@@ -246,10 +246,12 @@ def cmd_quarantine(args: argparse.Namespace) -> int:
         if args.action == "list":
             if not rows:
                 print("quarantine is empty")
+            folders = {(r.key.account, r.key.folder) for r in rows}
+            checkpoints = {folder: router.store.checkpoint(*folder) for folder in folders}  # one read a folder
             for row in rows:
                 mailbox = by_account.get(row.key.account)
                 name = mailbox.name if mailbox else row.key.account
-                checkpoint = router.store.checkpoint(row.key.account, row.key.folder)
+                checkpoint = checkpoints[row.key.account, row.key.folder]
                 stale = checkpoint is not None and checkpoint.uidvalidity != row.key.uidvalidity
                 note = "\t(an earlier UIDVALIDITY: the UID names another mail now; retry skips it)" if stale else ""
                 when = f"{row.received_at:%Y-%m-%dT%H:%M:%S}"

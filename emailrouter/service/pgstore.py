@@ -601,6 +601,7 @@ class PostgresStore:
             f" FOR UPDATE SKIP LOCKED) RETURNING {_ENTRY}",
             (self.instance, self.lease),
             what="write",
+            binary=True,
         )
         return sorted((_entry(r) for r in rows), key=lambda e: e.id)
 
